@@ -1,0 +1,41 @@
+# Two commands do all the setup on a fresh machine:
+#   make dev    run every function locally on an embedded Postgres and S3 (or DATABASE_URL)
+#   make test   lint, type-check and run the whole test suite
+# Both bootstrap the toolchain they need: uv (pinned, from PyPI) and the locked environment.
+
+PYTHON ?= python3
+UV_VERSION := 0.13.9
+UV := .tools/bin/uv
+export UV_PYTHON_DOWNLOADS := never
+export UV_PROJECT_ENVIRONMENT := .venv
+
+.PHONY: dev test lint format migrate clean
+
+$(UV):
+	$(PYTHON) -m venv .tools
+	.tools/bin/pip install --quiet "uv==$(UV_VERSION)"
+
+.venv/.synced: $(UV) pyproject.toml uv.lock
+	$(UV) sync --frozen --python $(PYTHON)
+	@touch $@
+
+dev: .venv/.synced
+	.venv/bin/python -m tools.dev
+
+test: lint
+	.venv/bin/python -m pytest
+
+lint: .venv/.synced
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
+	.venv/bin/mypy
+
+format: .venv/.synced
+	.venv/bin/ruff check --fix .
+	.venv/bin/ruff format .
+
+migrate: .venv/.synced
+	.venv/bin/python -m tools.migrate
+
+clean:
+	rm -rf .venv .tools .mypy_cache .pytest_cache .ruff_cache

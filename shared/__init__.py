@@ -1,0 +1,1 @@
+"""The one package every function imports: settings, wire models, errors, database access."""

@@ -1,0 +1,426 @@
+"""The database port and its two adapters.
+
+Functions call ``db.rpc(name, args, as_user=caller)``: one SQL function in the
+``public`` schema, called with JSON arguments, as PostgREST calls it.
+
+* ``PostgresDatabase`` talks psycopg to a direct or pooled connection and does in
+  one transaction what PostgREST does: switch to the caller's role, expose the
+  caller's JWT claims as ``request.jwt.claims``, call the function and return its
+  result as JSON.
+* ``SupabaseDatabase`` sends the same call to Supabase's PostgREST over HTTPS.
+
+Both return the same Python values for the same call (the contract tests in
+``tests/db/test_database_contract.py`` hold them to it), and both raise the same
+typed errors: a Postgres error is classified once, in ``classify``.
+
+RPC functions must return a value (jsonb, a scalar, a row or a set of rows);
+void functions are not supported because PostgREST answers them with no body.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+from pydantic_core import to_jsonable_python
+
+from shared.errors import (
+    ConflictError,
+    ForbiddenError,
+    InternalError,
+    InvalidInputError,
+    NotFoundError,
+    ServiceError,
+    UnavailableError,
+)
+
+if TYPE_CHECKING:
+    import httpx
+    import psycopg
+    from psycopg_pool import ConnectionPool
+
+    from shared.settings import Settings
+
+API_ROLES = frozenset({"anon", "authenticated", "service_role"})
+_IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who an RPC runs as: verified JWT claims, and the token they came from.
+
+    PostgresDatabase only needs the claims; PostgREST needs the token itself.
+    """
+
+    claims: Mapping[str, Any]
+    access_token: str | None = None
+
+    @property
+    def role(self) -> str:
+        role = self.claims.get("role")
+        if role not in API_ROLES:
+            raise ForbiddenError("This token's role may not use the API.")
+        return str(role)
+
+
+SERVICE = Caller(claims={"role": "service_role"})
+
+
+class Database(Protocol):
+    def rpc(
+        self, name: str, args: Mapping[str, Any] | None = None, *, as_user: Caller | None = None
+    ) -> Any:
+        """Call public.<name>(args) as ``as_user`` (default: service_role)."""
+
+    def close(self) -> None: ...
+
+
+# --- one classification of database failures ------------------------------------------
+
+
+@dataclass(frozen=True)
+class PostgresFailure:
+    """A failure as Postgres (SQLSTATE) or PostgREST (PGRSTnnn) reported it.
+
+    Kept on the typed error for logs and tests. ``details`` may quote row values,
+    phone numbers included: it is never logged or sent to a caller.
+    """
+
+    code: str | None
+    message: str
+    details: str | None = None
+    hint: str | None = None
+
+
+_INVALID_INPUT_CODES = frozenset({"23502", "23503", "23514", "23P01"})
+# PostgREST's own codes for "cannot reach or use the database right now".
+_UNAVAILABLE_CODES = frozenset({"PGRST000", "PGRST001", "PGRST002", "PGRST003", "503", "504"})
+# SQL functions raise caller-facing errors as SQLSTATE 'VPnnn' (nnn: the HTTP status),
+# with a message written for the caller and the offending field in HINT.
+_RAISED_BY_US = re.compile(r"^VP(\d{3})$")
+_RAISED_STATUS: dict[str, type[ServiceError]] = {
+    "404": NotFoundError,
+    "409": ConflictError,
+    "422": InvalidInputError,
+    "403": ForbiddenError,
+}
+_KEY_COLUMNS = re.compile(r"Key \(([^)]+)\)")
+_COLUMN = re.compile(r'column "([^"]+)"')
+_CHECK = re.compile(r'relation "([^"]+)" violates check constraint "([^"]+)"')
+
+
+def classify(failure: PostgresFailure, *, retry_after: int = 5) -> ServiceError:
+    """Map a database failure onto the service's typed errors."""
+    code = failure.code or ""
+    error: ServiceError
+    raised = _RAISED_BY_US.match(code)
+    if raised:
+        error = _RAISED_STATUS.get(raised.group(1), InternalError)(
+            failure.message, field=failure.hint or None
+        )
+    elif code == "23505":
+        error = ConflictError(field=_field_of(failure))
+    elif code in _INVALID_INPUT_CODES or code.startswith("22"):
+        name = _field_of(failure)
+        error = InvalidInputError(
+            _INVALID_MESSAGES.get(code, "{field} has an invalid value.").format(
+                field=name or "A value"
+            ),
+            field=name,
+        )
+    elif code == "42501":
+        error = ForbiddenError()
+    elif code.startswith(("08", "53", "57P")) or code in _UNAVAILABLE_CODES:
+        error = UnavailableError(retry_after=retry_after)
+    else:
+        error = InternalError()
+    error.diagnostic = failure
+    return error
+
+
+_INVALID_MESSAGES = {
+    "23502": "{field} is required.",
+    "23503": "{field} refers to a record that does not exist.",
+    "23514": "{field} has a value that is not allowed.",
+}
+
+
+def _field_of(failure: PostgresFailure) -> str | None:
+    """The column a constraint error is about, from Postgres's own wording."""
+    if failure.details and (match := _KEY_COLUMNS.search(failure.details)):
+        return match.group(1)
+    if match := _CHECK.search(failure.message):
+        table, constraint = match.groups()
+        return constraint.removeprefix(f"{table}_").removesuffix("_check")
+    if match := _COLUMN.search(failure.message):
+        return match.group(1)
+    return None
+
+
+def _validated_name(name: str) -> str:
+    if not _IDENTIFIER.match(name):
+        raise InternalError(f"Not a valid SQL function name: {name!r}")
+    return name
+
+
+def _json_args(args: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Arguments as JSON values: what PostgREST receives, so both adapters coerce alike."""
+    payload: dict[str, Any] = to_jsonable_python(dict(args or {}))
+    for key in payload:
+        _validated_name(key)
+    return payload
+
+
+# --- PostgresDatabase -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Signature:
+    """How to call one overload of a function, resolved from the catalog as PostgREST does."""
+
+    sql: str  # takes one parameter: the JSON object of arguments
+
+
+_OVERLOADS_SQL = """
+SELECT coalesce(p.proargnames, '{}'),
+       coalesce(p.proargmodes::text[], array_fill('i'::text, ARRAY[p.pronargs])),
+       array(SELECT format_type(t, NULL)
+             FROM unnest(coalesce(p.proallargtypes, p.proargtypes::oid[])) WITH ORDINALITY AS a(t, i)
+             ORDER BY i),
+       p.pronargdefaults,
+       p.proretset,
+       p.prorettype = 'void'::regtype
+FROM pg_proc AS p
+WHERE p.pronamespace = 'public'::regnamespace AND p.proname = %s
+"""
+
+
+def _resolve(rows: list[tuple[Any, ...]], name: str, keys: frozenset[str]) -> _Signature | None:
+    """The overload PostgREST would pick: it takes every given argument and needs no other."""
+    for names, modes, types, n_defaults, returns_set, returns_void in rows:
+        inputs = [(n, t) for n, m, t in zip(names, modes, types, strict=False) if m in "ibv"]
+        input_names = {n for n, _ in inputs}
+        required = {n for n, _ in inputs[: len(inputs) - n_defaults]}
+        if not (required <= keys <= input_names):
+            continue
+        if returns_void:
+            raise InternalError(f"RPC function {name} returns void; RPCs must return a value.")
+        return _Signature(sql=_call_sql(name, [(n, t) for n, t in inputs if n in keys], returns_set))
+    return None
+
+
+def _call_sql(name: str, args: list[tuple[str, str]], returns_set: bool) -> str:
+    # jsonb_to_record converts each JSON value to the parameter's type exactly as
+    # PostgREST does, so a call means the same thing through either adapter.
+    if args:
+        columns = ", ".join(f'"{n}" {t}' for n, t in args)
+        named = ", ".join(f'"{n}" => _a."{n}"' for n, _ in args)
+        source = f'jsonb_to_record(%s::jsonb) AS _a({columns}), LATERAL public."{name}"({named})'
+    else:
+        source = f'(SELECT %s::jsonb) AS _a, LATERAL public."{name}"()'
+    result = "coalesce(jsonb_agg(_r), '[]'::jsonb)" if returns_set else "to_jsonb(_r)"
+    return f"SELECT {result} FROM {source} AS _r"  # noqa: S608 (names validated, types from the catalog)
+
+
+_SET_CONTEXT = (
+    "SELECT set_config('role', %s, true), set_config('request.jwt.claims', %s, true)"
+)
+
+
+class PostgresDatabase:
+    """psycopg over a direct or pooled (Supabase pooler) connection."""
+
+    def __init__(
+        self,
+        conninfo: str,
+        *,
+        pool_size: int = 4,
+        timeout: float = 10.0,
+        retry_after: int = 5,
+    ) -> None:
+        self._conninfo = conninfo
+        self._pool_size = pool_size
+        self._timeout = timeout
+        self._retry_after = retry_after
+        self._pool: ConnectionPool | None = None
+        self._pool_lock = threading.Lock()
+        self._signatures: dict[tuple[str, frozenset[str]], _Signature] = {}
+
+    def _connections(self) -> ConnectionPool:
+        with self._pool_lock:
+            if self._pool is None:
+                from psycopg_pool import ConnectionPool
+
+                self._pool = ConnectionPool(
+                    self._conninfo,
+                    min_size=1,
+                    max_size=self._pool_size,
+                    timeout=self._timeout,
+                    open=False,
+                    # prepare_threshold=None: transaction-mode poolers (Supabase's
+                    # on port 6543) cannot keep prepared statements.
+                    kwargs={"prepare_threshold": None, "connect_timeout": max(1, int(self._timeout))},
+                    name="sms-tracking",
+                )
+                self._pool.open(wait=False)
+            return self._pool
+
+    def rpc(
+        self, name: str, args: Mapping[str, Any] | None = None, *, as_user: Caller | None = None
+    ) -> Any:
+        import psycopg
+        from psycopg_pool import PoolTimeout
+
+        caller = as_user or SERVICE
+        role = caller.role
+        payload = _json_args(args)
+        claims = json.dumps(to_jsonable_python(dict(caller.claims)))
+        for attempt in (1, 2):
+            started = False
+            try:
+                with self._connections().connection() as conn, conn.cursor() as cur:
+                    signature = self._signature(cur, _validated_name(name), frozenset(payload))
+                    cur.execute(_SET_CONTEXT, (role, claims))
+                    started = True
+                    cur.execute(signature.sql.encode(), (json.dumps(payload),))
+                    row = cur.fetchone()
+                    return row[0] if row else None
+            except PoolTimeout:
+                raise UnavailableError(retry_after=self._retry_after) from None
+            except psycopg.OperationalError as exc:
+                # A pooled connection the server has since closed fails on first use;
+                # nothing of the call ran yet, so one fresh attempt is safe.
+                if attempt == 1 and not started and exc.sqlstate is None:
+                    continue
+                raise classify(_failure_of(exc), retry_after=self._retry_after) from None
+            except psycopg.Error as exc:
+                raise classify(_failure_of(exc), retry_after=self._retry_after) from None
+        raise AssertionError("unreachable")
+
+    def _signature(self, cur: psycopg.Cursor[Any], name: str, keys: frozenset[str]) -> _Signature:
+        cached = self._signatures.get((name, keys))
+        if cached is None:
+            cur.execute(_OVERLOADS_SQL, (name,))
+            cached = _resolve(cur.fetchall(), name, keys)
+            if cached is None:
+                failure = PostgresFailure(
+                    "PGRST202",
+                    f"Could not find the function public.{name}({', '.join(sorted(keys))})",
+                )
+                raise classify(failure, retry_after=self._retry_after)
+            self._signatures[(name, keys)] = cached
+        return cached
+
+    def close(self) -> None:
+        with self._pool_lock:
+            if self._pool is not None:
+                self._pool.close()
+                self._pool = None
+
+
+def _failure_of(exc: psycopg.Error) -> PostgresFailure:
+    import psycopg
+
+    diag = exc.diag
+    # A connection that cannot be made or was lost has no SQLSTATE from a server.
+    lost = isinstance(exc, psycopg.OperationalError) and exc.sqlstate is None
+    return PostgresFailure(
+        code="08000" if lost else exc.sqlstate,
+        message=diag.message_primary or str(exc).strip(),
+        details=diag.message_detail,
+        hint=diag.message_hint,
+    )
+
+
+# --- SupabaseDatabase -------------------------------------------------------------------
+
+
+@dataclass
+class SupabaseDatabase:
+    """Supabase's PostgREST, through the supabase client's PostgREST layer.
+
+    Works with the new secret keys (``sb_secret_...``), which go in the ``apikey``
+    header only because they are not JWTs, and with the legacy ``service_role``
+    JWT, which also goes in ``Authorization``. A user call carries the user's own
+    access token, so PostgREST applies their role and row-level security.
+    """
+
+    url: str
+    secret_key: str
+    timeout: float = 10.0
+    retry_after: int = 5
+    _http: httpx.Client | None = field(default=None, init=False, repr=False)
+    _http_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+
+    def _headers(self, caller: Caller) -> dict[str, str]:
+        headers = {"apikey": self.secret_key}
+        if caller.access_token:
+            headers["Authorization"] = f"Bearer {caller.access_token}"
+        elif caller.role != "service_role":
+            raise InternalError("A user call through Supabase needs the user's access token.")
+        elif not self.secret_key.startswith("sb_"):
+            headers["Authorization"] = f"Bearer {self.secret_key}"
+        return headers
+
+    def _client(self) -> httpx.Client:
+        with self._http_lock:
+            if self._http is None:
+                import httpx
+
+                self._http = httpx.Client(
+                    base_url=self.rest_url, timeout=self.timeout, follow_redirects=False
+                )
+            return self._http
+
+    @property
+    def rest_url(self) -> str:
+        return self.url.rstrip("/") + "/rest/v1"
+
+    def rpc(
+        self, name: str, args: Mapping[str, Any] | None = None, *, as_user: Caller | None = None
+    ) -> Any:
+        import httpx
+        from postgrest import APIError, SyncPostgrestClient
+
+        client = SyncPostgrestClient(
+            self.rest_url, headers=self._headers(as_user or SERVICE), http_client=self._client()
+        )
+        try:
+            return client.rpc(_validated_name(name), _json_args(args)).execute().data
+        except APIError as exc:
+            failure = PostgresFailure(
+                code=exc.code,
+                message=exc.message or "",
+                details=exc.details if isinstance(exc.details, str) else None,
+                hint=exc.hint,
+            )
+            raise classify(failure, retry_after=self.retry_after) from None
+        except httpx.TransportError:
+            raise UnavailableError(retry_after=self.retry_after) from None
+
+    def close(self) -> None:
+        with self._http_lock:
+            if self._http is not None:
+                self._http.close()
+                self._http = None
+
+
+def database_from_settings(settings: Settings) -> Database:
+    if settings.database_url is not None:
+        return PostgresDatabase(
+            settings.database_url.get_secret_value(),
+            pool_size=settings.database_pool_size,
+            timeout=settings.database_timeout_seconds,
+            retry_after=settings.retry_after_seconds,
+        )
+    assert settings.supabase_url is not None and settings.supabase_secret_key is not None
+    return SupabaseDatabase(
+        str(settings.supabase_url),
+        settings.supabase_secret_key.get_secret_value(),
+        timeout=settings.database_timeout_seconds,
+        retry_after=settings.retry_after_seconds,
+    )

@@ -1,0 +1,105 @@
+"""Typed service errors: every failure a caller may see is one of these.
+
+`shared.http` turns them into JSON responses in one place; nothing else decides a
+status code. Messages are written for the caller: they never carry SQL, stack
+traces, phone numbers or message texts.
+"""
+
+from __future__ import annotations
+
+
+class ServiceError(Exception):
+    status = 500
+    code = "internal_error"
+    default_message = "Something went wrong on our side. Retry later; if it persists, report it."
+    diagnostic: object | None = None
+    """What a dependency reported, for logs and tests; never sent to a caller."""
+
+    def __init__(self, message: str | None = None, *, field: str | None = None) -> None:
+        self.message = message or self.default_message
+        self.field = field
+        super().__init__(self.message)
+
+
+class BadRequestError(ServiceError):
+    status = 400
+    code = "bad_request"
+    default_message = "The request could not be read."
+
+
+class UnauthorizedError(ServiceError):
+    status = 401
+    code = "unauthorized"
+    default_message = "Missing or invalid credentials."
+
+
+class ForbiddenError(ServiceError):
+    status = 403
+    code = "forbidden"
+    default_message = "These credentials do not allow this operation."
+
+
+class NotFoundError(ServiceError):
+    status = 404
+    code = "not_found"
+    default_message = "Not found."
+
+
+class MethodNotAllowedError(ServiceError):
+    status = 405
+    code = "method_not_allowed"
+    default_message = "This method is not allowed here."
+
+    def __init__(self, allowed: tuple[str, ...], message: str | None = None) -> None:
+        self.allowed = allowed
+        super().__init__(message or f"Use {' or '.join(allowed)}.")
+
+
+class ConflictError(ServiceError):
+    status = 409
+    code = "conflict"
+    default_message = "This record already exists."
+
+
+class PayloadTooLargeError(ServiceError):
+    status = 413
+    code = "payload_too_large"
+    default_message = "The request body is too large."
+
+
+class UnsupportedMediaTypeError(ServiceError):
+    status = 415
+    code = "unsupported_media_type"
+    default_message = "Unsupported content type."
+
+
+class InvalidInputError(ServiceError):
+    status = 422
+    code = "invalid_input"
+    default_message = "The request contains an invalid value."
+
+
+class UnavailableError(ServiceError):
+    """A dependency (database, storage, provider) cannot be reached right now.
+
+    Callers are told to retry: nothing was half-written.
+    """
+
+    status = 503
+    code = "unavailable"
+    default_message = "A backing service is unavailable. Retry after the delay in Retry-After."
+
+    def __init__(self, message: str | None = None, *, retry_after: int = 5) -> None:
+        self.retry_after = retry_after
+        super().__init__(message)
+
+
+class InternalError(ServiceError):
+    """A fault on our side that retrying will not fix on its own."""
+
+
+class ConfigurationError(Exception):
+    """Start-up cannot proceed: a setting is missing or malformed.
+
+    Raised before any request is served; the message names the variable.
+    """

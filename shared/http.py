@@ -1,0 +1,105 @@
+"""The single boundary between HTTP and the service's logic.
+
+``endpoint`` wraps every HTTP entry point: it binds a request id, checks the
+method, and turns every failure into ``{"error": {"code", "message"}}`` with the
+right status. Nothing else builds an error response, so no stack trace, SQL or
+validation internals can reach a caller.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import re
+import uuid
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from pydantic import ValidationError
+from pydantic_core import to_jsonable_python
+
+from shared import logs
+from shared.errors import (
+    InternalError,
+    InvalidInputError,
+    MethodNotAllowedError,
+    ServiceError,
+    UnavailableError,
+)
+from shared.models import ErrorBody, ErrorDetail
+
+if TYPE_CHECKING:
+    from flask import Request, Response
+
+log = logging.getLogger("sms.http")
+
+_SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+Handler = Callable[["Request"], "Response"]
+
+
+def json_response(
+    body: Any, status: int = 200, headers: Mapping[str, str] | None = None
+) -> Response:
+    from flask import Response
+
+    text = json.dumps(body, default=to_jsonable_python, separators=(",", ":"))
+    return Response(text, status=status, headers=headers, mimetype="application/json")
+
+
+def error_response(error: ServiceError) -> Response:
+    body = ErrorBody(error=ErrorDetail(code=error.code, message=error.message, field=error.field))
+    headers: dict[str, str] = {}
+    if isinstance(error, MethodNotAllowedError):
+        headers["Allow"] = ", ".join(error.allowed)
+    if isinstance(error, UnavailableError):
+        headers["Retry-After"] = str(error.retry_after)
+    return json_response(body.model_dump(exclude_none=True), error.status, headers)
+
+
+def invalid_input(exc: ValidationError) -> InvalidInputError:
+    """A pydantic failure, told by field name and rule, never by the value received."""
+    first = exc.errors(include_url=False, include_input=False, include_context=False)[0]
+    field = ".".join(str(part) for part in first["loc"]) or None
+    reason = "unknown field" if first["type"] == "extra_forbidden" else first["msg"]
+    reason = reason.removeprefix("Value error, ")
+    return InvalidInputError(f"{field}: {reason}" if field else reason, field=field)
+
+
+def endpoint(*methods: str) -> Callable[[Handler], Handler]:
+    """Wrap a functions-framework handler in the error boundary."""
+
+    def wrap(handler: Handler) -> Handler:
+        @functools.wraps(handler)
+        def run(request: Request) -> Response:
+            supplied = request.headers.get("X-Request-Id", "")
+            rid = supplied if _SAFE_REQUEST_ID.match(supplied) else uuid.uuid4().hex
+            with logs.bound_request_id(rid):
+                try:
+                    if request.method not in methods:
+                        raise MethodNotAllowedError(methods)
+                    response = handler(request)
+                except ValidationError as exc:
+                    response = error_response(invalid_input(exc))
+                except ServiceError as exc:
+                    _log_failure(exc)
+                    response = error_response(exc)
+                except Exception:
+                    log.exception("unhandled error")
+                    response = error_response(InternalError())
+            response.headers["X-Request-Id"] = rid
+            return response
+
+        return run
+
+    return wrap
+
+
+def _log_failure(error: ServiceError) -> None:
+    if error.status < 500:
+        return
+    diagnostic = error.diagnostic
+    # Only the code: a database failure's message and details can quote row values.
+    code = getattr(diagnostic, "code", None)
+    log.warning("request failed: %s", error.code, extra={"dependency_code": code})

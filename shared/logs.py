@@ -1,0 +1,62 @@
+"""Structured JSON logs that carry the request id and never a phone number.
+
+Code never logs phone numbers or message texts; the redacting filter is the
+safety net for what slips through (a library's message, an exception's text).
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import logging
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
+
+# A run of 9 to 15 digits, optionally after "+", that is not part of a longer token
+# (so UUID groups and SIDs stay readable).
+_PHONE_LIKE = re.compile(r"(?<![\w-])\+?\d{9,15}(?![\w-])")
+
+
+def redact(text: str) -> str:
+    return _PHONE_LIKE.sub("[redacted]", text)
+
+
+class JsonFormatter(logging.Formatter):
+    _STANDARD = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "level": record.levelname,
+            "logger": record.name,
+            "message": redact(record.getMessage()),
+        }
+        if (rid := request_id.get()) is not None:
+            entry["request_id"] = rid
+        entry.update(
+            {k: v for k, v in record.__dict__.items() if k not in self._STANDARD and k[0] != "_"}
+        )
+        if record.exc_info:
+            entry["exception"] = redact(self.formatException(record.exc_info))
+        return json.dumps(entry, default=str)
+
+
+def configure(level: str = "INFO") -> None:
+    root = logging.getLogger()
+    if not any(isinstance(h.formatter, JsonFormatter) for h in root.handlers):
+        handler = logging.StreamHandler()
+        handler.setFormatter(JsonFormatter())
+        root.addHandler(handler)
+    root.setLevel(level)
+
+
+@contextmanager
+def bound_request_id(value: str) -> Iterator[None]:
+    token = request_id.set(value)
+    try:
+        yield
+    finally:
+        request_id.reset(token)

@@ -1,0 +1,80 @@
+"""Configuration: one Settings object, read from the environment, built once and passed in.
+
+Every variable is documented in README.md ("Configuration"). A missing or malformed
+value stops start-up with a ConfigurationError that names the variable.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, HttpUrl, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shared.errors import ConfigurationError
+
+DatabaseBackend = Literal["postgres", "supabase"]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", frozen=True)
+
+    database_url: SecretStr | None = None
+    """Direct or pooled Postgres connection (postgresql://...). Takes precedence over Supabase."""
+
+    supabase_url: HttpUrl | None = None
+    supabase_secret_key: SecretStr | None = None
+    """A secret key (sb_secret_...) or the legacy service_role JWT."""
+
+    database_pool_size: Annotated[int, Field(ge=1, le=64)] = 4
+    database_timeout_seconds: Annotated[float, Field(gt=0, le=300)] = 10.0
+    retry_after_seconds: Annotated[int, Field(ge=1, le=3600)] = 5
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("database_url")
+    @classmethod
+    def _postgres_scheme(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().startswith(
+            ("postgresql://", "postgres://")
+        ):
+            raise ValueError("must be a postgresql:// connection URL")
+        return value
+
+    @model_validator(mode="after")
+    def _one_database(self) -> Settings:
+        if self.database_url is None:
+            if self.supabase_url is None:
+                raise ValueError(
+                    "no database configured: set DATABASE_URL, "
+                    "or SUPABASE_URL with SUPABASE_SECRET_KEY"
+                )
+            if self.supabase_secret_key is None:
+                raise ValueError("SUPABASE_SECRET_KEY is required when SUPABASE_URL is set")
+        return self
+
+    @property
+    def database_backend(self) -> DatabaseBackend:
+        return "postgres" if self.database_url is not None else "supabase"
+
+    @classmethod
+    def load(cls) -> Settings:
+        """Read the environment, or raise ConfigurationError naming what is wrong."""
+        try:
+            return cls()
+        except ValidationError as exc:
+            raise ConfigurationError(describe_validation_error(exc)) from None
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    problems = []
+    for error in exc.errors(include_url=False, include_input=False):
+        variable = "_".join(str(part) for part in error["loc"]).upper()
+        message = error["msg"].removeprefix("Value error, ")
+        problems.append(f"{variable}: {message}" if variable else message)
+    return "Invalid configuration: " + "; ".join(problems)
+

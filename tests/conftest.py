@@ -1,0 +1,56 @@
+"""Test session: one real Postgres database with local + migrations applied.
+
+Without DATABASE_URL the session starts its own embedded Postgres; with it, the
+session creates a database of its own on that server and drops it at the end.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+
+from tests.support import Tenants, create_tenants
+from tools.embedded import embedded_postgres, throwaway_database
+from tools.migrate import apply
+
+
+@pytest.fixture(scope="session")
+def server_url() -> Iterator[str]:
+    """A Postgres server on which the session may create and drop databases."""
+    if url := os.environ.get("DATABASE_URL"):
+        yield url
+    else:
+        with embedded_postgres() as url:
+            yield url
+
+
+@pytest.fixture(scope="session")
+def database_url(server_url: str) -> Iterator[str]:
+    with throwaway_database(server_url) as url:
+        apply(url, include_local=True, report=lambda _: None)
+        yield url
+
+
+@pytest.fixture(scope="session")
+def admin_conn(database_url: str) -> Iterator[psycopg.Connection]:
+    """A superuser connection (autocommit): sets up data, reads back the truth."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        yield conn
+
+
+@pytest.fixture
+def clean(admin_conn: psycopg.Connection) -> psycopg.Connection:
+    """Empty every data table before the test."""
+    admin_conn.execute(
+        "TRUNCATE public.clients, public.agent_types, auth.users, public.agent_sms CASCADE"
+    )
+    return admin_conn
+
+
+@pytest.fixture
+def tenants(clean: psycopg.Connection) -> Tenants:
+    """Two clients with deployments, users of every kind and a few SMS each."""
+    return create_tenants(clean)

@@ -1,0 +1,137 @@
+"""The agent_sms schema, read back from the catalogs, is the reference schema's."""
+
+from __future__ import annotations
+
+import psycopg
+
+# (column, type, NOT NULL, default or generated expression, generated?)
+SEED_COLUMNS = [
+    ("id", "uuid", True, "gen_random_uuid()", False),
+    ("deployment_id", "uuid", True, None, False),
+    ("call_id", "uuid", False, None, False),
+    ("prospect_id", "uuid", False, None, False),
+    ("sequence_id", "uuid", False, None, False),
+    ("phone_number", "text", True, None, False),
+    ("first_name", "text", False, None, False),
+    ("last_name", "text", False, None, False),
+    ("message_content", "text", True, None, False),
+    ("message_type", "text", False, "'transactional'::text", False),
+    ("character_count", "integer", False, "length(message_content)", True),
+    ("provider", "text", False, "'twilio'::text", False),
+    ("provider_message_sid", "text", False, None, False),
+    ("provider_status", "text", False, None, False),
+    ("status", "text", False, "'sent'::text", False),
+    ("sent_at", "timestamp with time zone", True, None, False),
+    ("delivered_at", "timestamp with time zone", False, None, False),
+    ("failed_at", "timestamp with time zone", False, None, False),
+    ("failure_reason", "text", False, None, False),
+    ("provider_cost", "numeric(10,4)", False, None, False),
+    ("voipia_margin", "numeric(10,4)", False, "0", False),
+    ("billed_cost", "numeric(10,4)", False, "(provider_cost + voipia_margin)", True),
+    ("currency", "text", False, "'EUR'::text", False),
+    ("workflow_id", "text", False, None, False),
+    ("workflow_execution_id", "text", False, None, False),
+    ("metadata", "jsonb", False, "'{}'::jsonb", False),
+    ("created_at", "timestamp with time zone", False, "now()", False),
+    ("updated_at", "timestamp with time zone", False, "now()", False),
+]
+
+SEED_CONSTRAINTS = {
+    "agent_sms_pkey": "PRIMARY KEY (id)",
+    "agent_sms_deployment_id_fkey":
+        "FOREIGN KEY (deployment_id) REFERENCES agent_deployments(id) ON DELETE CASCADE",
+    "agent_sms_call_id_fkey":
+        "FOREIGN KEY (call_id) REFERENCES agent_calls(id) ON DELETE SET NULL",
+    "agent_sms_prospect_id_fkey":
+        "FOREIGN KEY (prospect_id) REFERENCES agent_arthur_prospects(id) ON DELETE SET NULL",
+    "agent_sms_sequence_id_fkey":
+        "FOREIGN KEY (sequence_id) REFERENCES agent_arthur_prospect_sequences(id)"
+        " ON DELETE SET NULL",
+    "agent_sms_provider_message_sid_key": "UNIQUE (provider_message_sid)",
+    "agent_sms_message_type_check":
+        "CHECK ((message_type = ANY (ARRAY['transactional'::text, 'marketing'::text,"
+        " 'notification'::text, 'appointment_reminder'::text])))",
+    "agent_sms_provider_status_check":
+        "CHECK ((provider_status = ANY (ARRAY['queued'::text, 'sending'::text, 'sent'::text,"
+        " 'delivered'::text, 'undelivered'::text, 'failed'::text, 'unknown'::text])))",
+    "agent_sms_status_check":
+        "CHECK ((status = ANY (ARRAY['sent'::text, 'delivered'::text, 'failed'::text])))",
+    "agent_sms_provider_cost_check": "CHECK ((provider_cost >= (0)::numeric))",
+    "agent_sms_voipia_margin_check": "CHECK ((voipia_margin >= (0)::numeric))",
+}
+
+SEED_INDEXES = {
+    "idx_agent_sms_deployment_sent_at": "(deployment_id, sent_at DESC)",
+    "idx_agent_sms_status":
+        "(status) WHERE (status = ANY (ARRAY['delivered'::text, 'failed'::text]))",
+    "idx_agent_sms_call_id": "(call_id) WHERE (call_id IS NOT NULL)",
+    "idx_agent_sms_provider_sid":
+        "(provider_message_sid) WHERE (provider_message_sid IS NOT NULL)",
+    "idx_agent_sms_deployment_cost": "(deployment_id, billed_cost DESC)",
+    "idx_agent_sms_prospect": "(prospect_id) WHERE (prospect_id IS NOT NULL)",
+    "idx_agent_sms_sequence": "(sequence_id) WHERE (sequence_id IS NOT NULL)",
+    # Beyond the seed: erasure and the contact timeline look up by phone.
+    "idx_agent_sms_phone_number": "(phone_number)",
+    # Backing the PRIMARY KEY and UNIQUE constraints.
+    "agent_sms_pkey": "(id)",
+    "agent_sms_provider_message_sid_key": "(provider_message_sid)",
+}
+
+
+def test_every_column_has_the_seed_type_nullability_and_default(
+    admin_conn: psycopg.Connection,
+) -> None:
+    rows = admin_conn.execute(
+        """
+        SELECT a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull,
+               pg_get_expr(d.adbin, d.adrelid), a.attgenerated = 's'
+        FROM pg_attribute AS a
+        LEFT JOIN pg_attrdef AS d ON (d.adrelid, d.adnum) = (a.attrelid, a.attnum)
+        WHERE a.attrelid = 'public.agent_sms'::regclass AND a.attnum > 0 AND NOT a.attisdropped
+        ORDER BY a.attnum
+        """
+    ).fetchall()
+    assert rows == SEED_COLUMNS
+
+
+def test_constraints_are_the_seed_constraints(admin_conn: psycopg.Connection) -> None:
+    rows = admin_conn.execute(
+        "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint"
+        " WHERE conrelid = 'public.agent_sms'::regclass"
+    ).fetchall()
+    assert dict(rows) == SEED_CONSTRAINTS
+
+
+def test_indexes_are_the_seed_indexes(admin_conn: psycopg.Connection) -> None:
+    rows = admin_conn.execute(
+        "SELECT indexname, indexdef FROM pg_indexes"
+        " WHERE schemaname = 'public' AND tablename = 'agent_sms'"
+    ).fetchall()
+    found = {name: definition.split(" USING btree ", 1)[1] for name, definition in rows}
+    assert found == SEED_INDEXES
+
+
+def test_updated_at_trigger_fires_before_each_row_update(admin_conn: psycopg.Connection) -> None:
+    row = admin_conn.execute(
+        "SELECT pg_get_triggerdef(oid) FROM pg_trigger"
+        " WHERE tgrelid = 'public.agent_sms'::regclass AND tgname = 'agent_sms_updated_at'"
+    ).fetchone()
+    assert row is not None
+    assert "BEFORE UPDATE ON public.agent_sms FOR EACH ROW" in row[0]
+
+
+def test_the_four_seed_policies_exist_with_their_roles(admin_conn: psycopg.Connection) -> None:
+    rows = admin_conn.execute(
+        "SELECT polname, polcmd, polroles::regrole[]::text FROM pg_policy"
+        " WHERE polrelid = 'public.agent_sms'::regclass"
+    ).fetchall()
+    assert sorted(rows) == [
+        ("admins_manage_sms", "*", "{authenticated}"),
+        ("service_insert_sms", "a", "{service_role}"),
+        ("service_update_sms", "w", "{service_role}"),
+        ("users_view_accessible_sms", "r", "{authenticated}"),
+    ]
+    enabled = admin_conn.execute(
+        "SELECT relrowsecurity FROM pg_class WHERE oid = 'public.agent_sms'::regclass"
+    ).fetchone()
+    assert enabled == (True,)

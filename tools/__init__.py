@@ -1,0 +1,1 @@
+"""Developer tooling: migrations, the embedded local stack, the dev server. Not deployed."""

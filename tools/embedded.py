@@ -1,0 +1,65 @@
+"""The embedded local stack: a throwaway Postgres and an S3-compatible store.
+
+Used by `make dev` and by the test suite when no DATABASE_URL is given. Postgres
+comes from the pgserver wheel (it runs the server as an unprivileged user when we
+are root, which Postgres requires); S3 is moto's server.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import tempfile
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
+
+
+@contextmanager
+def embedded_postgres() -> Iterator[str]:
+    """Start a private Postgres in a temporary directory; yield its URL; delete it after."""
+    os.environ.setdefault("XDG_RUNTIME_DIR", tempfile.gettempdir())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import pgserver
+
+    logging.getLogger("pgserver").setLevel(logging.WARNING)
+    server = pgserver.get_server(tempfile.mkdtemp(prefix="sms-pg-"), cleanup_mode="delete")
+    try:
+        yield str(server.get_uri())
+    finally:
+        server.cleanup()
+
+
+@contextmanager
+def throwaway_database(server_url: str, prefix: str = "sms_test") -> Iterator[str]:
+    """Create a fresh database on an existing server; yield its URL; drop it after."""
+    name = f"{prefix}_{secrets.token_hex(4)}"
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        yield make_conninfo(server_url, dbname=name)
+    finally:
+        with psycopg.connect(server_url, autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+
+
+@contextmanager
+def moto_s3_server(port: int = 0) -> Iterator[str]:
+    """Run moto's S3-compatible server on localhost; yield its endpoint URL."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        host, bound_port = server.get_host_and_port()
+        yield f"http://{host}:{bound_port}"
+    finally:
+        server.stop()
