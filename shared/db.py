@@ -189,7 +189,8 @@ _OVERLOADS_SQL = """
 SELECT coalesce(p.proargnames, '{}'),
        coalesce(p.proargmodes::text[], array_fill('i'::text, ARRAY[p.pronargs])),
        array(SELECT format_type(t, NULL)
-             FROM unnest(coalesce(p.proallargtypes, p.proargtypes::oid[])) WITH ORDINALITY AS a(t, i)
+             FROM unnest(coalesce(p.proallargtypes, p.proargtypes::oid[]))
+                  WITH ORDINALITY AS a(t, i)
              ORDER BY i),
        p.pronargdefaults,
        p.proretset,
@@ -209,7 +210,9 @@ def _resolve(rows: list[tuple[Any, ...]], name: str, keys: frozenset[str]) -> _S
             continue
         if returns_void:
             raise InternalError(f"RPC function {name} returns void; RPCs must return a value.")
-        return _Signature(sql=_call_sql(name, [(n, t) for n, t in inputs if n in keys], returns_set))
+        return _Signature(
+            sql=_call_sql(name, [(n, t) for n, t in inputs if n in keys], returns_set)
+        )
     return None
 
 
@@ -226,9 +229,7 @@ def _call_sql(name: str, args: list[tuple[str, str]], returns_set: bool) -> str:
     return f"SELECT {result} FROM {source} AS _r"  # noqa: S608 (names validated, types from the catalog)
 
 
-_SET_CONTEXT = (
-    "SELECT set_config('role', %s, true), set_config('request.jwt.claims', %s, true)"
-)
+_SET_CONTEXT = "SELECT set_config('role', %s, true), set_config('request.jwt.claims', %s, true)"
 
 
 class PostgresDatabase:
@@ -263,7 +264,10 @@ class PostgresDatabase:
                     open=False,
                     # prepare_threshold=None: transaction-mode poolers (Supabase's
                     # on port 6543) cannot keep prepared statements.
-                    kwargs={"prepare_threshold": None, "connect_timeout": max(1, int(self._timeout))},
+                    kwargs={
+                        "prepare_threshold": None,
+                        "connect_timeout": max(1, int(self._timeout)),
+                    },
                     name="sms-tracking",
                 )
                 self._pool.open(wait=False)
@@ -279,7 +283,10 @@ class PostgresDatabase:
         role = caller.role
         payload = _json_args(args)
         claims = json.dumps(to_jsonable_python(dict(caller.claims)))
-        for attempt in (1, 2):
+        # Each idle pooled connection may have been closed by the server meanwhile; one
+        # attempt more than the pool holds always reaches a fresh connection.
+        attempts = self._pool_size + 1
+        for attempt in range(1, attempts + 1):
             started = False
             try:
                 with self._connections().connection() as conn, conn.cursor() as cur:
@@ -290,11 +297,13 @@ class PostgresDatabase:
                     row = cur.fetchone()
                     return row[0] if row else None
             except PoolTimeout:
-                raise UnavailableError(retry_after=self._retry_after) from None
+                failure = PostgresFailure("08000", "no database connection within the timeout")
+                raise classify(failure, retry_after=self._retry_after) from None
             except psycopg.OperationalError as exc:
-                # A pooled connection the server has since closed fails on first use;
-                # nothing of the call ran yet, so one fresh attempt is safe.
-                if attempt == 1 and not started and exc.sqlstate is None:
+                # A connection the server has closed fails on first use, before any of
+                # the call ran, so retrying on another connection is safe.
+                lost = exc.sqlstate is None or exc.sqlstate.startswith(("08", "57P"))
+                if attempt < attempts and not started and lost:
                     continue
                 raise classify(_failure_of(exc), retry_after=self._retry_after) from None
             except psycopg.Error as exc:
@@ -358,9 +367,10 @@ class SupabaseDatabase:
 
     def _headers(self, caller: Caller) -> dict[str, str]:
         headers = {"apikey": self.secret_key}
+        role = caller.role  # refuses a role the API does not know, as PostgresDatabase does
         if caller.access_token:
             headers["Authorization"] = f"Bearer {caller.access_token}"
-        elif caller.role != "service_role":
+        elif role != "service_role":
             raise InternalError("A user call through Supabase needs the user's access token.")
         elif not self.secret_key.startswith("sb_"):
             headers["Authorization"] = f"Bearer {self.secret_key}"
@@ -417,7 +427,8 @@ def database_from_settings(settings: Settings) -> Database:
             timeout=settings.database_timeout_seconds,
             retry_after=settings.retry_after_seconds,
         )
-    assert settings.supabase_url is not None and settings.supabase_secret_key is not None
+    assert settings.supabase_url is not None
+    assert settings.supabase_secret_key is not None
     return SupabaseDatabase(
         str(settings.supabase_url),
         settings.supabase_secret_key.get_secret_value(),

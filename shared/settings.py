@@ -77,4 +77,3 @@ def describe_validation_error(exc: ValidationError) -> str:
         message = error["msg"].removeprefix("Value error, ")
         problems.append(f"{variable}: {message}" if variable else message)
     return "Invalid configuration: " + "; ".join(problems)
-

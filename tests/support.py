@@ -42,7 +42,7 @@ def insert_sms(conn: psycopg.Connection, deployment_id: uuid.UUID, **values: Any
     columns = ", ".join(row)
     placeholders = ", ".join(f"%({name})s" for name in row)
     result = conn.execute(
-        f"INSERT INTO public.agent_sms ({columns}) VALUES ({placeholders}) RETURNING id",  # noqa: S608
+        f"INSERT INTO public.agent_sms ({columns}) VALUES ({placeholders}) RETURNING id",
         {k: json.dumps(v) if isinstance(v, dict) else v for k, v in row.items()},
     ).fetchone()
     assert result is not None

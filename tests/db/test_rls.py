@@ -37,7 +37,10 @@ def test_anon_sees_nothing_and_changes_nothing(tenants: Tenants, database_url: s
             pytest.raises(psycopg.errors.InsufficientPrivilege),
         ):
             conn.execute(statement)
-    with acting_as(database_url, "anon") as conn, pytest.raises(psycopg.errors.InsufficientPrivilege):
+    with (
+        acting_as(database_url, "anon") as conn,
+        pytest.raises(psycopg.errors.InsufficientPrivilege),
+    ):
         new_sms(conn, tenants.deployment_b)
 
 
@@ -74,17 +77,24 @@ def test_an_admin_manages_their_clients_sms(tenants: Tenants, database_url: str)
         assert len(visible_ids(conn)) == len(tenants.sms_a) + 1
         updated = conn.execute("UPDATE agent_sms SET status = 'delivered'").rowcount
         assert updated == len(tenants.sms_a) + 1
-        assert conn.execute("DELETE FROM agent_sms WHERE id = %s", (tenants.sms_a[0],)).rowcount == 1
+        assert (
+            conn.execute("DELETE FROM agent_sms WHERE id = %s", (tenants.sms_a[0],)).rowcount == 1
+        )
 
 
 def test_an_admin_cannot_touch_another_clients_sms(
     tenants: Tenants, database_url: str, admin_conn: psycopg.Connection
 ) -> None:
     with acting_as(database_url, "authenticated", tenants.admin_a) as conn:
-        assert conn.execute(
-            "UPDATE agent_sms SET status = 'failed' WHERE id = ANY(%s)", (tenants.sms_b,)
-        ).rowcount == 0
-        assert conn.execute("DELETE FROM agent_sms WHERE id = ANY(%s)", (tenants.sms_b,)).rowcount == 0
+        assert (
+            conn.execute(
+                "UPDATE agent_sms SET status = 'failed' WHERE id = ANY(%s)", (tenants.sms_b,)
+            ).rowcount
+            == 0
+        )
+        assert (
+            conn.execute("DELETE FROM agent_sms WHERE id = ANY(%s)", (tenants.sms_b,)).rowcount == 0
+        )
     with (
         acting_as(database_url, "authenticated", tenants.admin_a) as conn,
         pytest.raises(psycopg.errors.InsufficientPrivilege, match="row-level security"),
@@ -146,11 +156,15 @@ def test_the_access_helper_answers_only_for_the_caller(tenants: Tenants, databas
     assert row[1] == []
 
 
-def test_related_tables_follow_the_same_tenant_boundary(tenants: Tenants, database_url: str) -> None:
+def test_related_tables_follow_the_same_tenant_boundary(
+    tenants: Tenants, database_url: str
+) -> None:
     with acting_as(database_url, "authenticated", tenants.viewer_a) as conn:
         clients = {row[0] for row in conn.execute("SELECT id FROM clients")}
         deployments = {row[0] for row in conn.execute("SELECT id FROM agent_deployments")}
-        permissions = {row[0] for row in conn.execute("SELECT user_id FROM user_client_permissions")}
+        permissions = {
+            row[0] for row in conn.execute("SELECT user_id FROM user_client_permissions")
+        }
     assert clients == {tenants.client_a}
     assert deployments == set(tenants.deployments_a)
     assert permissions == {tenants.viewer_a}

@@ -38,35 +38,23 @@ SEED_COLUMNS = [
 
 SEED_CONSTRAINTS = {
     "agent_sms_pkey": "PRIMARY KEY (id)",
-    "agent_sms_deployment_id_fkey":
-        "FOREIGN KEY (deployment_id) REFERENCES agent_deployments(id) ON DELETE CASCADE",
-    "agent_sms_call_id_fkey":
-        "FOREIGN KEY (call_id) REFERENCES agent_calls(id) ON DELETE SET NULL",
-    "agent_sms_prospect_id_fkey":
-        "FOREIGN KEY (prospect_id) REFERENCES agent_arthur_prospects(id) ON DELETE SET NULL",
-    "agent_sms_sequence_id_fkey":
-        "FOREIGN KEY (sequence_id) REFERENCES agent_arthur_prospect_sequences(id)"
-        " ON DELETE SET NULL",
+    "agent_sms_deployment_id_fkey": "FOREIGN KEY (deployment_id) REFERENCES agent_deployments(id) ON DELETE CASCADE",
+    "agent_sms_call_id_fkey": "FOREIGN KEY (call_id) REFERENCES agent_calls(id) ON DELETE SET NULL",
+    "agent_sms_prospect_id_fkey": "FOREIGN KEY (prospect_id) REFERENCES agent_arthur_prospects(id) ON DELETE SET NULL",
+    "agent_sms_sequence_id_fkey": "FOREIGN KEY (sequence_id) REFERENCES agent_arthur_prospect_sequences(id) ON DELETE SET NULL",
     "agent_sms_provider_message_sid_key": "UNIQUE (provider_message_sid)",
-    "agent_sms_message_type_check":
-        "CHECK ((message_type = ANY (ARRAY['transactional'::text, 'marketing'::text,"
-        " 'notification'::text, 'appointment_reminder'::text])))",
-    "agent_sms_provider_status_check":
-        "CHECK ((provider_status = ANY (ARRAY['queued'::text, 'sending'::text, 'sent'::text,"
-        " 'delivered'::text, 'undelivered'::text, 'failed'::text, 'unknown'::text])))",
-    "agent_sms_status_check":
-        "CHECK ((status = ANY (ARRAY['sent'::text, 'delivered'::text, 'failed'::text])))",
+    "agent_sms_message_type_check": "CHECK ((message_type = ANY (ARRAY['transactional'::text, 'marketing'::text, 'notification'::text, 'appointment_reminder'::text])))",
+    "agent_sms_provider_status_check": "CHECK ((provider_status = ANY (ARRAY['queued'::text, 'sending'::text, 'sent'::text, 'delivered'::text, 'undelivered'::text, 'failed'::text, 'unknown'::text])))",
+    "agent_sms_status_check": "CHECK ((status = ANY (ARRAY['sent'::text, 'delivered'::text, 'failed'::text])))",
     "agent_sms_provider_cost_check": "CHECK ((provider_cost >= (0)::numeric))",
     "agent_sms_voipia_margin_check": "CHECK ((voipia_margin >= (0)::numeric))",
 }
 
 SEED_INDEXES = {
     "idx_agent_sms_deployment_sent_at": "(deployment_id, sent_at DESC)",
-    "idx_agent_sms_status":
-        "(status) WHERE (status = ANY (ARRAY['delivered'::text, 'failed'::text]))",
+    "idx_agent_sms_status": "(status) WHERE (status = ANY (ARRAY['delivered'::text, 'failed'::text]))",
     "idx_agent_sms_call_id": "(call_id) WHERE (call_id IS NOT NULL)",
-    "idx_agent_sms_provider_sid":
-        "(provider_message_sid) WHERE (provider_message_sid IS NOT NULL)",
+    "idx_agent_sms_provider_sid": "(provider_message_sid) WHERE (provider_message_sid IS NOT NULL)",
     "idx_agent_sms_deployment_cost": "(deployment_id, billed_cost DESC)",
     "idx_agent_sms_prospect": "(prospect_id) WHERE (prospect_id IS NOT NULL)",
     "idx_agent_sms_sequence": "(sequence_id) WHERE (sequence_id IS NOT NULL)",

@@ -1,0 +1,73 @@
+"""classify: one mapping from Postgres/PostgREST failures to the service's errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from shared.db import PostgresFailure, classify
+from shared.errors import (
+    ConflictError,
+    ForbiddenError,
+    InternalError,
+    InvalidInputError,
+    ServiceError,
+    UnavailableError,
+)
+
+
+@pytest.mark.parametrize(
+    ("code", "expected"),
+    [
+        ("23505", ConflictError),
+        ("23503", InvalidInputError),
+        ("23514", InvalidInputError),
+        ("23502", InvalidInputError),
+        ("22P02", InvalidInputError),
+        ("22003", InvalidInputError),
+        ("42501", ForbiddenError),
+        ("08006", UnavailableError),
+        ("57P01", UnavailableError),
+        ("53300", UnavailableError),
+        ("PGRST000", UnavailableError),
+        ("PGRST003", UnavailableError),
+        ("503", UnavailableError),
+        ("42883", InternalError),
+        ("PGRST202", InternalError),
+        ("XX000", InternalError),
+        (None, InternalError),
+    ],
+)
+def test_each_failure_class_maps_to_one_error(
+    code: str | None, expected: type[ServiceError]
+) -> None:
+    error = classify(PostgresFailure(code, "whatever"))
+    assert type(error) is expected
+    assert error.diagnostic == PostgresFailure(code, "whatever")
+
+
+def test_fields_are_read_from_postgres_wording() -> None:
+    fk = PostgresFailure(
+        "23503",
+        'insert or update on table "agent_sms" violates foreign key constraint'
+        ' "agent_sms_call_id_fkey"',
+        'Key (call_id)=(0b0c...) is not present in table "agent_calls".',
+    )
+    check = PostgresFailure(
+        "23514",
+        'new row for relation "agent_sms" violates check constraint'
+        ' "agent_sms_provider_cost_check"',
+        "Failing row contains (+33639980000, ...).",
+    )
+    not_null = PostgresFailure(
+        "23502", 'null value in column "phone_number" of relation "agent_sms" violates not-null'
+    )
+    assert classify(fk).field == "call_id"
+    assert classify(check).field == "provider_cost"
+    assert classify(not_null).field == "phone_number"
+    assert "+33639980000" not in classify(check).message
+
+
+def test_postgres_messages_never_become_caller_messages() -> None:
+    error = classify(PostgresFailure("22P02", 'invalid input syntax for type uuid: "+33639980000"'))
+    assert "+33639980000" not in error.message
+    assert "uuid" not in error.message
