@@ -1,0 +1,139 @@
+"""`make dev`: run every function locally, as on Lambda, against a real database and S3.
+
+Without DATABASE_URL it starts an embedded Postgres, gives it the Supabase
+stand-ins (supabase/local), the migrations and the demo data (supabase/seed.sql).
+With DATABASE_URL it uses that database: a bare Postgres gets the same treatment;
+one that already has Supabase's auth schema gets the migrations only.
+An S3-compatible store (moto's server) stands in for the archive bucket.
+Each function with a main.py is served by functions-framework on its own port.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+
+from tools import migrate
+from tools.embedded import embedded_postgres, moto_s3_server
+
+FUNCTIONS_DIR = migrate.ROOT / "functions"
+FIRST_PORT = 8081
+
+
+@dataclass(frozen=True)
+class LocalFunction:
+    name: str
+    source: Path
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/"
+
+
+def discover_functions() -> list[LocalFunction]:
+    """Every functions/<name>/main.py that defines the function <name>."""
+    found = []
+    for index, source in enumerate(sorted(FUNCTIONS_DIR.glob("*/main.py"))):
+        name = source.parent.name
+        if f"def {name}(" in source.read_text(encoding="utf-8"):
+            found.append(LocalFunction(name, source, FIRST_PORT + index))
+    return found
+
+
+@contextmanager
+def database() -> Iterator[str]:
+    if url := os.environ.get("DATABASE_URL"):
+        prepare(url)
+        yield url
+        return
+    with embedded_postgres() as url:
+        prepare(url)
+        yield url
+
+
+def prepare(url: str) -> None:
+    with psycopg.connect(url, autocommit=True) as conn:
+        supabase_shaped = conn.execute("SELECT to_regclass('auth.users')").fetchone() != (None,)
+        already_local = conn.execute(
+            "SELECT to_regclass('supabase_migrations.local_setup')"
+        ).fetchone() != (None,)
+    bare = not supabase_shaped or already_local
+    migrate.apply(url, include_local=bare)
+    if bare:
+        migrate.load_seed(url)
+        print("loaded the demo data (supabase/seed.sql)")
+
+
+def serve(
+    functions: list[LocalFunction], environment: dict[str, str]
+) -> list[subprocess.Popen[bytes]]:
+    processes = []
+    for function in functions:
+        command = [
+            sys.executable, "-m", "functions_framework",
+            "--source", str(function.source), "--target", function.name,
+            "--host", "127.0.0.1", "--port", str(function.port),
+        ]  # fmt: skip
+        processes.append(subprocess.Popen(command, env=environment))
+    return processes
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Run every function locally.")
+    parser.add_argument(
+        "--check", action="store_true", help="start everything, report, and stop (a smoke test)"
+    )
+    parser.add_argument("--s3-port", type=int, default=int(os.environ.get("DEV_S3_PORT", "9000")))
+    args = parser.parse_args(argv)
+
+    with ExitStack() as stack:
+        database_url = stack.enter_context(database())
+        s3_endpoint = stack.enter_context(moto_s3_server(args.s3_port))
+        environment = os.environ | {
+            "DATABASE_URL": database_url,
+            "S3_ENDPOINT_URL": s3_endpoint,
+            "AWS_ACCESS_KEY_ID": os.environ.get("AWS_ACCESS_KEY_ID", "local"),
+            "AWS_SECRET_ACCESS_KEY": os.environ.get("AWS_SECRET_ACCESS_KEY", "local"),
+            "AWS_DEFAULT_REGION": os.environ.get("AWS_DEFAULT_REGION", "eu-west-3"),
+            "PYTHONPATH": str(migrate.ROOT),
+        }
+        functions = discover_functions()
+        print(f"database   {database_url}")
+        print(f"s3         {s3_endpoint}")
+        for function in functions:
+            print(f"{function.name:<10} {function.url}")
+        if not functions:
+            print("no function has an entry point yet; the database and S3 are up")
+        if args.check:
+            return 0
+        processes = serve(functions, environment)
+        stack.callback(_stop, processes)
+        print("ready; Ctrl-C stops everything")
+        try:
+            while all(p.poll() is None for p in processes):
+                time.sleep(0.5)
+        except KeyboardInterrupt:
+            pass
+    return 0
+
+
+def _stop(processes: list[subprocess.Popen[bytes]]) -> None:
+    for process in processes:
+        process.send_signal(signal.SIGTERM)
+    for process in processes:
+        process.wait(timeout=10)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
