@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
@@ -35,6 +36,7 @@ from shared.errors import (
     InvalidInputError,
     NotFoundError,
     ServiceError,
+    UnauthorizedError,
     UnavailableError,
 )
 
@@ -46,7 +48,7 @@ if TYPE_CHECKING:
     from shared.settings import Settings
 
 API_ROLES = frozenset({"anon", "authenticated", "service_role"})
-_IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+_IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
 
 @dataclass(frozen=True)
@@ -61,9 +63,16 @@ class Caller:
 
     @property
     def role(self) -> str:
+        """The API role to run as; refuses claims Postgres would misread."""
         role = self.claims.get("role")
         if role not in API_ROLES:
             raise ForbiddenError("This token's role may not use the API.")
+        subject = self.claims.get("sub")
+        if subject is not None:
+            try:
+                uuid.UUID(str(subject))
+            except ValueError:
+                raise UnauthorizedError("This token's subject is not a user id.") from None
         return str(role)
 
 
@@ -97,8 +106,16 @@ class PostgresFailure:
 
 
 _INVALID_INPUT_CODES = frozenset({"23502", "23503", "23514", "23P01"})
-# PostgREST's own codes for "cannot reach or use the database right now".
-_UNAVAILABLE_CODES = frozenset({"PGRST000", "PGRST001", "PGRST002", "PGRST003", "503", "504"})
+# "Cannot reach or use the database right now; the call did not take effect":
+# PostgREST's connection codes, gateway statuses (postgrest-py reports a non-JSON
+# error as its HTTP status), serialization failures and deadlocks (rolled back), and
+# a statement cut off by statement_timeout.
+_UNAVAILABLE_CODES = frozenset(
+    {"PGRST000", "PGRST001", "PGRST002", "PGRST003", "429", "502", "503", "504", "520"}
+    | {"40001", "40P01", "57014"}
+)
+# PostgREST refusing the JWT a user call carried.
+_UNAUTHORIZED_CODES = frozenset({"PGRST301", "PGRST302", "PGRST303"})
 # SQL functions raise caller-facing errors as SQLSTATE 'VPnnn' (nnn: the HTTP status),
 # with a message written for the caller and the offending field in HINT.
 _RAISED_BY_US = re.compile(r"^VP(\d{3})$")
@@ -118,10 +135,8 @@ def classify(failure: PostgresFailure, *, retry_after: int = 5) -> ServiceError:
     code = failure.code or ""
     error: ServiceError
     raised = _RAISED_BY_US.match(code)
-    if raised:
-        error = _RAISED_STATUS.get(raised.group(1), InternalError)(
-            failure.message, field=failure.hint or None
-        )
+    if raised and raised.group(1) in _RAISED_STATUS:
+        error = _RAISED_STATUS[raised.group(1)](failure.message, field=failure.hint or None)
     elif code == "23505":
         error = ConflictError(field=_field_of(failure))
     elif code in _INVALID_INPUT_CODES or code.startswith("22"):
@@ -134,6 +149,8 @@ def classify(failure: PostgresFailure, *, retry_after: int = 5) -> ServiceError:
         )
     elif code == "42501":
         error = ForbiddenError()
+    elif code in _UNAUTHORIZED_CODES:
+        error = UnauthorizedError()
     elif code.startswith(("08", "53", "57P")) or code in _UNAVAILABLE_CODES:
         error = UnavailableError(retry_after=retry_after)
     else:
@@ -162,7 +179,7 @@ def _field_of(failure: PostgresFailure) -> str | None:
 
 
 def _validated_name(name: str) -> str:
-    if not _IDENTIFIER.match(name):
+    if not _IDENTIFIER.fullmatch(name):
         raise InternalError(f"Not a valid SQL function name: {name!r}")
     return name
 
@@ -229,7 +246,10 @@ def _call_sql(name: str, args: list[tuple[str, str]], returns_set: bool) -> str:
     return f"SELECT {result} FROM {source} AS _r"  # noqa: S608 (names validated, types from the catalog)
 
 
-_SET_CONTEXT = "SELECT set_config('role', %s, true), set_config('request.jwt.claims', %s, true)"
+_SET_CONTEXT = (
+    "SELECT set_config('role', %s, true), set_config('request.jwt.claims', %s, true),"
+    " set_config('statement_timeout', %s, true)"  # per transaction: poolers drop start-up options
+)
 
 
 class PostgresDatabase:
@@ -247,6 +267,7 @@ class PostgresDatabase:
         self._pool_size = pool_size
         self._timeout = timeout
         self._retry_after = retry_after
+        self._statement_timeout = f"{int(timeout * 1000)}ms"
         self._pool: ConnectionPool | None = None
         self._pool_lock = threading.Lock()
         self._signatures: dict[tuple[str, frozenset[str]], _Signature] = {}
@@ -291,7 +312,7 @@ class PostgresDatabase:
             try:
                 with self._connections().connection() as conn, conn.cursor() as cur:
                     signature = self._signature(cur, _validated_name(name), frozenset(payload))
-                    cur.execute(_SET_CONTEXT, (role, claims))
+                    cur.execute(_SET_CONTEXT, (role, claims, self._statement_timeout))
                     started = True
                     cur.execute(signature.sql.encode(), (json.dumps(payload),))
                     row = cur.fetchone()
@@ -372,7 +393,7 @@ class SupabaseDatabase:
             headers["Authorization"] = f"Bearer {caller.access_token}"
         elif role != "service_role":
             raise InternalError("A user call through Supabase needs the user's access token.")
-        elif not self.secret_key.startswith("sb_"):
+        elif not self.secret_key.startswith("sb_secret_"):
             headers["Authorization"] = f"Bearer {self.secret_key}"
         return headers
 

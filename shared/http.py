@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("sms.http")
 
-_SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+_SAFE_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 Handler = Callable[["Request"], "Response"]
 
@@ -74,7 +74,7 @@ def endpoint(*methods: str) -> Callable[[Handler], Handler]:
         @functools.wraps(handler)
         def run(request: Request) -> Response:
             supplied = request.headers.get("X-Request-Id", "")
-            rid = supplied if _SAFE_REQUEST_ID.match(supplied) else uuid.uuid4().hex
+            rid = supplied if _SAFE_REQUEST_ID.fullmatch(supplied) else uuid.uuid4().hex
             with logs.bound_request_id(rid):
                 try:
                     if request.method not in methods:

@@ -35,7 +35,11 @@ class JsonFormatter(logging.Formatter):
             "message": redact(record.getMessage()),
         }
         entry.update(
-            {k: v for k, v in record.__dict__.items() if k not in self._STANDARD and k[0] != "_"}
+            {
+                k: redact(v) if isinstance(v, str) else v
+                for k, v in record.__dict__.items()
+                if k not in self._STANDARD and k[0] != "_"
+            }
         )
         if record.exc_info:
             entry["exception"] = redact(self.formatException(record.exc_info))

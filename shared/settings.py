@@ -6,6 +6,8 @@ value stops start-up with a ConfigurationError that names the variable.
 
 from __future__ import annotations
 
+import base64
+import json
 from typing import Annotated, Literal
 
 from pydantic import Field, HttpUrl, SecretStr, ValidationError, field_validator, model_validator
@@ -45,6 +47,23 @@ class Settings(BaseSettings):
             raise ValueError("must be a postgresql:// connection URL")
         return value
 
+    @field_validator("supabase_url")
+    @classmethod
+    def _https(cls, value: HttpUrl | None) -> HttpUrl | None:
+        if value is not None and value.scheme != "https" and value.host not in _LOOPBACK:
+            raise ValueError("must use https (the secret key travels with every request)")
+        return value
+
+    @field_validator("supabase_secret_key")
+    @classmethod
+    def _service_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not _is_service_key(value.get_secret_value()):
+            raise ValueError(
+                "must be a secret key (sb_secret_...) or the legacy service_role JWT,"
+                " not a publishable or anon key"
+            )
+        return value
+
     @model_validator(mode="after")
     def _one_database(self) -> Settings:
         if self.database_url is None:
@@ -68,6 +87,23 @@ class Settings(BaseSettings):
             return cls()
         except ValidationError as exc:
             raise ConfigurationError(describe_validation_error(exc)) from None
+
+
+_LOOPBACK = frozenset({"localhost", "127.0.0.1", "[::1]"})
+
+
+def _is_service_key(key: str) -> bool:
+    """A new secret key, or a legacy JWT whose role claim is service_role."""
+    if key.startswith("sb_secret_"):
+        return True
+    parts = key.split(".")
+    if len(parts) != 3:
+        return False
+    try:
+        claims = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+    except ValueError:
+        return False
+    return isinstance(claims, dict) and claims.get("role") == "service_role"
 
 
 def describe_validation_error(exc: ValidationError) -> str:

@@ -70,6 +70,9 @@ CREATE OR REPLACE FUNCTION public.contract_service_only() RETURNS int LANGUAGE s
     SELECT 1
 $$;
 REVOKE EXECUTE ON FUNCTION public.contract_service_only() FROM PUBLIC, anon, authenticated;
+CREATE OR REPLACE FUNCTION public.contract_sleep(p_seconds float) RETURNS int LANGUAGE sql AS $$
+    SELECT 1 FROM pg_sleep(p_seconds)
+$$;
 """
 
 
@@ -284,3 +287,14 @@ def test_a_dropped_connection_is_replaced_transparently(
         " AND backend_type = 'client backend' AND state = 'idle'"
     )
     assert postgres_database.rpc("contract_whoami") == {"role": "service_role", "uid": None}
+
+
+def test_a_runaway_statement_is_cut_off_and_reported_unavailable(
+    database_url: str, contract_functions: None
+) -> None:
+    quick = PostgresDatabase(database_url, pool_size=1, timeout=0.5)
+    with pytest.raises(UnavailableError) as caught:
+        quick.rpc("contract_sleep", {"p_seconds": 5})
+    assert getattr(caught.value.diagnostic, "code", None) == "57014"
+    assert quick.rpc("contract_sleep", {"p_seconds": 0}) == 1
+    quick.close()

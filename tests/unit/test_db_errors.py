@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
 
-from shared.db import PostgresFailure, classify
+from shared.db import Caller, PostgresFailure, classify
 from shared.errors import (
     ConflictError,
     ForbiddenError,
     InternalError,
     InvalidInputError,
     ServiceError,
+    UnauthorizedError,
     UnavailableError,
 )
 
@@ -31,6 +34,13 @@ from shared.errors import (
         ("PGRST000", UnavailableError),
         ("PGRST003", UnavailableError),
         ("503", UnavailableError),
+        ("40001", UnavailableError),
+        ("40P01", UnavailableError),
+        ("57014", UnavailableError),
+        ("502", UnavailableError),
+        ("PGRST301", UnauthorizedError),
+        ("PGRST303", UnauthorizedError),
+        ("VP500", InternalError),
         ("42883", InternalError),
         ("PGRST202", InternalError),
         ("XX000", InternalError),
@@ -71,3 +81,14 @@ def test_postgres_messages_never_become_caller_messages() -> None:
     error = classify(PostgresFailure("22P02", 'invalid input syntax for type uuid: "+33639980000"'))
     assert "+33639980000" not in error.message
     assert "uuid" not in error.message
+
+
+def test_only_mapped_sql_raised_codes_pass_their_message_through() -> None:
+    error = classify(PostgresFailure("VP500", "internal detail from SQL"))
+    assert "internal detail" not in error.message
+
+
+def test_a_subject_that_is_not_a_user_id_is_unauthorized() -> None:
+    with pytest.raises(UnauthorizedError):
+        _ = Caller({"role": "authenticated", "sub": "admin"}).role
+    assert Caller({"role": "authenticated", "sub": str(uuid.uuid4())}).role == "authenticated"

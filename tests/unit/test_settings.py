@@ -6,8 +6,10 @@ import pytest
 
 from shared.errors import ConfigurationError
 from shared.settings import Settings
+from tests.support import make_jwt
 
 DB_VARS = ("DATABASE_URL", "SUPABASE_URL", "SUPABASE_SECRET_KEY")
+ANON_JWT = make_jwt({"role": "anon"})
 
 
 @pytest.fixture(autouse=True)
@@ -25,9 +27,10 @@ def test_database_url_selects_postgres(monkeypatch: pytest.MonkeyPatch) -> None:
     assert "u@db.example" not in repr(settings)  # secrets stay masked
 
 
-def test_supabase_url_and_key_select_supabase(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("key", ["sb_secret_x", make_jwt({"role": "service_role"})])
+def test_supabase_url_and_key_select_supabase(monkeypatch: pytest.MonkeyPatch, key: str) -> None:
     monkeypatch.setenv("SUPABASE_URL", "https://abc.supabase.co")
-    monkeypatch.setenv("SUPABASE_SECRET_KEY", "sb_secret_x")
+    monkeypatch.setenv("SUPABASE_SECRET_KEY", key)
     assert Settings.load().database_backend == "supabase"
 
 
@@ -37,7 +40,16 @@ def test_supabase_url_and_key_select_supabase(monkeypatch: pytest.MonkeyPatch) -
         ({}, "DATABASE_URL"),
         ({"SUPABASE_URL": "https://abc.supabase.co"}, "SUPABASE_SECRET_KEY"),
         ({"DATABASE_URL": "mysql://x"}, "DATABASE_URL"),
-        ({"SUPABASE_URL": "not a url", "SUPABASE_SECRET_KEY": "k"}, "SUPABASE_URL"),
+        ({"SUPABASE_URL": "not a url", "SUPABASE_SECRET_KEY": "sb_secret_k"}, "SUPABASE_URL"),
+        ({"SUPABASE_URL": "http://abc.supabase.co", "SUPABASE_SECRET_KEY": "sb_secret_k"}, "https"),
+        (
+            {"SUPABASE_URL": "https://abc.supabase.co", "SUPABASE_SECRET_KEY": "sb_publishable_k"},
+            "SUPABASE_SECRET_KEY",
+        ),
+        (
+            {"SUPABASE_URL": "https://abc.supabase.co", "SUPABASE_SECRET_KEY": ANON_JWT},
+            "SUPABASE_SECRET_KEY",
+        ),
         ({"DATABASE_URL": "postgresql://x", "DATABASE_POOL_SIZE": "zero"}, "DATABASE_POOL_SIZE"),
         ({"DATABASE_URL": "postgresql://x", "DATABASE_POOL_SIZE": "0"}, "DATABASE_POOL_SIZE"),
         ({"DATABASE_URL": "postgresql://x", "LOG_LEVEL": "chatty"}, "LOG_LEVEL"),
