@@ -15,6 +15,8 @@ typed errors: a Postgres error is classified once, in ``classify``.
 
 RPC functions must return a value (jsonb, a scalar, a row or a set of rows);
 void functions are not supported because PostgREST answers them with no body.
+Write RPCs must be idempotent: a connection lost after the call was sent is
+reported as UnavailableError (503, retry), and the call may have committed.
 """
 
 from __future__ import annotations
