@@ -120,12 +120,17 @@ _UNAVAILABLE_CODES = frozenset(
 _UNAUTHORIZED_CODES = frozenset({"PGRST301", "PGRST302", "PGRST303"})
 # SQL functions raise caller-facing errors as SQLSTATE 'VPnnn' (nnn: the HTTP status),
 # with a message written for the caller and the offending field in HINT.
-_RAISED_BY_US = re.compile(r"^VP(\d{3})$")
+_RAISED_BY_US = re.compile(r"VP(\d{3})")
 _RAISED_STATUS: dict[str, type[ServiceError]] = {
     "404": NotFoundError,
     "409": ConflictError,
     "422": InvalidInputError,
     "403": ForbiddenError,
+}
+_INVALID_MESSAGES = {
+    "23502": "{field} is required.",
+    "23503": "{field} refers to a record that does not exist.",
+    "23514": "{field} has a value that is not allowed.",
 }
 _KEY_COLUMNS = re.compile(r"Key \(([^)]+)\)")
 _COLUMN = re.compile(r'column "([^"]+)"')
@@ -136,7 +141,7 @@ def classify(failure: PostgresFailure, *, retry_after: int = 5) -> ServiceError:
     """Map a database failure onto the service's typed errors."""
     code = failure.code or ""
     error: ServiceError
-    raised = _RAISED_BY_US.match(code)
+    raised = _RAISED_BY_US.fullmatch(code)
     if raised and raised.group(1) in _RAISED_STATUS:
         error = _RAISED_STATUS[raised.group(1)](failure.message, field=failure.hint or None)
     elif code == "23505":
@@ -159,13 +164,6 @@ def classify(failure: PostgresFailure, *, retry_after: int = 5) -> ServiceError:
         error = InternalError()
     error.diagnostic = failure
     return error
-
-
-_INVALID_MESSAGES = {
-    "23502": "{field} is required.",
-    "23503": "{field} refers to a record that does not exist.",
-    "23514": "{field} has a value that is not allowed.",
-}
 
 
 def _field_of(failure: PostgresFailure) -> str | None:
@@ -197,13 +195,6 @@ def _json_args(args: Mapping[str, Any] | None) -> dict[str, Any]:
 # --- PostgresDatabase -------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Signature:
-    """How to call one overload of a function, resolved from the catalog as PostgREST does."""
-
-    sql: str  # takes one parameter: the JSON object of arguments
-
-
 _OVERLOADS_SQL = """
 SELECT coalesce(p.proargnames, '{}'),
        coalesce(p.proargmodes::text[], array_fill('i'::text, ARRAY[p.pronargs])),
@@ -219,8 +210,9 @@ WHERE p.pronamespace = 'public'::regnamespace AND p.proname = %s
 """
 
 
-def _resolve(rows: list[tuple[Any, ...]], name: str, keys: frozenset[str]) -> _Signature | None:
-    """The overload PostgREST would pick: it takes every given argument and needs no other."""
+def _resolve(rows: list[tuple[Any, ...]], name: str, keys: frozenset[str]) -> str | None:
+    """The call of the overload PostgREST would pick: it takes every given argument and
+    needs no other. The SQL takes one parameter, the JSON object of arguments."""
     for names, modes, types, n_defaults, returns_set, returns_void in rows:
         inputs = [(n, t) for n, m, t in zip(names, modes, types, strict=False) if m in "ibv"]
         input_names = {n for n, _ in inputs}
@@ -229,9 +221,7 @@ def _resolve(rows: list[tuple[Any, ...]], name: str, keys: frozenset[str]) -> _S
             continue
         if returns_void:
             raise InternalError(f"RPC function {name} returns void; RPCs must return a value.")
-        return _Signature(
-            sql=_call_sql(name, [(n, t) for n, t in inputs if n in keys], returns_set)
-        )
+        return _call_sql(name, [(n, t) for n, t in inputs if n in keys], returns_set)
     return None
 
 
@@ -272,7 +262,7 @@ class PostgresDatabase:
         self._statement_timeout = f"{int(timeout * 1000)}ms"
         self._pool: ConnectionPool | None = None
         self._pool_lock = threading.Lock()
-        self._signatures: dict[tuple[str, frozenset[str]], _Signature] = {}
+        self._calls: dict[tuple[str, frozenset[str]], str] = {}
 
     def _connections(self) -> ConnectionPool:
         with self._pool_lock:
@@ -313,10 +303,10 @@ class PostgresDatabase:
             started = False
             try:
                 with self._connections().connection() as conn, conn.cursor() as cur:
-                    signature = self._signature(cur, _validated_name(name), frozenset(payload))
+                    call = self._call(cur, _validated_name(name), frozenset(payload))
                     cur.execute(_SET_CONTEXT, (role, claims, self._statement_timeout))
                     started = True
-                    cur.execute(signature.sql.encode(), (json.dumps(payload),))
+                    cur.execute(call.encode(), (json.dumps(payload),))
                     row = cur.fetchone()
                     return row[0] if row else None
             except PoolTimeout:
@@ -333,19 +323,20 @@ class PostgresDatabase:
                 raise classify(_failure_of(exc), retry_after=self._retry_after) from None
         raise AssertionError("unreachable")
 
-    def _signature(self, cur: psycopg.Cursor[Any], name: str, keys: frozenset[str]) -> _Signature:
-        cached = self._signatures.get((name, keys))
-        if cached is None:
+    def _call(self, cur: psycopg.Cursor[Any], name: str, keys: frozenset[str]) -> str:
+        """The SQL calling public.<name> with these argument names, cached per process."""
+        call = self._calls.get((name, keys))
+        if call is None:
             cur.execute(_OVERLOADS_SQL, (name,))
-            cached = _resolve(cur.fetchall(), name, keys)
-            if cached is None:
+            call = _resolve(cur.fetchall(), name, keys)
+            if call is None:
                 failure = PostgresFailure(
                     "PGRST202",
                     f"Could not find the function public.{name}({', '.join(sorted(keys))})",
                 )
                 raise classify(failure, retry_after=self._retry_after)
-            self._signatures[(name, keys)] = cached
-        return cached
+            self._calls[(name, keys)] = call
+        return call
 
     def close(self) -> None:
         with self._pool_lock:
