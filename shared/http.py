@@ -21,11 +21,15 @@ from pydantic_core import to_jsonable_python
 
 from shared import logs
 from shared.errors import (
+    BadRequestError,
+    ConfigurationError,
     InternalError,
     InvalidInputError,
     MethodNotAllowedError,
+    PayloadTooLargeError,
     ServiceError,
     UnavailableError,
+    UnsupportedMediaTypeError,
 )
 from shared.models import ErrorBody, ErrorDetail
 
@@ -46,6 +50,32 @@ def json_response(
 
     text = json.dumps(body, default=to_jsonable_python, separators=(",", ":"))
     return Response(text, status=status, headers=headers, mimetype="application/json")
+
+
+JSON_TYPES = ("application/json",)
+
+
+def read_json(request: Request, *, max_bytes: int) -> Any:
+    """The request's JSON body, or the error that says what is wrong with it."""
+    if request.mimetype not in JSON_TYPES:
+        raise UnsupportedMediaTypeError(
+            "Send the body as JSON with 'Content-Type: application/json'."
+        )
+    too_large = PayloadTooLargeError(f"The body must be at most {max_bytes} bytes.")
+    if request.content_length is not None and request.content_length > max_bytes:
+        raise too_large
+    data = request.stream.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise too_large
+    try:
+        return json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        where = (
+            f" at line {exc.lineno}, column {exc.colno}"
+            if isinstance(exc, json.JSONDecodeError)
+            else ""
+        )
+        raise BadRequestError(f"The body is not valid JSON{where}.") from None
 
 
 def error_response(error: ServiceError) -> Response:
@@ -85,6 +115,9 @@ def endpoint(*methods: str) -> Callable[[Handler], Handler]:
                 except ServiceError as exc:
                     _log_failure(exc)
                     response = error_response(exc)
+                except ConfigurationError as exc:
+                    log.error("cannot serve: %s", exc)
+                    response = error_response(InternalError())
                 except Exception:
                     log.exception("unhandled error")
                     response = error_response(InternalError())

@@ -2,7 +2,23 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel
+import json
+from datetime import UTC, datetime
+from decimal import Decimal
+from email.utils import parsedate_to_datetime
+from typing import Annotated, Any, Literal
+from uuid import UUID
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+)
+
+from shared.phones import to_e164
 
 
 class ErrorDetail(BaseModel):
@@ -15,3 +31,115 @@ class ErrorBody(BaseModel):
     """Every error response: {"error": {"code", "message", "field"?}}."""
 
     error: ErrorDetail
+
+
+# --- ingest_sms ------------------------------------------------------------------------
+
+MAX_MESSAGE_LENGTH = 1600  # Twilio's limit for one message body
+MAX_METADATA_BYTES = 16_384
+MAX_BATCH = 500
+
+MessageType = Literal["transactional", "marketing", "notification", "appointment_reminder"]
+Money = Annotated[
+    Decimal,
+    Field(ge=0, max_digits=10, decimal_places=4, allow_inf_nan=False),
+]
+Name = Annotated[str, Field(min_length=1, max_length=200)]
+Label = Annotated[str, Field(min_length=1, max_length=200)]
+
+
+class SmsIn(BaseModel):
+    """One SMS as n8n reports it. Field names are agent_sms's columns.
+
+    Validation needs the default phone region in the context:
+    ``SmsIn.model_validate(data, context={"region": "FR", "received_at": now})``.
+    """
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, frozen=True)
+
+    deployment_id: UUID
+    phone_number: str
+    first_name: Name | None = None
+    last_name: Name | None = None
+    message_content: Annotated[str, Field(min_length=1, max_length=MAX_MESSAGE_LENGTH)]
+    message_type: MessageType | None = None
+    provider: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_-]{0,31}$")] = "twilio"
+    provider_message_sid: Annotated[
+        str | None, Field(pattern=r"^(SM|MM)[0-9a-f]{32}$", validate_default=True)
+    ] = None
+    provider_status: Annotated[str, Field(pattern=r"^[a-z_]{1,32}$")] | None = None
+    sent_at: Annotated[AwareDatetime | None, Field(validate_default=True)] = None
+    provider_cost: Money | None = None
+    voipia_margin: Money | None = None
+    currency: Annotated[str, Field(pattern=r"^[A-Za-z]{3}$")] | None = None
+    call_id: UUID | None = None
+    prospect_id: UUID | None = None
+    sequence_id: UUID | None = None
+    workflow_id: Label | None = None
+    workflow_execution_id: Label | None = None
+    metadata: dict[str, Any] | None = None
+
+    @field_validator("phone_number")
+    @classmethod
+    def _e164(cls, value: str, info: ValidationInfo) -> str:
+        return to_e164(value, (info.context or {}).get("region", "FR"))
+
+    @field_validator("sent_at", mode="before")
+    @classmethod
+    def _rfc2822_too(cls, value: object) -> object:
+        # Twilio (and so n8n's Twilio node) writes dates as "Tue, 24 Nov 2026 10:00:00 +0000".
+        if isinstance(value, str) and "," in value:
+            try:
+                return parsedate_to_datetime(value)
+            except (TypeError, ValueError):
+                return value
+        return value
+
+    @field_validator("provider_cost", "voipia_margin", mode="before")
+    @classmethod
+    def _numbers_only(cls, value: object) -> object:
+        if isinstance(value, bool):
+            raise ValueError("must be a number")
+        if isinstance(value, str | int | float) and str(value).strip().startswith("-"):
+            raise ValueError(
+                "must be 0 or more (Twilio reports prices as negative numbers: send the"
+                " absolute value)"
+            )
+        return value
+
+    @field_validator("currency")
+    @classmethod
+    def _iso4217(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        import pycountry
+
+        code = value.upper()
+        if pycountry.currencies.get(alpha_3=code) is None:
+            raise ValueError("is not an ISO 4217 currency code")
+        return code
+
+    @field_validator("metadata")
+    @classmethod
+    def _bounded(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is not None and len(json.dumps(value)) > MAX_METADATA_BYTES:
+            raise ValueError(f"must be at most {MAX_METADATA_BYTES} bytes of JSON")
+        return value
+
+    @field_validator("provider_message_sid")
+    @classmethod
+    def _sid_for_twilio(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None and info.data.get("provider") == "twilio":
+            raise ValueError("is required when the provider is twilio")
+        return value
+
+    @field_validator("sent_at")
+    @classmethod
+    def _default_to_receipt(cls, value: datetime | None, info: ValidationInfo) -> datetime:
+        return value or (info.context or {}).get("received_at") or datetime.now(UTC)
+
+
+class IngestBatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    messages: Annotated[list[Any], Field(min_length=1, max_length=MAX_BATCH)]

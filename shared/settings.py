@@ -11,11 +11,14 @@ import json
 from typing import Annotated, Literal
 
 from pydantic import Field, HttpUrl, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from shared.errors import ConfigurationError
 
 DatabaseBackend = Literal["postgres", "supabase"]
+MIN_KEY_LENGTH = 32
+# Comma-separated in the environment; several may be active at once so keys can rotate.
+ApiKeys = Annotated[tuple[SecretStr, ...], NoDecode]
 
 
 class Settings(BaseSettings):
@@ -32,6 +35,38 @@ class Settings(BaseSettings):
     database_timeout_seconds: Annotated[float, Field(gt=0, le=300)] = 10.0
     retry_after_seconds: Annotated[int, Field(ge=1, le=3600)] = 5
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    ingest_api_keys: ApiKeys = ()
+    """Bearer keys n8n presents to ingest_sms."""
+    default_phone_region: str = "FR"
+    """Region assumed for phone numbers written without a country code."""
+
+    @field_validator("ingest_api_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(key.strip() for key in value.split(",") if key.strip())
+        return value
+
+    @field_validator("ingest_api_keys")
+    @classmethod
+    def _long_keys(cls, value: tuple[SecretStr, ...]) -> tuple[SecretStr, ...]:
+        if any(len(key.get_secret_value()) < MIN_KEY_LENGTH for key in value):
+            raise ValueError(
+                f"every key must be at least {MIN_KEY_LENGTH} characters"
+                " (generate one with: openssl rand -hex 32)"
+            )
+        return value
+
+    @field_validator("default_phone_region", mode="before")
+    @classmethod
+    def _known_region(cls, value: object) -> object:
+        import phonenumbers
+
+        region = str(value).upper()
+        if region not in phonenumbers.SUPPORTED_REGIONS:
+            raise ValueError("must be an ISO 3166 region code such as FR, BE or CH")
+        return region
 
     @field_validator("log_level", mode="before")
     @classmethod

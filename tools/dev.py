@@ -28,6 +28,8 @@ from tools.embedded import embedded_postgres, moto_s3_server
 
 FUNCTIONS_DIR = migrate.ROOT / "functions"
 FIRST_PORT = 8081
+# Local-only credentials, printed at start; real deployments take theirs from SSM.
+DEV_KEYS = {"INGEST_API_KEYS": "local-dev-ingest-key-0123456789abcdef"}
 
 
 @dataclass(frozen=True)
@@ -96,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--s3-port", type=int, default=int(os.environ.get("DEV_S3_PORT", "9000")))
     args = parser.parse_args(argv)
+    # Stop as cleanly on SIGTERM as on Ctrl-C: the functions, S3 and Postgres all go.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
 
     with ExitStack() as stack:
         database_url = stack.enter_context(database())
@@ -107,12 +111,14 @@ def main(argv: list[str] | None = None) -> int:
             "AWS_SECRET_ACCESS_KEY": os.environ.get("AWS_SECRET_ACCESS_KEY", "local"),
             "AWS_DEFAULT_REGION": os.environ.get("AWS_DEFAULT_REGION", "eu-west-3"),
             "PYTHONPATH": str(migrate.ROOT),
-        }
+        } | {name: os.environ.get(name, value) for name, value in DEV_KEYS.items()}
         functions = discover_functions()
         print(f"database   {database_url}")
         print(f"s3         {s3_endpoint}")
         for function in functions:
-            print(f"{function.name:<10} {function.url}")
+            print(f"{function.name:<14} {function.url}")
+        for name in DEV_KEYS:
+            print(f"{name}={environment[name]}")
         if not functions:
             print("no function has an entry point yet; the database and S3 are up")
         if args.check:

@@ -14,10 +14,10 @@ import tempfile
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
+from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 from psycopg import sql
-from psycopg.conninfo import make_conninfo
 
 
 @contextmanager
@@ -43,7 +43,7 @@ def throwaway_database(server_url: str, prefix: str = "sms_test") -> Iterator[st
     with psycopg.connect(server_url, autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     try:
-        yield make_conninfo(server_url, dbname=name)
+        yield urlunsplit(urlsplit(server_url)._replace(path=f"/{name}"))
     finally:
         with psycopg.connect(server_url, autocommit=True) as conn:
             conn.execute(

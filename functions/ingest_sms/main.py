@@ -1,0 +1,36 @@
+"""HTTP entry point: n8n posts each SMS it sent through Twilio (see README, "n8n")."""
+
+from __future__ import annotations
+
+from flask import Request, Response
+
+from functions.ingest_sms import recording
+from shared import runtime
+from shared.auth import require_api_key
+from shared.errors import ConfigurationError
+from shared.http import endpoint, json_response, read_json
+
+
+@endpoint("POST")
+def ingest_sms(request: Request) -> Response:
+    services = runtime.services()
+    if not services.settings.ingest_api_keys:
+        raise ConfigurationError("INGEST_API_KEYS is not set: ingest_sms accepts no caller")
+    require_api_key(request, services.settings.ingest_api_keys)
+    items, is_batch = recording.parse(read_json(request, max_bytes=recording.MAX_BODY_BYTES))
+    checked = recording.validate(items, services.settings.default_phone_region)
+    outcomes = recording.record(services.db, checked)
+    if not is_batch:
+        (outcome,) = outcomes
+        if outcome.error is not None:
+            raise outcome.error
+        return json_response(outcome.as_json(), 201 if outcome.created else 200)
+    return json_response(
+        {
+            "results": [o.as_json() for o in outcomes],
+            "created": sum(o.created is True for o in outcomes),
+            "existing": sum(o.created is False for o in outcomes),
+            "refused": sum(o.error is not None for o in outcomes),
+        },
+        recording.batch_status(outcomes),
+    )

@@ -1,0 +1,20 @@
+"""Phone numbers in one form, E.164, everywhere: ingest stores it, erasure looks it up."""
+
+from __future__ import annotations
+
+
+def to_e164(raw: str, default_region: str) -> str:
+    """Normalise a number as written by a person or a workflow; ValueError if it is not one.
+
+    "06 12 34 56 78" with region FR becomes "+33612345678". The error never repeats
+    the number.
+    """
+    import phonenumbers
+
+    try:
+        number = phonenumbers.parse(raw, default_region)
+    except phonenumbers.NumberParseException:
+        raise ValueError("is not a phone number") from None
+    if not phonenumbers.is_valid_number(number):
+        raise ValueError("is not a valid phone number for its country")
+    return str(phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164))

@@ -1,0 +1,156 @@
+-- ingest_sms: record the SMS n8n sent, one row per Twilio Message SID, in one call.
+--
+-- Idempotent: a SID already recorded (by an earlier call, a concurrent retry, or an
+-- earlier item of the same batch) is not inserted again; its existing id is returned
+-- with created = false. References are checked per item, so one bad item does not
+-- sink the batch: it comes back with the field it got wrong.
+
+-- Twilio reports 13 message statuses; the seed keeps 7 (provider_status) and 3
+-- (status). Both mappings are written once, here, for ingest and status callbacks.
+CREATE FUNCTION private.provider_status_of(twilio_status text) RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = ''
+AS $$
+    SELECT CASE twilio_status
+        WHEN 'queued' THEN 'queued'
+        WHEN 'accepted' THEN 'queued'
+        WHEN 'scheduled' THEN 'queued'
+        WHEN 'sending' THEN 'sending'
+        WHEN 'sent' THEN 'sent'
+        WHEN 'delivered' THEN 'delivered'
+        WHEN 'read' THEN 'delivered'
+        WHEN 'partially_delivered' THEN 'delivered'
+        WHEN 'undelivered' THEN 'undelivered'
+        WHEN 'failed' THEN 'failed'
+        WHEN 'canceled' THEN 'failed'
+        WHEN 'receiving' THEN 'unknown'
+        WHEN 'received' THEN 'unknown'
+        WHEN 'unknown' THEN 'unknown'
+    END
+$$;
+
+CREATE FUNCTION private.sms_status_of(provider_status text) RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = ''
+AS $$
+    SELECT CASE provider_status
+        WHEN 'delivered' THEN 'delivered'
+        WHEN 'undelivered' THEN 'failed'
+        WHEN 'failed' THEN 'failed'
+        ELSE 'sent'
+    END
+$$;
+
+REVOKE ALL ON FUNCTION private.provider_status_of(text), private.sms_status_of(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION private.provider_status_of(text), private.sms_status_of(text)
+    TO service_role;
+
+-- p_messages: a JSON array of SMS objects whose keys are agent_sms columns, already
+-- validated and normalised by the caller (phone in E.164, decimals, timestamps).
+-- provider_status may be any Twilio message status; it is stored in the seed's terms.
+-- Returns a JSON array in the same order: {"id", "created"} per recorded item, or
+-- {"rejected": "<column>"} when a referenced record does not exist (for call_id: or
+-- belongs to another client than the deployment), or the status is not Twilio's.
+CREATE FUNCTION public.ingest_sms(p_messages jsonb) RETURNS jsonb
+LANGUAGE plpgsql
+SET search_path = ''
+AS $$
+DECLARE
+    v_outcome jsonb;
+    v_results jsonb;
+BEGIN
+    IF jsonb_typeof(p_messages) IS DISTINCT FROM 'array' THEN
+        RAISE EXCEPTION USING ERRCODE = 'VP422', MESSAGE = 'messages must be a JSON array',
+                              HINT = 'messages';
+    END IF;
+
+    WITH decoded AS (
+        SELECT e.ord, m.*, d.client_id AS deployment_client_id,
+            private.provider_status_of(m.provider_status) AS stored_status
+        FROM jsonb_array_elements(p_messages) WITH ORDINALITY AS e(item, ord)
+        CROSS JOIN LATERAL jsonb_populate_record(NULL::public.agent_sms, e.item) AS m
+        LEFT JOIN public.agent_deployments AS d ON d.id = m.deployment_id
+    ),
+    checked AS (
+        SELECT x.*,
+            CASE
+                WHEN x.deployment_client_id IS NULL THEN 'deployment_id'
+                WHEN x.call_id IS NOT NULL AND NOT EXISTS (
+                    SELECT 1 FROM public.agent_calls AS c
+                    JOIN public.agent_deployments AS cd ON cd.id = c.deployment_id
+                    WHERE c.id = x.call_id AND cd.client_id = x.deployment_client_id
+                ) THEN 'call_id'
+                WHEN x.prospect_id IS NOT NULL AND NOT EXISTS (
+                    SELECT 1 FROM public.agent_arthur_prospects AS p WHERE p.id = x.prospect_id
+                ) THEN 'prospect_id'
+                WHEN x.sequence_id IS NOT NULL AND NOT EXISTS (
+                    SELECT 1 FROM public.agent_arthur_prospect_sequences AS s
+                    WHERE s.id = x.sequence_id
+                ) THEN 'sequence_id'
+                WHEN x.provider_status IS NOT NULL AND x.stored_status IS NULL
+                    THEN 'provider_status'
+            END AS rejected,
+            gen_random_uuid() AS new_id
+        FROM decoded AS x
+    ),
+    planned AS (
+        -- Only the first valid occurrence of a SID in the batch is inserted.
+        SELECT c.*,
+            c.rejected IS NULL AND c.ord = min(c.ord) FILTER (WHERE c.rejected IS NULL)
+                OVER (PARTITION BY coalesce(c.provider_message_sid, c.new_id::text))
+                AS is_first
+        FROM checked AS c
+    ),
+    inserted AS (
+        INSERT INTO public.agent_sms (
+            id, deployment_id, call_id, prospect_id, sequence_id, phone_number, first_name,
+            last_name, message_content, message_type, provider, provider_message_sid,
+            provider_status, status, sent_at, provider_cost, voipia_margin, currency,
+            workflow_id, workflow_execution_id, metadata
+        )
+        SELECT p.new_id, p.deployment_id, p.call_id, p.prospect_id, p.sequence_id,
+            p.phone_number, p.first_name, p.last_name, p.message_content,
+            coalesce(p.message_type, 'transactional'), coalesce(p.provider, 'twilio'),
+            p.provider_message_sid, p.stored_status, private.sms_status_of(p.stored_status),
+            p.sent_at, p.provider_cost, coalesce(p.voipia_margin, 0), coalesce(p.currency, 'EUR'),
+            p.workflow_id, p.workflow_execution_id, coalesce(p.metadata, '{}'::jsonb)
+        FROM planned AS p
+        WHERE p.is_first
+        ORDER BY p.ord
+        ON CONFLICT (provider_message_sid) DO NOTHING
+        RETURNING id
+    )
+    SELECT jsonb_agg(
+        jsonb_build_object(
+            'sid', p.provider_message_sid,
+            'rejected', p.rejected,
+            'id', CASE WHEN p.new_id IN (SELECT id FROM inserted) THEN p.new_id END
+        ) ORDER BY p.ord)
+    INTO v_outcome
+    FROM planned AS p;
+
+    -- A new statement: it sees rows a concurrent retry committed while we waited on
+    -- its SID, as well as the ones inserted above.
+    SELECT coalesce(jsonb_agg(
+        CASE
+            WHEN o.value ->> 'rejected' IS NOT NULL
+                THEN jsonb_build_object('rejected', o.value ->> 'rejected')
+            WHEN o.value ->> 'id' IS NOT NULL
+                THEN jsonb_build_object('id', o.value -> 'id', 'created', true)
+            ELSE jsonb_build_object(
+                'id', (SELECT s.id FROM public.agent_sms AS s
+                       WHERE s.provider_message_sid = o.value ->> 'sid'),
+                'created', false)
+        END ORDER BY o.ord), '[]'::jsonb)
+    INTO v_results
+    FROM jsonb_array_elements(v_outcome) WITH ORDINALITY AS o(value, ord);
+
+    RETURN v_results;
+END
+$$;
+
+COMMENT ON FUNCTION public.ingest_sms(jsonb) IS
+    'Records SMS sent through n8n, idempotently on provider_message_sid; see the migration.';
+
+REVOKE ALL ON FUNCTION public.ingest_sms(jsonb) FROM PUBLIC, anon, authenticated;
+GRANT EXECUTE ON FUNCTION public.ingest_sms(jsonb) TO service_role;
