@@ -21,7 +21,6 @@ reported as UnavailableError (503, retry), and the call may have committed.
 
 from __future__ import annotations
 
-import json
 import re
 import threading
 import uuid
@@ -29,7 +28,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from pydantic_core import to_jsonable_python
+from pydantic_core import to_json, to_jsonable_python
 
 from shared.errors import (
     ConflictError,
@@ -184,11 +183,18 @@ def _validated_name(name: str) -> str:
     return name
 
 
+def _arg_names(args: Mapping[str, Any] | None) -> frozenset[str]:
+    return frozenset(_validated_name(key) for key in args or {})
+
+
 def _json_args(args: Mapping[str, Any] | None) -> dict[str, Any]:
-    """Arguments as JSON values: what PostgREST receives, so both adapters coerce alike."""
+    """Arguments as JSON values: what PostgREST receives, so both adapters coerce alike.
+
+    UUIDs, decimals and datetimes become strings; pydantic_core.to_json writes the
+    same JSON in one pass for PostgresDatabase.
+    """
+    _arg_names(args)
     payload: dict[str, Any] = to_jsonable_python(dict(args or {}))
-    for key in payload:
-        _validated_name(key)
     return payload
 
 
@@ -294,8 +300,9 @@ class PostgresDatabase:
 
         caller = as_user or SERVICE
         role = caller.role
-        payload = _json_args(args)
-        claims = json.dumps(to_jsonable_python(dict(caller.claims)))
+        names = _arg_names(args)
+        payload = to_json(dict(args or {}))
+        claims = to_json(dict(caller.claims)).decode()
         # Each idle pooled connection may have been closed by the server meanwhile; one
         # attempt more than the pool holds always reaches a fresh connection.
         attempts = self._pool_size + 1
@@ -303,10 +310,10 @@ class PostgresDatabase:
             started = False
             try:
                 with self._connections().connection() as conn, conn.cursor() as cur:
-                    call = self._call(cur, _validated_name(name), frozenset(payload))
+                    call = self._call(cur, _validated_name(name), names)
                     cur.execute(_SET_CONTEXT, (role, claims, self._statement_timeout))
                     started = True
-                    cur.execute(call.encode(), (json.dumps(payload),))
+                    cur.execute(call.encode(), (payload.decode(),))
                     row = cur.fetchone()
                     return row[0] if row else None
             except PoolTimeout:

@@ -104,14 +104,18 @@ def main(argv: list[str] | None = None) -> int:
     with ExitStack() as stack:
         database_url = stack.enter_context(database())
         s3_endpoint = stack.enter_context(moto_s3_server(args.s3_port))
-        environment = os.environ | {
-            "DATABASE_URL": database_url,
-            "S3_ENDPOINT_URL": s3_endpoint,
-            "AWS_ACCESS_KEY_ID": os.environ.get("AWS_ACCESS_KEY_ID", "local"),
-            "AWS_SECRET_ACCESS_KEY": os.environ.get("AWS_SECRET_ACCESS_KEY", "local"),
-            "AWS_DEFAULT_REGION": os.environ.get("AWS_DEFAULT_REGION", "eu-west-3"),
-            "PYTHONPATH": str(migrate.ROOT),
-        } | {name: os.environ.get(name, value) for name, value in DEV_KEYS.items()}
+        environment = (
+            os.environ
+            | {
+                "DATABASE_URL": database_url,
+                "S3_ENDPOINT_URL": s3_endpoint,
+                "AWS_ACCESS_KEY_ID": os.environ.get("AWS_ACCESS_KEY_ID", "local"),
+                "AWS_SECRET_ACCESS_KEY": os.environ.get("AWS_SECRET_ACCESS_KEY", "local"),
+                "AWS_DEFAULT_REGION": os.environ.get("AWS_DEFAULT_REGION", "eu-west-3"),
+                "PYTHONPATH": str(migrate.ROOT),
+            }
+            | {name: os.environ.get(name, value) for name, value in DEV_KEYS.items()}
+        )
         functions = discover_functions()
         print(f"database   {database_url}")
         print(f"s3         {s3_endpoint}")

@@ -1,0 +1,96 @@
+"""What every benchmark shares: a real database at realistic scale, and timing."""
+
+from __future__ import annotations
+
+import os
+import socket
+import statistics
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TypeVar
+
+import psycopg
+
+from tools.dev import FUNCTIONS_DIR, LocalFunction, serve
+from tools.embedded import embedded_postgres, throwaway_database
+from tools.migrate import ROOT, apply, load_seed
+
+T = TypeVar("T")
+DEMO_DEPLOYMENT = "d0000000-0000-4000-8000-000000000001"
+
+
+@contextmanager
+def benchmark_database(existing_rows: int) -> Iterator[str]:
+    """A fresh database with the schema, the demo tenants and `existing_rows` SMS."""
+    with _server() as server, throwaway_database(server, prefix="sms_bench") as url:
+        apply(url, include_local=True, report=lambda _: None)
+        load_seed(url)
+        with psycopg.connect(url) as conn:
+            conn.execute(
+                """
+                INSERT INTO agent_sms (deployment_id, phone_number, message_content,
+                                       provider_message_sid, sent_at, provider_cost)
+                SELECT (ARRAY['d0000000-0000-4000-8000-000000000001',
+                              'd0000000-0000-4000-8000-000000000002',
+                              'd0000000-0000-4000-8000-000000000003'])[1 + n %% 3]::uuid,
+                       '+336' || lpad((n %% 100000000)::text, 8, '0'),
+                       'Bonjour, votre rendez-vous est confirmé demain à 14h00.',
+                       'SM' || md5('existing-' || n),
+                       now() - make_interval(mins => n),
+                       0.0750
+                FROM generate_series(1, %s) AS n
+                """,
+                (existing_rows,),
+            )
+            conn.execute("ANALYZE agent_sms")
+        yield url
+
+
+@contextmanager
+def _server() -> Iterator[str]:
+    if url := os.environ.get("DATABASE_URL"):
+        yield url
+    else:
+        with embedded_postgres() as url:
+            yield url
+
+
+def timed(action: Callable[[T], object], inputs: list[T]) -> list[float]:
+    """Seconds per call of action, once per input."""
+    samples = []
+    for value in inputs:
+        started = time.perf_counter()
+        action(value)
+        samples.append(time.perf_counter() - started)
+    return samples
+
+
+def median(samples: list[float]) -> float:
+    return statistics.median(samples)
+
+
+@contextmanager
+def function_process(name: str, environment: dict[str, str]) -> Iterator[str]:
+    """Run one function as `make dev` does (functions-framework, gunicorn) in its own
+    process, so the benchmark's client never competes with it for the GIL."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = int(probe.getsockname()[1])
+    function = LocalFunction(name, FUNCTIONS_DIR / name / "main.py", port)
+    env = os.environ | {"PYTHONPATH": str(ROOT), "LOG_LEVEL": "WARNING"} | environment
+    (process,) = serve([function], env)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or process.poll() is not None:
+                    raise RuntimeError(f"{name} did not start") from None
+                time.sleep(0.1)
+        yield function.url
+    finally:
+        process.terminate()
+        process.wait(timeout=10)

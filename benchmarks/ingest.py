@@ -1,0 +1,135 @@
+"""benchmarks/ingest: SMS recorded per second through ingest_sms, against the bare SQL.
+
+    python -m benchmarks.ingest [--existing 360000] [--batches 20]
+
+Both sides run in the same run on the same database, with the same payloads:
+  * endpoint: real HTTP POSTs to the function served as `make dev` serves it
+    (functions-framework on gunicorn, its own process): auth, JSON parsing, pydantic
+    validation with phone normalisation, the RPC, the response;
+  * bare SQL: `SELECT public.ingest_sms(...)` over one psycopg connection, with the
+    already-validated JSON the endpoint would send.
+Every SMS is new (a fresh SID), so both sides really insert.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import httpx
+import psycopg
+
+from benchmarks.common import (
+    DEMO_DEPLOYMENT,
+    benchmark_database,
+    function_process,
+    median,
+    timed,
+)
+from shared.models import SmsIn
+
+KEY = "benchmark-ingest-key-0123456789abcdef"
+
+
+def raw_sms() -> dict[str, Any]:
+    return {
+        "deployment_id": DEMO_DEPLOYMENT,
+        "phone_number": f"06 12 {random.randrange(10**6):06d}",  # a different contact each time
+        "first_name": "Camille",
+        "message_content": "Bonjour, votre rendez-vous est confirmé demain à 14h00.",
+        "message_type": "appointment_reminder",
+        "provider_message_sid": "SM" + uuid.uuid4().hex,
+        "provider_status": "queued",
+        "sent_at": "2026-11-24T10:00:00Z",
+        "provider_cost": "0.0750",
+        "voipia_margin": "0.0300",
+        "workflow_id": "wf-rappels",
+        "metadata": {"campaign_id": "rappels_2026", "template_id": "rdv_v2"},
+    }
+
+
+def validated(items: list[dict[str, Any]]) -> str:
+    context = {"region": "FR"}
+    return json.dumps(
+        [
+            SmsIn.model_validate(i, context=context).model_dump(mode="json", exclude_none=True)
+            for i in items
+        ]
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--existing", type=int, default=360_000, help="rows already in agent_sms")
+    parser.add_argument("--batches", type=int, default=20, help="bulk requests of 500 per side")
+    parser.add_argument("--singles", type=int, default=300, help="single requests per side")
+    args = parser.parse_args(argv)
+
+    with benchmark_database(args.existing) as url:
+        environment = {"DATABASE_URL": url, "INGEST_API_KEYS": KEY}
+        with (
+            function_process("ingest_sms", environment) as function_url,
+            httpx.Client(headers={"Authorization": f"Bearer {KEY}"}, timeout=60) as client,
+            psycopg.connect(url, autocommit=True) as conn,
+        ):
+
+            def endpoint(items: list[dict[str, Any]]) -> None:
+                body = {"messages": items} if len(items) > 1 else items[0]
+                response = client.post(function_url, json=body)
+                assert response.status_code == 201, response.text
+
+            def bare(payload: str) -> None:
+                conn.execute("SELECT public.ingest_sms(%s::jsonb)", (payload,)).fetchone()
+
+            endpoint([raw_sms() for _ in range(500)])  # warm both paths
+            bare(validated([raw_sms() for _ in range(500)]))
+
+            results = {}
+            for label, size, repeat in (("bulk", 500, args.batches), ("single", 1, args.singles)):
+                endpoint_batches = [[raw_sms() for _ in range(size)] for _ in range(repeat)]
+                bare_batches = [validated([raw_sms() for _ in range(size)]) for _ in range(repeat)]
+                via_http = median(timed(endpoint, endpoint_batches))
+                via_sql = median(timed(bare, bare_batches))
+                results[label] = (size, via_http, via_sql)
+
+            # n8n runs workflows in parallel: two clients keep both cores busy, one
+            # batch being validated while the database inserts another.
+            batches = [[raw_sms() for _ in range(500)] for _ in range(args.batches)]
+            started = time.perf_counter()
+            with ThreadPoolExecutor(max_workers=2) as pool:
+                list(pool.map(poster(function_url), batches))
+            concurrent = len(batches) * 500 / (time.perf_counter() - started)
+
+    print(f"agent_sms held {args.existing:,} rows before the run; medians over the requests.")
+    columns = ("endpoint SMS/s", "bare SQL SMS/s", "total/SQL", "overhead/SQL")
+    print(f"{'':8} {columns[0]:>15} {columns[1]:>15} {columns[2]:>10} {columns[3]:>13}")
+    for label, (size, via_http, via_sql) in results.items():
+        print(
+            f"{label:8} {size / via_http:15,.0f} {size / via_sql:15,.0f}"
+            f" {via_http / via_sql:10.2f}x {(via_http - via_sql) / via_sql:12.2f}x"
+        )
+    print(f"bulk, 2 concurrent clients: {concurrent:,.0f} SMS/s through the endpoint")
+
+
+def poster(url: str) -> Callable[[list[dict[str, Any]]], None]:
+    """Post batches, one HTTP client per thread."""
+    local = threading.local()
+
+    def post(items: list[dict[str, Any]]) -> None:
+        if not hasattr(local, "client"):
+            local.client = httpx.Client(headers={"Authorization": f"Bearer {KEY}"}, timeout=60)
+        response = local.client.post(url, json={"messages": items})
+        assert response.status_code == 201, response.text
+
+    return post
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,15 @@
+"""The benchmarks still run end to end (tiny sizes; the figures are not checked)."""
+
+from __future__ import annotations
+
+import pytest
+
+from benchmarks import ingest
+
+
+def test_the_ingest_benchmark_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    ingest.main(["--existing", "1000", "--batches", "2", "--singles", "3"])
+    out = capsys.readouterr().out
+    assert "bulk" in out
+    assert "single" in out
+    assert "2 concurrent clients" in out
