@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from pydantic import (
+    AliasChoices,
     AwareDatetime,
     BaseModel,
     ConfigDict,
@@ -143,3 +144,46 @@ class IngestBatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     messages: Annotated[list[Any], Field(min_length=1, max_length=MAX_BATCH)]
+
+
+# --- twilio_status ---------------------------------------------------------------------
+
+
+class StatusReport(BaseModel):
+    """The part of a Twilio status callback we use; Twilio sends more, and may add fields."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    sid: Annotated[
+        str,
+        Field(
+            validation_alias=AliasChoices("MessageSid", "SmsSid"),
+            pattern=r"^(SM|MM)[0-9a-f]{32}$",
+        ),
+    ]
+    status: Annotated[
+        str,
+        Field(
+            validation_alias=AliasChoices("MessageStatus", "SmsStatus"), pattern=r"^[a-z_]{1,32}$"
+        ),
+    ]
+    error_code: Annotated[int | None, Field(validation_alias="ErrorCode", ge=0)] = None
+    reported_at: Annotated[datetime | None, Field(validation_alias="RawDlrDoneDate")] = None
+    to: Annotated[str | None, Field(validation_alias="To")] = None
+
+    @field_validator("error_code", mode="before")
+    @classmethod
+    def _blank_is_none(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @field_validator("reported_at", mode="before")
+    @classmethod
+    def _dlr_done_date(cls, value: object) -> object:
+        # RawDlrDoneDate is the carrier's YYMMDDhhmm, in UTC. A carrier that writes it
+        # otherwise costs us only precision: the time of receipt stands in.
+        if not isinstance(value, str):
+            return None
+        try:
+            return datetime.strptime(value, "%y%m%d%H%M").replace(tzinfo=UTC)
+        except ValueError:
+            return None

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from typing import Annotated, Literal
 
 from pydantic import Field, HttpUrl, SecretStr, ValidationError, field_validator, model_validator
@@ -41,12 +42,60 @@ class Settings(BaseSettings):
     default_phone_region: str = "FR"
     """Region assumed for phone numbers written without a country code."""
 
+    twilio_account_sid: Annotated[str, Field(pattern=r"^AC[0-9a-f]{32}$")] | None = None
+    twilio_auth_token: SecretStr | None = None
+    """The main account: signs callbacks without an AccountSid, and reads the API."""
+    twilio_subaccounts: Annotated[dict[str, SecretStr], NoDecode] = {}
+    """Subaccounts as ACxxx:token pairs, comma-separated."""
+    twilio_api_base_url: HttpUrl = HttpUrl("https://api.twilio.com")
+    public_base_url: HttpUrl | None = None
+    """Where Twilio reaches twilio_status, e.g. the Lambda function URL; the signature
+    covers it. Unset: the URL is rebuilt from the request."""
+    trust_proxy: bool = False
+    """Rebuild that URL from X-Forwarded-Proto/-Host (only behind a proxy that sets them)."""
+    reconcile_after_minutes: Annotated[int, Field(ge=1)] = 60
+    reconcile_within_days: Annotated[int, Field(ge=1, le=400)] = 7
+    reconcile_batch_size: Annotated[int, Field(ge=1, le=5000)] = 200
+
     @field_validator("ingest_api_keys", mode="before")
     @classmethod
     def _split_keys(cls, value: object) -> object:
         if isinstance(value, str):
             return tuple(key.strip() for key in value.split(",") if key.strip())
         return value
+
+    @field_validator("twilio_subaccounts", mode="before")
+    @classmethod
+    def _pairs(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        pairs = {}
+        for entry in filter(None, (part.strip() for part in value.split(","))):
+            sid, separator, token = entry.partition(":")
+            if not separator or not re.fullmatch(r"AC[0-9a-f]{32}", sid.strip()) or not token:
+                raise ValueError(
+                    "write each subaccount as ACxxxxxxxx...:auth-token, comma-separated"
+                )
+            pairs[sid.strip()] = token.strip()
+        return pairs
+
+    def twilio_token_for(self, account_sid: str | None) -> str | None:
+        """The auth token that signs this account's callbacks; None if not configured."""
+        if account_sid is None or account_sid == self.twilio_account_sid:
+            token = self.twilio_auth_token
+        else:
+            token = self.twilio_subaccounts.get(account_sid)
+        return token.get_secret_value() if token else None
+
+    def twilio_accounts(self) -> list[tuple[str, str]]:
+        """(AccountSid, token) of every configured account, main first."""
+        accounts = []
+        if self.twilio_account_sid and self.twilio_auth_token:
+            accounts.append((self.twilio_account_sid, self.twilio_auth_token.get_secret_value()))
+        accounts += [
+            (sid, token.get_secret_value()) for sid, token in self.twilio_subaccounts.items()
+        ]
+        return accounts
 
     @field_validator("ingest_api_keys")
     @classmethod

@@ -1,49 +1,10 @@
 -- ingest_sms: record the SMS n8n sent, one row per Twilio Message SID, in one call.
+-- Status reports that arrived first (agent_sms_events, pending) are applied at once.
 --
 -- Idempotent: a SID already recorded (by an earlier call, a concurrent retry, or an
 -- earlier item of the same batch) is not inserted again; its existing id is returned
 -- with created = false. References are checked per item, so one bad item does not
 -- sink the batch: it comes back with the field it got wrong.
-
--- Twilio reports 13 message statuses; the seed keeps 7 (provider_status) and 3
--- (status). Both mappings are written once, here, for ingest and status callbacks.
--- Neither touches a table, so they need no search_path pinning; without it Postgres
--- inlines them into the calling query, which halves the cost of a 500-SMS batch.
-CREATE FUNCTION private.provider_status_of(twilio_status text) RETURNS text
-LANGUAGE sql IMMUTABLE PARALLEL SAFE
-AS $$
-    SELECT CASE twilio_status
-        WHEN 'queued' THEN 'queued'
-        WHEN 'accepted' THEN 'queued'
-        WHEN 'scheduled' THEN 'queued'
-        WHEN 'sending' THEN 'sending'
-        WHEN 'sent' THEN 'sent'
-        WHEN 'delivered' THEN 'delivered'
-        WHEN 'read' THEN 'delivered'
-        WHEN 'partially_delivered' THEN 'delivered'
-        WHEN 'undelivered' THEN 'undelivered'
-        WHEN 'failed' THEN 'failed'
-        WHEN 'canceled' THEN 'failed'
-        WHEN 'receiving' THEN 'unknown'
-        WHEN 'received' THEN 'unknown'
-        WHEN 'unknown' THEN 'unknown'
-    END
-$$;
-
-CREATE FUNCTION private.sms_status_of(provider_status text) RETURNS text
-LANGUAGE sql IMMUTABLE PARALLEL SAFE
-AS $$
-    SELECT CASE provider_status
-        WHEN 'delivered' THEN 'delivered'
-        WHEN 'undelivered' THEN 'failed'
-        WHEN 'failed' THEN 'failed'
-        ELSE 'sent'
-    END
-$$;
-
-REVOKE ALL ON FUNCTION private.provider_status_of(text), private.sms_status_of(text) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION private.provider_status_of(text), private.sms_status_of(text)
-    TO service_role;
 
 -- p_messages: a JSON array of SMS objects whose keys are agent_sms columns, already
 -- validated and normalised by the caller (phone in E.164, decimals, timestamps).
@@ -63,6 +24,9 @@ BEGIN
         RAISE EXCEPTION USING ERRCODE = 'VP422', MESSAGE = 'messages must be a JSON array',
                               HINT = 'messages';
     END IF;
+    -- Shared: ingests never wait for each other, only for a status report that is
+    -- about to park an event for an SMS it cannot find (see record_sms_status).
+    PERFORM pg_advisory_xact_lock_shared(private.ingest_lock_key());
 
     WITH decoded AS (
         SELECT e.ord, m.*, d.client_id AS deployment_client_id,
@@ -128,6 +92,12 @@ BEGIN
         ) ORDER BY p.ord)
     INTO v_outcome
     FROM planned AS p;
+
+    -- Status reports that came before their SMS: applied now, so each row is born
+    -- with its true status.
+    PERFORM private.apply_pending_sms_events(ARRAY(
+        SELECT o.value ->> 'sid' FROM jsonb_array_elements(v_outcome) AS o(value)
+        WHERE o.value ->> 'id' IS NOT NULL AND o.value ->> 'sid' IS NOT NULL));
 
     -- A new statement: it sees rows a concurrent retry committed while we waited on
     -- its SID, as well as the ones inserted above.

@@ -1,0 +1,121 @@
+"""Twilio status callbacks: verify the signature, then record the report.
+
+Nothing is read from a callback before its signature checks out: an unknown
+AccountSid, a missing or a wrong signature is 403 and touches no data.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from pydantic import ValidationError
+
+from shared.db import Database
+from shared.errors import BadRequestError, ForbiddenError, InvalidInputError
+from shared.http import invalid_input
+from shared.models import StatusReport
+from shared.phones import to_e164
+
+if TYPE_CHECKING:
+    from flask import Request
+
+    from shared.settings import Settings
+
+log = logging.getLogger("sms.status")
+
+FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+
+
+def signed_urls(request: Request, settings: Settings) -> list[str]:
+    """The URL Twilio called, which its signature covers, in the forms it may have used.
+
+    A callback URL configured on the bare host ("https://x.on.aws") reaches us as the
+    path "/", so for the root both spellings are tried.
+    """
+    if settings.public_base_url is not None:
+        origin = str(settings.public_base_url).rstrip("/")
+    elif settings.trust_proxy:
+        proto = request.headers.get("X-Forwarded-Proto", request.scheme).split(",")[0].strip()
+        host = request.headers.get("X-Forwarded-Host", request.host).split(",")[0].strip()
+        origin = f"{proto}://{host}"
+    else:
+        origin = f"{request.scheme}://{request.host}"
+    query = f"?{request.query_string.decode()}" if request.query_string else ""
+    urls = [origin + request.path + query]
+    if request.path == "/":
+        urls.append(origin + query)
+    return urls
+
+
+def verified_params(request: Request, settings: Settings) -> dict[str, str]:
+    """Every parameter Twilio sent, once the signature over them and the URL is right."""
+    from twilio.request_validator import (
+        SIGNATURE_HEADER,
+        SIGNATURE_SETTINGS_HEADER,
+        RequestValidator,
+        get_signature_algorithm,
+    )
+
+    if request.mimetype not in FORM_TYPES:
+        raise ForbiddenError("Not a Twilio status callback.")
+    params = request.form  # a MultiDict: the validator signs every value of every name
+    signature = request.headers.get(SIGNATURE_HEADER)
+    account = params.get("AccountSid")
+    token = settings.twilio_token_for(account)
+    if not signature or token is None:
+        raise ForbiddenError("The request is not signed by a configured Twilio account.")
+    validator = RequestValidator(token)
+    algorithm = get_signature_algorithm(request.headers.get(SIGNATURE_SETTINGS_HEADER))
+    urls = signed_urls(request, settings)
+    if not any(validator.validate(url, params, signature, algorithm) for url in urls):
+        raise ForbiddenError("The request is not signed by a configured Twilio account.")
+    return params.to_dict()
+
+
+def parse(params: dict[str, str]) -> StatusReport:
+    """The report in a verified callback; 400 when it is not a message status report."""
+    try:
+        return StatusReport.model_validate(params)
+    except ValidationError as exc:
+        problem = invalid_input(exc)
+        raise BadRequestError(problem.message, field=problem.field) from None
+
+
+def record(
+    db: Database,
+    report: StatusReport,
+    region: str,
+    *,
+    source: str = "callback",
+    price: Any = None,
+    price_unit: str | None = None,
+) -> dict[str, Any]:
+    try:
+        to = to_e164(report.to, region) if report.to else None
+    except ValueError:
+        to = None
+    try:
+        outcome: dict[str, Any] = db.rpc(
+            "record_sms_status",
+            {
+                "p_sid": report.sid,
+                "p_status": report.status,
+                "p_error_code": report.error_code,
+                "p_reported_at": report.reported_at,
+                "p_to": to,
+                "p_source": source,
+                "p_price": price,
+                "p_price_unit": price_unit,
+            },
+        )
+    except InvalidInputError as exc:
+        raise BadRequestError(exc.message, field=exc.field) from None
+    log.info(
+        "status %s for %s: %s",
+        report.status,
+        report.sid,
+        "pending" if outcome["pending"] else "changed" if outcome["changed"] else "no change",
+        extra={"sid": report.sid, "source": source},
+    )
+    return outcome

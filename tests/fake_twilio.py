@@ -1,0 +1,80 @@
+"""A local stand-in for Twilio's Messages API (GET one message), for reconcile tests."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from werkzeug.serving import make_server
+from werkzeug.wrappers import Request, Response
+
+_MESSAGE_PATH = re.compile(r"^/2010-04-01/Accounts/(AC[0-9a-f]{32})/Messages/(\w+)\.json$")
+
+
+@dataclass
+class FakeTwilio:
+    tokens: dict[str, str]  # AccountSid -> auth token
+    messages: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    rate_limit_after: int | None = None  # answer 429 once this many requests were served
+    requests: int = 0
+
+    def __post_init__(self) -> None:
+        self._server = make_server("127.0.0.1", 0, self._wsgi, threaded=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_port}"
+
+    def add(self, account_sid: str, sid: str, **fields: Any) -> None:
+        self.messages[(account_sid, sid)] = {
+            "sid": sid,
+            "account_sid": account_sid,
+            "status": "sent",
+            "error_code": None,
+            "error_message": None,
+            "price": None,
+            "price_unit": "EUR",
+            "date_created": "Tue, 24 Nov 2026 10:00:00 +0000",
+            "date_sent": "Tue, 24 Nov 2026 10:00:01 +0000",
+            "date_updated": "Tue, 24 Nov 2026 10:00:05 +0000",
+            "direction": "outbound-api",
+            "num_segments": "1",
+        } | fields
+
+    def __enter__(self) -> FakeTwilio:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._thread.join()
+
+    def _wsgi(self, environ: dict[str, Any], start_response: Any) -> Any:
+        return self._handle(Request(environ))(environ, start_response)
+
+    def _handle(self, request: Request) -> Response:
+        match = _MESSAGE_PATH.match(request.path)
+        if request.method != "GET" or not match:
+            return _error(404, 20404, "The requested resource was not found")
+        account, sid = match.groups()
+        scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
+        user, _, password = base64.b64decode(credentials or "Og==").decode().partition(":")
+        if scheme != "Basic" or self.tokens.get(user) != password or user != account:
+            return _error(401, 20003, "Authenticate")
+        self.requests += 1
+        if self.rate_limit_after is not None and self.requests > self.rate_limit_after:
+            return _error(429, 20429, "Too Many Requests")
+        message = self.messages.get((account, sid))
+        if message is None:
+            return _error(404, 20404, f"The requested resource /Messages/{sid}.json was not found")
+        return Response(json.dumps(message), 200, mimetype="application/json")
+
+
+def _error(status: int, code: int, message: str) -> Response:
+    body = {"code": code, "message": message, "more_info": "", "status": status}
+    return Response(json.dumps(body), status, mimetype="application/json")
