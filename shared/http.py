@@ -68,14 +68,19 @@ def read_json(request: Request, *, max_bytes: int) -> Any:
     if len(data) > max_bytes:
         raise too_large
     try:
-        return json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return json.loads(data, parse_constant=_not_json)
+    except (ValueError, RecursionError) as exc:
+        # ValueError covers bad UTF-8, bad syntax, NaN/Infinity and absurdly long numbers.
         where = (
             f" at line {exc.lineno}, column {exc.colno}"
             if isinstance(exc, json.JSONDecodeError)
             else ""
         )
         raise BadRequestError(f"The body is not valid JSON{where}.") from None
+
+
+def _not_json(constant: str) -> Any:
+    raise ValueError(f"{constant} is not JSON")
 
 
 def error_response(error: ServiceError) -> Response:

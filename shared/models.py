@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from email.utils import parsedate_to_datetime
 from typing import Annotated, Any, Literal
 from uuid import UUID
@@ -15,6 +16,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    StringConstraints,
     ValidationInfo,
     field_validator,
 )
@@ -41,12 +43,17 @@ MAX_METADATA_BYTES = 16_384
 MAX_BATCH = 500
 
 MessageType = Literal["transactional", "marketing", "notification", "appointment_reminder"]
-Money = Annotated[
-    Decimal,
-    Field(ge=0, max_digits=10, decimal_places=4, allow_inf_nan=False),
-]
-Name = Annotated[str, Field(min_length=1, max_length=200)]
-Label = Annotated[str, Field(min_length=1, max_length=200)]
+Money = Annotated[Decimal, Field(ge=0, max_digits=10, decimal_places=4)]
+Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+TWILIO_SID = re.compile(r"(SM|MM)[0-9a-f]{32}")
+OTHER_PROVIDER_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+# ISO 4217 codes that name no money: "no currency", the test code, precious metals.
+NOT_MONEY = frozenset({"XXX", "XTS", "XAU", "XAG", "XPD", "XPT"})
+OPTIONAL_FIELDS = (
+    "first_name", "last_name", "message_type", "provider_status", "sent_at", "provider_cost",
+    "voipia_margin", "currency", "call_id", "prospect_id", "sequence_id", "workflow_id",
+    "workflow_execution_id", "metadata",
+)  # fmt: skip
 
 
 class SmsIn(BaseModel):
@@ -56,18 +63,16 @@ class SmsIn(BaseModel):
     ``SmsIn.model_validate(data, context={"region": "FR", "received_at": now})``.
     """
 
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     deployment_id: UUID
     phone_number: str
-    first_name: Name | None = None
-    last_name: Name | None = None
+    first_name: Text | None = None
+    last_name: Text | None = None
     message_content: Annotated[str, Field(min_length=1, max_length=MAX_MESSAGE_LENGTH)]
     message_type: MessageType | None = None
     provider: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_-]{0,31}$")] = "twilio"
-    provider_message_sid: Annotated[
-        str | None, Field(pattern=r"^(SM|MM)[0-9a-f]{32}$", validate_default=True)
-    ] = None
+    provider_message_sid: str
     provider_status: Annotated[str, Field(pattern=r"^[a-z_]{1,32}$")] | None = None
     sent_at: Annotated[AwareDatetime | None, Field(validate_default=True)] = None
     provider_cost: Money | None = None
@@ -76,14 +81,42 @@ class SmsIn(BaseModel):
     call_id: UUID | None = None
     prospect_id: UUID | None = None
     sequence_id: UUID | None = None
-    workflow_id: Label | None = None
-    workflow_execution_id: Label | None = None
+    workflow_id: Text | None = None
+    workflow_execution_id: Text | None = None
     metadata: dict[str, Any] | None = None
+
+    @field_validator("provider", mode="before")
+    @classmethod
+    def _default_provider(cls, value: object) -> object:
+        return "twilio" if value is None else value
+
+    @field_validator("phone_number", mode="before")
+    @classmethod
+    def _digits_as_text(cls, value: object) -> object:
+        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
     @field_validator("phone_number")
     @classmethod
     def _e164(cls, value: str, info: ValidationInfo) -> str:
         return to_e164(value, (info.context or {}).get("region", "FR"))
+
+    @field_validator("message_content")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        # Stored exactly as sent: trailing spaces and newlines are part of the SMS.
+        if not value.strip():
+            raise ValueError("must not be blank")
+        return value
+
+    @field_validator("provider_message_sid")
+    @classmethod
+    def _provider_id(cls, value: str, info: ValidationInfo) -> str:
+        if info.data.get("provider", "twilio") == "twilio":
+            if not TWILIO_SID.fullmatch(value):
+                raise ValueError("must be a Twilio Message SID: SM or MM and 32 hex digits")
+        elif not OTHER_PROVIDER_ID.fullmatch(value):
+            raise ValueError("must be the provider's message id (letters, digits, ._:-)")
+        return value
 
     @field_validator("sent_at", mode="before")
     @classmethod
@@ -96,17 +129,32 @@ class SmsIn(BaseModel):
                 return value
         return value
 
+    @field_validator("sent_at")
+    @classmethod
+    def _default_to_receipt(cls, value: datetime | None, info: ValidationInfo) -> datetime:
+        return value or (info.context or {}).get("received_at") or datetime.now(UTC)
+
     @field_validator("provider_cost", "voipia_margin", mode="before")
     @classmethod
-    def _numbers_only(cls, value: object) -> object:
-        if isinstance(value, bool):
+    def _amount(cls, value: object) -> object:
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, str | int | float | Decimal):
             raise ValueError("must be a number")
-        if isinstance(value, str | int | float) and str(value).strip().startswith("-"):
+        try:
+            amount = Decimal(str(value).strip())
+        except InvalidOperation:
+            raise ValueError("must be a number") from None
+        if not amount.is_finite():
+            raise ValueError("must be a finite number")
+        if amount < 0:
             raise ValueError(
-                "must be 0 or more (Twilio reports prices as negative numbers: send the"
-                " absolute value)"
+                "must be 0 or more (Twilio reports prices as negative numbers:"
+                " send the absolute value)"
             )
-        return value
+        if amount.as_tuple().exponent < -4:  # type: ignore[operator]
+            raise ValueError("must have at most 4 decimal places")
+        return amount
 
     @field_validator("currency")
     @classmethod
@@ -116,28 +164,40 @@ class SmsIn(BaseModel):
         import pycountry
 
         code = value.upper()
-        if pycountry.currencies.get(alpha_3=code) is None:
+        if code in NOT_MONEY or pycountry.currencies.get(alpha_3=code) is None:
             raise ValueError("is not an ISO 4217 currency code")
         return code
 
     @field_validator("metadata")
     @classmethod
-    def _bounded(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
-        if value is not None and len(json.dumps(value)) > MAX_METADATA_BYTES:
+    def _plain_json(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is None:
+            return None
+        try:
+            text = json.dumps(value, allow_nan=False)
+        except ValueError:
+            raise ValueError("must be plain JSON (no NaN or Infinity)") from None
+        if len(text) > MAX_METADATA_BYTES:
             raise ValueError(f"must be at most {MAX_METADATA_BYTES} bytes of JSON")
+        if "\\u0000" in text:
+            raise ValueError("must not contain NUL characters")
         return value
 
-    @field_validator("provider_message_sid")
+    @field_validator("*")
     @classmethod
-    def _sid_for_twilio(cls, value: str | None, info: ValidationInfo) -> str | None:
-        if value is None and info.data.get("provider") == "twilio":
-            raise ValueError("is required when the provider is twilio")
+    def _no_nul(cls, value: object) -> object:
+        # Postgres text cannot hold NUL; refusing it here names the field, where the
+        # database would refuse the whole batch.
+        if isinstance(value, str) and "\x00" in value:
+            raise ValueError("must not contain NUL characters")
         return value
 
-    @field_validator("sent_at")
+    @field_validator(*OPTIONAL_FIELDS, mode="before")
     @classmethod
-    def _default_to_receipt(cls, value: datetime | None, info: ValidationInfo) -> datetime:
-        return value or (info.context or {}).get("received_at") or datetime.now(UTC)
+    def _blank_is_absent(cls, value: object) -> object:
+        # n8n expressions that find nothing produce "": that means "not given".
+        # Defined last: pydantic runs "before" validators last-defined first.
+        return None if isinstance(value, str) and not value.strip() else value
 
 
 class IngestBatch(BaseModel):

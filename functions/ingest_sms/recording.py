@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from shared.db import Database
-from shared.errors import InvalidInputError, ServiceError
+from shared.errors import ConflictError, InvalidInputError, ServiceError
 from shared.http import invalid_input
 from shared.models import ErrorDetail, IngestBatch, SmsIn
 
@@ -70,11 +70,19 @@ def validate(items: list[Any], region: str) -> list[SmsIn | ServiceError]:
 
 def record(db: Database, checked: list[SmsIn | ServiceError]) -> list[Outcome]:
     valid = [item for item in checked if isinstance(item, SmsIn)]
-    stored = iter(
-        db.rpc("ingest_sms", {"p_messages": [m.model_dump(exclude_none=True) for m in valid]})
-        if valid
-        else []
-    )
+    try:
+        stored = iter(
+            db.rpc("ingest_sms", {"p_messages": [m.model_dump(exclude_none=True) for m in valid]})
+            if valid
+            else []
+        )
+    except ServiceError as exc:
+        log.warning(
+            "ingest: nothing recorded (%s)",
+            exc.code,
+            extra={"sids": [m.provider_message_sid for m in valid]},
+        )
+        raise
     outcomes = []
     for item in checked:
         if isinstance(item, ServiceError):
@@ -85,6 +93,9 @@ def record(db: Database, checked: list[SmsIn | ServiceError]) -> list[Outcome]:
             outcomes.append(
                 Outcome(error=InvalidInputError(_REJECTED_MESSAGES[rejected], field=rejected))
             )
+        elif field := result.get("conflict"):
+            message = f"{field} is already recorded for another deployment."
+            outcomes.append(Outcome(error=ConflictError(message, field=field)))
         else:
             outcomes.append(Outcome(id=result["id"], created=result["created"]))
     _log(checked, outcomes)
@@ -99,7 +110,7 @@ def _log(checked: list[SmsIn | ServiceError], outcomes: list[Outcome]) -> None:
         sum(o.created is True for o in outcomes),
         sum(o.created is False for o in outcomes),
         sum(o.error is not None for o in outcomes),
-        extra={"deployment_ids": deployments, "sids": sids[:50]},
+        extra={"deployment_ids": deployments, "sids": sids},
     )
 
 

@@ -11,7 +11,8 @@
 -- provider_status may be any Twilio message status; it is stored in the seed's terms.
 -- Returns a JSON array in the same order: {"id", "created"} per recorded item, or
 -- {"rejected": "<column>"} when a referenced record does not exist (for call_id: or
--- belongs to another client than the deployment), or the status is not Twilio's.
+-- belongs to another client than the deployment), or the status is not Twilio's, or
+-- {"conflict": "provider_message_sid"} when the SID is recorded for another deployment.
 CREATE FUNCTION public.ingest_sms(p_messages jsonb) RETURNS jsonb
 LANGUAGE plpgsql
 SET search_path = ''
@@ -27,6 +28,21 @@ BEGIN
     -- Shared: ingests never wait for each other, only for a status report that is
     -- about to park an event for an SMS it cannot find (see record_sms_status).
     PERFORM pg_advisory_xact_lock_shared(private.ingest_lock_key());
+
+    -- Hold the referenced records until commit, so one deleted meanwhile is reported
+    -- for its items instead of failing the whole batch at the foreign-key check.
+    PERFORM 1 FROM public.agent_deployments
+    WHERE id IN (SELECT (e ->> 'deployment_id')::uuid FROM jsonb_array_elements(p_messages) AS e)
+    FOR KEY SHARE;
+    PERFORM 1 FROM public.agent_calls
+    WHERE id IN (SELECT (e ->> 'call_id')::uuid FROM jsonb_array_elements(p_messages) AS e)
+    FOR KEY SHARE;
+    PERFORM 1 FROM public.agent_arthur_prospects
+    WHERE id IN (SELECT (e ->> 'prospect_id')::uuid FROM jsonb_array_elements(p_messages) AS e)
+    FOR KEY SHARE;
+    PERFORM 1 FROM public.agent_arthur_prospect_sequences
+    WHERE id IN (SELECT (e ->> 'sequence_id')::uuid FROM jsonb_array_elements(p_messages) AS e)
+    FOR KEY SHARE;
 
     WITH decoded AS (
         SELECT e.ord, m.*, d.client_id AS deployment_client_id,
@@ -80,13 +96,16 @@ BEGIN
             p.workflow_id, p.workflow_execution_id, coalesce(p.metadata, '{}'::jsonb)
         FROM planned AS p
         WHERE p.is_first
-        ORDER BY p.ord
+        -- One global order: batches sharing SIDs then wait on each other instead of
+        -- deadlocking.
+        ORDER BY p.provider_message_sid
         ON CONFLICT (provider_message_sid) DO NOTHING
         RETURNING id
     )
     SELECT jsonb_agg(
         jsonb_build_object(
             'sid', p.provider_message_sid,
+            'deployment_id', p.deployment_id,
             'rejected', p.rejected,
             'id', CASE WHEN p.new_id IN (SELECT id FROM inserted) THEN p.new_id END
         ) ORDER BY p.ord)
@@ -107,13 +126,23 @@ BEGIN
                 THEN jsonb_build_object('rejected', o.value ->> 'rejected')
             WHEN o.value ->> 'id' IS NOT NULL
                 THEN jsonb_build_object('id', o.value -> 'id', 'created', true)
-            ELSE jsonb_build_object(
-                'id', (SELECT s.id FROM public.agent_sms AS s
-                       WHERE s.provider_message_sid = o.value ->> 'sid'),
-                'created', false)
+            WHEN s.deployment_id::text IS DISTINCT FROM o.value ->> 'deployment_id'
+                AND s.id IS NOT NULL
+                -- The same SID recorded for another deployment: a mapping mistake.
+                THEN jsonb_build_object('conflict', 'provider_message_sid')
+            ELSE jsonb_build_object('id', s.id, 'created', false)
         END ORDER BY o.ord), '[]'::jsonb)
     INTO v_results
-    FROM jsonb_array_elements(v_outcome) WITH ORDINALITY AS o(value, ord);
+    FROM jsonb_array_elements(v_outcome) WITH ORDINALITY AS o(value, ord)
+    LEFT JOIN public.agent_sms AS s
+        ON o.value ->> 'id' IS NULL AND s.provider_message_sid = o.value ->> 'sid';
+
+    -- An existing SID whose row vanished in between (erased, or its deployment
+    -- deleted): nothing was recorded for it, so the caller must retry.
+    IF v_results @> '[{"id": null}]' THEN
+        RAISE EXCEPTION USING ERRCODE = '40001',
+            MESSAGE = 'a recorded SMS disappeared during ingest; retry';
+    END IF;
 
     RETURN v_results;
 END

@@ -6,6 +6,7 @@ import concurrent.futures
 import json
 import logging
 import socket
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -184,6 +185,12 @@ def test_a_number_that_is_not_valid_is_422_without_echoing_it(
     [
         ("message_content", ""),
         ("message_content", "   "),
+        ("message_content", "a\x00b"),
+        ("first_name", "Cam\x00ille"),
+        ("metadata", {"note": "a\x00b"}),
+        ("provider_cost", 0.1 + 0.2),
+        ("currency", "XXX"),
+        ("phone_number", True),
         ("message_content", "x" * 1601),
         ("message_type", "spam"),
         ("provider_message_sid", "SM123"),
@@ -204,7 +211,7 @@ def test_a_number_that_is_not_valid_is_422_without_echoing_it(
         ("call_id", "123"),
         ("prospect_id", 5),
         ("sequence_id", "x"),
-        ("workflow_id", ""),
+        ("workflow_id", "x" * 201),
         ("first_name", "x" * 201),
         ("metadata", [1, 2]),
         ("metadata", "text"),
@@ -216,21 +223,30 @@ def test_each_field_rule_is_422_naming_the_field(
     ingest_url: str, tenants: Tenants, clean: psycopg.Connection, field: str, value: Any
 ) -> None:
     body = sms(tenants, **{field: value})
+    before = count(clean)
     error = refused(post(ingest_url, body), 422, field)
     assert error["code"] == "invalid_input"
     assert error["message"].startswith(field)
-    assert stored(clean, body["provider_message_sid"]) is None
+    assert count(clean) == before
 
 
-def test_the_sid_is_required_for_twilio_only(
+def test_every_provider_needs_a_message_id_for_idempotency(
     ingest_url: str, tenants: Tenants, clean: psycopg.Connection
 ) -> None:
     body = sms(tenants)
     del body["provider_message_sid"]
     refused(post(ingest_url, body), 422, "provider_message_sid")
+    other = body | {"provider": "vonage", "provider_message_sid": "vonage-0a1b2c"}
     before = count(clean)
-    assert post(ingest_url, body | {"provider": "other_provider"}).status_code == 201
+    assert post(ingest_url, other).status_code == 201
+    assert post(ingest_url, other).status_code == 200
     assert count(clean) == before + 1
+    stored_row = stored(clean, "vonage-0a1b2c")
+    assert stored_row is not None
+    assert stored_row["provider"] == "vonage"
+    refused(
+        post(ingest_url, other | {"provider_message_sid": "not an id"}), 422, "provider_message_sid"
+    )
 
 
 def test_missing_required_fields_are_named(ingest_url: str, tenants: Tenants) -> None:
@@ -502,3 +518,116 @@ def test_concurrent_overlapping_batches_never_duplicate(
         (sids,),
     ).fetchone()
     assert rows == (50, 50)
+
+
+def test_blank_optional_fields_count_as_absent(
+    ingest_url: str, tenants: Tenants, clean: psycopg.Connection
+) -> None:
+    # What n8n expressions produce when the value they look for is missing.
+    blanks = dict.fromkeys(
+        ("first_name", "last_name", "message_type", "provider_status", "sent_at", "currency",
+         "call_id", "workflow_id", "provider_cost", "metadata"),
+        "",
+    )  # fmt: skip
+    body = sms(tenants, **blanks) | {"provider": None}
+    assert post(ingest_url, body).status_code == 201
+    stored_row = stored(clean, body["provider_message_sid"])
+    assert stored_row is not None
+    assert stored_row["first_name"] is None
+    assert stored_row["message_type"] == "transactional"
+    assert stored_row["currency"] == "EUR"
+    assert stored_row["provider"] == "twilio"
+
+
+def test_the_text_is_stored_exactly_as_sent(
+    ingest_url: str, tenants: Tenants, clean: psycopg.Connection
+) -> None:
+    text = "  Bonjour 👋🏽,\nà demain !\n"
+    body = sms(tenants, message_content=text, phone_number=612345678, provider_cost=0.0075)
+    assert post(ingest_url, body).status_code == 201
+    stored_row = stored(clean, body["provider_message_sid"])
+    assert stored_row is not None
+    assert stored_row["message_content"] == text
+    assert stored_row["character_count"] == len(text)
+    assert stored_row["phone_number"] == "+33612345678"
+    assert stored_row["provider_cost"] == Decimal("0.0075")
+
+
+def test_nan_or_infinity_anywhere_in_the_body_is_400(
+    ingest_url: str, clean: psycopg.Connection
+) -> None:
+    before = count(clean)
+    response = httpx.post(
+        ingest_url,
+        content=b'{"metadata": {"x": NaN}}',
+        headers={"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"},
+    )
+    assert response.status_code == 400
+    assert count(clean) == before
+
+
+def test_a_chunked_body_over_the_limit_is_413(ingest_url: str) -> None:
+    def chunks() -> Iterator[bytes]:
+        yield b'{"x": "'
+        for _ in range(1100):
+            yield b"a" * 1000
+        yield b'"}'
+
+    response = httpx.post(
+        ingest_url,
+        content=chunks(),
+        headers={"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"},
+    )
+    assert response.status_code == 413
+
+
+def test_the_same_sid_for_another_deployment_is_409(
+    ingest_url: str, tenants: Tenants, clean: psycopg.Connection
+) -> None:
+    body = sms(tenants)
+    assert post(ingest_url, body).status_code == 201
+    moved = body | {"deployment_id": str(tenants.deployments_a[0])}
+    refused(post(ingest_url, moved), 409, "provider_message_sid")
+    stored_row = stored(clean, body["provider_message_sid"])
+    assert stored_row is not None
+    assert stored_row["deployment_id"] == tenants.deployment_b
+
+
+def test_batches_sharing_sids_in_opposite_orders_never_deadlock(
+    ingest_url: str, tenants: Tenants, clean: psycopg.Connection
+) -> None:
+    for _ in range(10):
+        items = [sms(tenants) for _ in range(200)]
+        batches = [items, list(reversed(items))] * 2
+        with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
+            responses = list(pool.map(lambda b: post(ingest_url, {"messages": b}), batches))
+        assert all(r.status_code in (200, 201) for r in responses), [
+            r.status_code for r in responses
+        ]
+    assert count(clean) == len(tenants.sms_a) + len(tenants.sms_b) + 2000
+
+
+def test_a_deployment_deleted_during_a_batch_fails_only_its_items(
+    ingest_url: str, tenants: Tenants, clean: psycopg.Connection, database_url: str
+) -> None:
+    doomed = tenants.deployments_a[1]
+    items = [sms(tenants), sms(tenants, deployment_id=str(doomed)), sms(tenants)]
+    with (
+        psycopg.connect(database_url) as deleting,
+        concurrent.futures.ThreadPoolExecutor(1) as pool,
+    ):
+        deleting.execute("DELETE FROM agent_deployments WHERE id = %s", (doomed,))
+        pending = pool.submit(post, ingest_url, {"messages": items})
+        while not pending.done() and not waiting_on_a_lock(clean):
+            time.sleep(0.01)
+        deleting.commit()
+        response = pending.result()
+    assert response.status_code == 207
+    results = response.json()["results"]
+    assert [r.get("created") for r in results] == [True, None, True]
+    assert results[1]["error"]["field"] == "deployment_id"
+
+
+def waiting_on_a_lock(conn: psycopg.Connection) -> bool:
+    found = conn.execute("SELECT count(*) FROM pg_locks WHERE NOT granted").fetchone()
+    return found is not None and found[0] > 0
