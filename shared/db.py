@@ -244,9 +244,14 @@ def _call_sql(name: str, args: list[tuple[str, str]], returns_set: bool) -> str:
     return f"SELECT {result} FROM {source} AS _r"  # noqa: S608 (names validated, types from the catalog)
 
 
+# Sent with the call as one simple-query message: Postgres runs the statements of one
+# message as one transaction, each planned after the one before has run, so the
+# role and claims are in force when the call is planned (row-level security) and
+# executed. One round trip, where BEGIN, SET, call and COMMIT would take four.
+# statement_timeout is set per transaction because poolers drop start-up options.
 _SET_CONTEXT = (
     "SELECT set_config('role', %s, true), set_config('request.jwt.claims', %s, true),"
-    " set_config('statement_timeout', %s, true)"  # per transaction: poolers drop start-up options
+    " set_config('statement_timeout', %s, true);\n"
 )
 
 
@@ -284,6 +289,7 @@ class PostgresDatabase:
                     # prepare_threshold=None: transaction-mode poolers (Supabase's
                     # on port 6543) cannot keep prepared statements.
                     kwargs={
+                        "autocommit": True,
                         "prepare_threshold": None,
                         "connect_timeout": max(1, int(self._timeout)),
                     },
@@ -304,26 +310,28 @@ class PostgresDatabase:
         payload = to_json(dict(args or {}))
         claims = to_json(dict(caller.claims)).decode()
         # Each idle pooled connection may have been closed by the server meanwhile; one
-        # attempt more than the pool holds always reaches a fresh connection.
+        # attempt more than the pool holds always reaches a fresh connection. A call
+        # whose connection was lost is repeated: write RPCs are idempotent (above).
         attempts = self._pool_size + 1
         for attempt in range(1, attempts + 1):
-            started = False
             try:
-                with self._connections().connection() as conn, conn.cursor() as cur:
-                    call = self._call(cur, _validated_name(name), names)
-                    cur.execute(_SET_CONTEXT, (role, claims, self._statement_timeout))
-                    started = True
-                    cur.execute(call.encode(), (payload.decode(),))
-                    row = cur.fetchone()
+                with self._connections().connection() as conn:
+                    with conn.cursor() as cur:
+                        call = self._call(cur, _validated_name(name), names)
+                    with psycopg.ClientCursor(conn) as cur:
+                        cur.execute(
+                            _SET_CONTEXT + call,
+                            (role, claims, self._statement_timeout, payload.decode()),
+                        )
+                        cur.nextset()
+                        row = cur.fetchone()
                     return row[0] if row else None
             except PoolTimeout:
                 failure = PostgresFailure("08000", "no database connection within the timeout")
                 raise classify(failure, retry_after=self._retry_after) from None
             except psycopg.OperationalError as exc:
-                # A connection the server has closed fails on first use, before any of
-                # the call ran, so retrying on another connection is safe.
                 lost = exc.sqlstate is None or exc.sqlstate.startswith(("08", "57P"))
-                if attempt < attempts and not started and lost:
+                if attempt < attempts and lost:
                     continue
                 raise classify(_failure_of(exc), retry_after=self._retry_after) from None
             except psycopg.Error as exc:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from benchmarks import ingest
+from benchmarks import ingest, status
 
 
 def test_the_ingest_benchmark_runs(capsys: pytest.CaptureFixture[str]) -> None:
@@ -13,3 +13,10 @@ def test_the_ingest_benchmark_runs(capsys: pytest.CaptureFixture[str]) -> None:
     assert "bulk" in out
     assert "single" in out
     assert "2 concurrent clients" in out
+
+
+def test_the_status_benchmark_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    status.main(["--existing", "1000", "--callbacks", "20"])
+    out = capsys.readouterr().out
+    assert "endpoint / bare SQL" in out
+    assert "4 concurrent clients" in out

@@ -1,0 +1,134 @@
+"""benchmarks/status: Twilio status callbacks handled per second, against the bare SQL.
+
+    python -m benchmarks.status [--existing 360000] [--callbacks 2000]
+
+Both sides run in the same run on the same database, each on SMS of its own:
+  * endpoint: signed form POSTs, exactly as Twilio sends them, to twilio_status served
+    as `make dev` serves it (functions-framework on gunicorn, its own process):
+    signature check, parsing, the RPC, the empty 200;
+  * bare SQL: `SELECT public.record_sms_status(...)` over one psycopg connection.
+Each SMS gets "sent" then "delivered", so every callback writes an event and moves a row.
+"""
+
+from __future__ import annotations
+
+import argparse
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import httpx
+import psycopg
+from twilio.request_validator import RequestValidator
+
+from benchmarks.common import DEMO_DEPLOYMENT, benchmark_database, function_process, median, timed
+
+ACCOUNT = "AC" + "f" * 32
+TOKEN = "benchmark-auth-token"  # noqa: S105 (a local test server's)
+
+
+def create_sms(conn: psycopg.Connection, count: int) -> list[str]:
+    sids = ["SM" + uuid.uuid4().hex for _ in range(count)]
+    with conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO agent_sms (deployment_id, phone_number, message_content,"
+            " provider_message_sid, provider_status, sent_at)"
+            " VALUES (%s, '+33612345678', 'Bonjour', %s, 'queued', now())",
+            [(DEMO_DEPLOYMENT, sid) for sid in sids],
+        )
+    return sids
+
+
+def callbacks_for(sids: list[str]) -> list[dict[str, str]]:
+    return [
+        {
+            "AccountSid": ACCOUNT,
+            "MessageSid": sid,
+            "SmsSid": sid,
+            "MessageStatus": status,
+            "SmsStatus": status,
+            "To": "+33612345678",
+            "From": "+33700000000",
+            "ApiVersion": "2010-04-01",
+        }
+        for status in ("sent", "delivered")
+        for sid in sids
+    ]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--existing", type=int, default=360_000, help="rows already in agent_sms")
+    parser.add_argument("--callbacks", type=int, default=2000, help="callbacks per side")
+    args = parser.parse_args(argv)
+    per_side = max(1, args.callbacks // 2)
+
+    with benchmark_database(args.existing) as url:
+        environment = {
+            "DATABASE_URL": url,
+            "TWILIO_ACCOUNT_SID": ACCOUNT,
+            "TWILIO_AUTH_TOKEN": TOKEN,
+        }
+        with (
+            function_process("twilio_status", environment) as function_url,
+            httpx.Client(timeout=60) as client,
+            psycopg.connect(url, autocommit=True) as conn,
+        ):
+            validator = RequestValidator(TOKEN)
+
+            def signed(params: dict[str, str]) -> tuple[dict[str, str], str]:
+                return params, validator.compute_signature(function_url, params)
+
+            def endpoint(request: tuple[dict[str, str], str]) -> None:
+                params, signature = request
+                response = client.post(
+                    function_url, data=params, headers={"X-Twilio-Signature": signature}
+                )
+                assert response.status_code == 200, response.text
+
+            def bare(params: dict[str, str]) -> None:
+                conn.execute(
+                    "SELECT public.record_sms_status(%s, %s, NULL, NULL, %s)",
+                    (params["MessageSid"], params["MessageStatus"], params["To"]),
+                ).fetchone()
+
+            endpoint(signed(callbacks_for(create_sms(conn, 1))[0]))  # warm both paths
+            bare(callbacks_for(create_sms(conn, 1))[0])
+
+            http_requests = [signed(p) for p in callbacks_for(create_sms(conn, per_side))]
+            sql_calls = callbacks_for(create_sms(conn, per_side))
+            via_http = median(timed(endpoint, http_requests))
+            via_sql = median(timed(bare, sql_calls))
+
+            concurrent_requests = [signed(p) for p in callbacks_for(create_sms(conn, per_side))]
+            started = time.perf_counter()
+            with ThreadPoolExecutor(max_workers=4) as pool:
+                list(pool.map(poster(function_url), concurrent_requests))
+            concurrent = len(concurrent_requests) / (time.perf_counter() - started)
+
+    print(f"agent_sms held {args.existing:,} rows; medians over {len(sql_calls)} callbacks a side.")
+    print(f"endpoint, one client:     {1 / via_http:8,.0f} callbacks/s ({via_http * 1000:.2f} ms)")
+    print(f"bare SQL, one connection: {1 / via_sql:8,.0f} callbacks/s ({via_sql * 1000:.2f} ms)")
+    print(f"endpoint / bare SQL:      {via_http / via_sql:8.2f}x")
+    print(f"endpoint, 4 concurrent clients: {concurrent:,.0f} callbacks/s")
+
+
+def poster(url: str) -> Callable[[tuple[dict[str, str], str]], None]:
+    local = threading.local()
+
+    def post(request: tuple[dict[str, Any], str]) -> None:
+        if not hasattr(local, "client"):
+            local.client = httpx.Client(timeout=60)
+        client: httpx.Client = local.client
+        params, signature = request
+        response = client.post(url, data=params, headers={"X-Twilio-Signature": signature})
+        assert response.status_code == 200, response.text
+
+    return post
+
+
+if __name__ == "__main__":
+    main()
