@@ -8,6 +8,7 @@ import statistics
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TypeVar
 
 import psycopg
@@ -17,6 +18,7 @@ from tools.embedded import embedded_postgres, throwaway_database
 from tools.migrate import ROOT, apply, load_seed
 
 T = TypeVar("T")
+EMPTY_FUNCTION = Path(__file__).parent / "empty_function" / "main.py"
 DEMO_DEPLOYMENT = "d0000000-0000-4000-8000-000000000001"
 
 
@@ -71,13 +73,15 @@ def median(samples: list[float]) -> float:
 
 
 @contextmanager
-def function_process(name: str, environment: dict[str, str]) -> Iterator[str]:
+def function_process(
+    name: str, environment: dict[str, str], source: Path | None = None
+) -> Iterator[str]:
     """Run one function as `make dev` does (functions-framework, gunicorn) in its own
     process, so the benchmark's client never competes with it for the GIL."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = int(probe.getsockname()[1])
-    function = LocalFunction(name, FUNCTIONS_DIR / name / "main.py", port)
+    function = LocalFunction(name, source or FUNCTIONS_DIR / name / "main.py", port)
     env = os.environ | {"PYTHONPATH": str(ROOT), "LOG_LEVEL": "WARNING"} | environment
     (process,) = serve([function], env)
     try:

@@ -24,7 +24,14 @@ import httpx
 import psycopg
 from twilio.request_validator import RequestValidator
 
-from benchmarks.common import DEMO_DEPLOYMENT, benchmark_database, function_process, median, timed
+from benchmarks.common import (
+    DEMO_DEPLOYMENT,
+    EMPTY_FUNCTION,
+    benchmark_database,
+    function_process,
+    median,
+    timed,
+)
 
 ACCOUNT = "AC" + "f" * 32
 TOKEN = "benchmark-auth-token"  # noqa: S105 (a local test server's)
@@ -73,6 +80,7 @@ def main(argv: list[str] | None = None) -> None:
             "TWILIO_AUTH_TOKEN": TOKEN,
         }
         with (
+            function_process("empty_function", {}, EMPTY_FUNCTION) as empty_url,
             function_process("twilio_status", environment) as function_url,
             httpx.Client(timeout=60) as client,
             psycopg.connect(url, autocommit=True) as conn,
@@ -102,6 +110,9 @@ def main(argv: list[str] | None = None) -> None:
             sql_calls = callbacks_for(create_sms(conn, per_side))
             via_http = median(timed(endpoint, http_requests))
             via_sql = median(timed(bare, sql_calls))
+            floor = median(
+                timed(lambda r: client.post(empty_url, data=r[0]), http_requests[:per_side])
+            )
 
             concurrent_requests = [signed(p) for p in callbacks_for(create_sms(conn, per_side))]
             started = time.perf_counter()
@@ -112,7 +123,9 @@ def main(argv: list[str] | None = None) -> None:
     print(f"agent_sms held {args.existing:,} rows; medians over {len(sql_calls)} callbacks a side.")
     print(f"endpoint, one client:     {1 / via_http:8,.0f} callbacks/s ({via_http * 1000:.2f} ms)")
     print(f"bare SQL, one connection: {1 / via_sql:8,.0f} callbacks/s ({via_sql * 1000:.2f} ms)")
+    print(f"empty function (the HTTP stack alone): {floor * 1000:.2f} ms")
     print(f"endpoint / bare SQL:      {via_http / via_sql:8.2f}x")
+    print(f"(endpoint - HTTP stack) / bare SQL: {(via_http - floor) / via_sql:.2f}x")
     print(f"endpoint, 4 concurrent clients: {concurrent:,.0f} callbacks/s")
 
 

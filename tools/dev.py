@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -29,7 +30,11 @@ from tools.embedded import embedded_postgres, moto_s3_server
 FUNCTIONS_DIR = migrate.ROOT / "functions"
 FIRST_PORT = 8081
 # Local-only credentials, printed at start; real deployments take theirs from SSM.
-DEV_KEYS = {"INGEST_API_KEYS": "local-dev-ingest-key-0123456789abcdef"}
+DEV_KEYS = {
+    "INGEST_API_KEYS": "local-dev-ingest-key-0123456789abcdef",
+    "TWILIO_ACCOUNT_SID": "AC" + "0" * 32,
+    "TWILIO_AUTH_TOKEN": "local-dev-twilio-auth-token",
+}
 
 
 @dataclass(frozen=True)
@@ -43,13 +48,16 @@ class LocalFunction:
         return f"http://127.0.0.1:{self.port}/"
 
 
+# An HTTP entry point: a function wrapped in the error boundary.
+_ENTRY_POINT = re.compile(r"^@endpoint\(.*\)\ndef (\w+)\(", re.MULTILINE)
+
+
 def discover_functions() -> list[LocalFunction]:
-    """Every functions/<name>/main.py that defines the function <name>."""
+    """Every @endpoint function of every functions/<name>/main.py, one port each."""
     found = []
-    for index, source in enumerate(sorted(FUNCTIONS_DIR.glob("*/main.py"))):
-        name = source.parent.name
-        if f"def {name}(" in source.read_text(encoding="utf-8"):
-            found.append(LocalFunction(name, source, FIRST_PORT + index))
+    for source in sorted(FUNCTIONS_DIR.glob("*/main.py")):
+        for target in _ENTRY_POINT.findall(source.read_text(encoding="utf-8")):
+            found.append(LocalFunction(target, source, FIRST_PORT + len(found)))
     return found
 
 
@@ -120,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"database   {database_url}")
         print(f"s3         {s3_endpoint}")
         for function in functions:
-            print(f"{function.name:<14} {function.url}")
+            print(f"{function.name:<15} {function.url}")
         for name in DEV_KEYS:
             print(f"{name}={environment[name]}")
         if not functions:
