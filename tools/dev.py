@@ -54,7 +54,7 @@ _ENTRY_POINT = re.compile(r"^@endpoint\(.*\)\ndef (\w+)\(", re.MULTILINE)
 
 def discover_functions() -> list[LocalFunction]:
     """Every @endpoint function of every functions/<name>/main.py, one port each."""
-    found = []
+    found: list[LocalFunction] = []
     for source in sorted(FUNCTIONS_DIR.glob("*/main.py")):
         for target in _ENTRY_POINT.findall(source.read_text(encoding="utf-8")):
             found.append(LocalFunction(target, source, FIRST_PORT + len(found)))
