@@ -70,6 +70,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--existing", type=int, default=360_000, help="rows already in agent_sms")
     parser.add_argument("--callbacks", type=int, default=2000, help="callbacks per side")
+    parser.add_argument("--clients", type=int, default=4, help="concurrent clients at the end")
     args = parser.parse_args(argv)
     per_side = max(1, args.callbacks // 2)
 
@@ -116,7 +117,7 @@ def main(argv: list[str] | None = None) -> None:
 
             concurrent_requests = [signed(p) for p in callbacks_for(create_sms(conn, per_side))]
             started = time.perf_counter()
-            with ThreadPoolExecutor(max_workers=4) as pool:
+            with ThreadPoolExecutor(max_workers=args.clients) as pool:
                 list(pool.map(poster(function_url), concurrent_requests))
             concurrent = len(concurrent_requests) / (time.perf_counter() - started)
 
@@ -126,7 +127,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"empty function (the HTTP stack alone): {floor * 1000:.2f} ms")
     print(f"endpoint / bare SQL:      {via_http / via_sql:8.2f}x")
     print(f"(endpoint - HTTP stack) / bare SQL: {(via_http - floor) / via_sql:.2f}x")
-    print(f"endpoint, 4 concurrent clients: {concurrent:,.0f} callbacks/s")
+    print(f"endpoint, {args.clients} concurrent clients: {concurrent:,.0f} callbacks/s")
 
 
 def poster(url: str) -> Callable[[tuple[dict[str, str], str]], None]:

@@ -19,4 +19,4 @@ def test_the_status_benchmark_runs(capsys: pytest.CaptureFixture[str]) -> None:
     status.main(["--existing", "1000", "--callbacks", "20"])
     out = capsys.readouterr().out
     assert "endpoint / bare SQL" in out
-    assert "4 concurrent clients" in out
+    assert "concurrent clients" in out
