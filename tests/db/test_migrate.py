@@ -50,6 +50,7 @@ def test_the_seed_files_come_first_in_the_seed_order() -> None:
     names = sorted(p.name for p in migrate.MIGRATIONS_DIR.glob("*.sql"))
     assert names[0].endswith("_create_agent_sms_table.sql")
     assert names[1].endswith("_sms_rls_policies.sql")
+    assert names[2].endswith("_sms_analytics.sql")
 
 
 def test_a_failing_file_stops_the_run_names_itself_and_leaves_no_trace(

@@ -1,0 +1,477 @@
+"""get_sms_metrics and the analytics views: the seed's contract, exact, tenant-safe."""
+
+from __future__ import annotations
+
+import random
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
+
+import psycopg
+import pytest
+
+from shared.db import SERVICE, Caller, PostgresDatabase
+from shared.errors import ForbiddenError, InvalidInputError
+from tests.support import acting_as, insert_sms
+
+NOV_1 = datetime(2026, 11, 1, tzinfo=UTC)
+WEEK = timedelta(days=7)
+
+
+@dataclass
+class Shop:
+    client_a: uuid.UUID
+    client_b: uuid.UUID
+    a_louis: uuid.UUID
+    a_arthur: uuid.UUID
+    b_louis: uuid.UUID
+    viewer_a: uuid.UUID
+
+
+@pytest.fixture(scope="module")
+def db(database_url: str) -> Iterator[PostgresDatabase]:
+    database = PostgresDatabase(database_url, pool_size=2)
+    yield database
+    database.close()
+
+
+def one(conn: psycopg.Connection, query: str, *params: Any) -> uuid.UUID:
+    row = conn.execute(query, params).fetchone()
+    assert row is not None
+    return uuid.UUID(str(row[0]))
+
+
+def build_shop(conn: psycopg.Connection) -> Shop:
+    louis = one(
+        conn, "INSERT INTO agent_types (name, display_name) VALUES ('louis', 'Louis') RETURNING id"
+    )
+    arthur = one(
+        conn,
+        "INSERT INTO agent_types (name, display_name) VALUES ('arthur', 'Arthur') RETURNING id",
+    )
+    client_a = one(conn, "INSERT INTO clients (name) VALUES ('A') RETURNING id")
+    client_b = one(conn, "INSERT INTO clients (name) VALUES ('B') RETURNING id")
+
+    def deployment(client: uuid.UUID, agent: uuid.UUID, slug: str) -> uuid.UUID:
+        return one(
+            conn,
+            "INSERT INTO agent_deployments (name, slug, client_id, agent_type_id)"
+            " VALUES (%s, %s, %s, %s) RETURNING id",
+            slug, slug, client, agent,
+        )  # fmt: skip
+
+    viewer = one(conn, "INSERT INTO auth.users (email) VALUES ('v@a.example') RETURNING id")
+    conn.execute(
+        "INSERT INTO user_client_permissions (user_id, client_id, role) VALUES (%s, %s, 'viewer')",
+        (viewer, client_a),
+    )
+    return Shop(
+        client_a, client_b,
+        deployment(client_a, louis, "a-louis"), deployment(client_a, arthur, "a-arthur"),
+        deployment(client_b, louis, "b-louis"), viewer,
+    )  # fmt: skip
+
+
+@pytest.fixture
+def shop(clean: psycopg.Connection) -> Shop:
+    """Seven SMS whose figures are known by construction (see the expected JSON)."""
+    s = build_shop(clean)
+    call_a = one(
+        clean, "INSERT INTO agent_calls (deployment_id) VALUES (%s) RETURNING id", s.a_louis
+    )
+    call_b = one(
+        clean, "INSERT INTO agent_calls (deployment_id) VALUES (%s) RETURNING id", s.b_louis
+    )
+
+    def sms(
+        deployment: uuid.UUID,
+        at: datetime,
+        status: str,
+        kind: str,
+        cost: str | None,
+        margin: str,
+        chars: int,
+        phone: str,
+        delay: int | None = None,
+        **extra: Any,
+    ) -> None:
+        insert_sms(
+            clean, deployment, sent_at=at, status=status, message_type=kind,
+            provider_cost=cost, voipia_margin=margin, message_content="x" * chars,
+            phone_number=phone,
+            delivered_at=at + timedelta(seconds=delay) if delay is not None else None,
+            **extra,
+        )  # fmt: skip
+
+    day = timedelta(days=1)
+    sms(
+        s.a_louis,
+        NOV_1 + day,
+        "delivered",
+        "appointment_reminder",
+        "0.0500",
+        "0.0200",
+        10,
+        "+33611111111",
+        2,
+        workflow_id="wf1",
+        call_id=call_a,
+    )
+    sms(
+        s.a_louis,
+        NOV_1 + 2 * day,
+        "delivered",
+        "appointment_reminder",
+        "0.0500",
+        "0.0200",
+        20,
+        "+33611111111",
+        4,
+        workflow_id="wf1",
+    )
+    sms(
+        s.a_arthur,
+        NOV_1 + 3 * day,
+        "failed",
+        "marketing",
+        "0.0400",
+        "0.0100",
+        30,
+        "+33622222222",
+        workflow_id="wf2",
+    )
+    sms(s.a_arthur, NOV_1 + 4 * day, "sent", "notification", None, "0", 40, "+33633333333")
+    sms(
+        s.b_louis,
+        NOV_1 + 5 * day,
+        "delivered",
+        "notification",
+        "0.1000",
+        "0.0500",
+        50,
+        "+33644444444",
+        6,
+        workflow_id="wf3",
+        call_id=call_b,
+    )
+    # The previous week; and one on each boundary of the current week's [start, end).
+    sms(
+        s.a_louis,
+        NOV_1 - 3 * day,
+        "delivered",
+        "appointment_reminder",
+        "0.0500",
+        "0.0200",
+        10,
+        "+33611111111",
+        2,
+    )
+    sms(s.b_louis, NOV_1 - WEEK, "failed", "marketing", "0.0800", "0.0200", 60, "+33655555555")
+    sms(s.b_louis, NOV_1 + WEEK, "delivered", "marketing", "9", "9", 99, "+33699999999", 1)
+    return s
+
+
+def metrics(
+    db: PostgresDatabase,
+    start: datetime = NOV_1,
+    end: datetime = NOV_1 + WEEK,
+    caller: Caller = SERVICE,
+    **filters: Any,
+) -> Any:
+    return db.rpc(
+        "get_sms_metrics",
+        {"p_start_date": start, "p_end_date": end} | {f"p_{k}": v for k, v in filters.items()},
+        as_user=caller,
+    )  # fmt: skip
+
+
+def test_all_clients(db: PostgresDatabase, shop: Shop) -> None:
+    assert metrics(db) == {
+        "current_period": {
+            "total_sms": 5, "delivered_sms": 3, "failed_sms": 1, "sent_sms": 1,
+            "delivery_rate": 60.00, "failure_rate": 20.00,
+            "total_cost": 0.34, "total_provider_cost": 0.24, "total_margin": 0.10,
+            "margin_percentage": 29.41, "avg_cost_per_sms": 0.07,
+            "avg_characters": 30, "min_characters": 10, "max_characters": 50,
+            "unique_recipients": 4, "active_deployments": 3, "active_workflows": 3,
+            "sms_linked_to_calls": 2, "call_linkage_rate": 40.00,
+            "avg_delivery_time_seconds": 4.00,
+            "by_message_type": [
+                {"message_type": "appointment_reminder", "count": 2, "delivered": 2,
+                 "delivery_rate": 100.00, "cost": 0.14},
+                {"message_type": "notification", "count": 2, "delivered": 1,
+                 "delivery_rate": 50.00, "cost": 0.15},
+                {"message_type": "marketing", "count": 1, "delivered": 0,
+                 "delivery_rate": 0.00, "cost": 0.05},
+            ],
+        },
+        "previous_period": {
+            "total_sms": 2, "delivered_sms": 1, "failed_sms": 1, "delivery_rate": 50.00,
+            "failure_rate": 50.00, "total_cost": 0.17, "total_margin": 0.04,
+            "avg_cost_per_sms": 0.09, "avg_characters": 35, "unique_recipients": 2,
+        },
+        "comparison": {
+            "total_sms_change": 3, "total_sms_change_pct": 150.00, "delivered_sms_change": 2,
+            "cost_change": 0.17, "cost_change_pct": 100.00,
+        },
+    }  # fmt: skip
+
+
+def test_one_client(db: PostgresDatabase, shop: Shop) -> None:
+    result = metrics(db, client_id=shop.client_a)
+    assert result["current_period"] == {
+        "total_sms": 4, "delivered_sms": 2, "failed_sms": 1, "sent_sms": 1,
+        "delivery_rate": 50.00, "failure_rate": 25.00,
+        "total_cost": 0.19, "total_provider_cost": 0.14, "total_margin": 0.05,
+        "margin_percentage": 26.32, "avg_cost_per_sms": 0.05,
+        "avg_characters": 25, "min_characters": 10, "max_characters": 40,
+        "unique_recipients": 3, "active_deployments": 2, "active_workflows": 2,
+        "sms_linked_to_calls": 1, "call_linkage_rate": 25.00, "avg_delivery_time_seconds": 3.00,
+        "by_message_type": [
+            {"message_type": "appointment_reminder", "count": 2, "delivered": 2,
+             "delivery_rate": 100.00, "cost": 0.14},
+            {"message_type": "marketing", "count": 1, "delivered": 0,
+             "delivery_rate": 0.00, "cost": 0.05},
+            {"message_type": "notification", "count": 1, "delivered": 0,
+             "delivery_rate": 0.00, "cost": 0.00},
+        ],
+    }  # fmt: skip
+    assert result["previous_period"] == {
+        "total_sms": 1, "delivered_sms": 1, "failed_sms": 0, "delivery_rate": 100.00,
+        "failure_rate": 0.00, "total_cost": 0.07, "total_margin": 0.02,
+        "avg_cost_per_sms": 0.07, "avg_characters": 10, "unique_recipients": 1,
+    }  # fmt: skip
+    assert result["comparison"] == {
+        "total_sms_change": 3, "total_sms_change_pct": 300.00, "delivered_sms_change": 1,
+        "cost_change": 0.12, "cost_change_pct": 171.43,
+    }  # fmt: skip
+
+
+def test_one_deployment(db: PostgresDatabase, shop: Shop) -> None:
+    result = metrics(db, deployment_id=shop.b_louis)
+    current = result["current_period"]
+    assert (current["total_sms"], current["delivery_rate"], current["margin_percentage"]) == (
+        1, 100.00, 33.33,
+    )  # fmt: skip
+    assert current["by_message_type"] == [
+        {"message_type": "notification", "count": 1, "delivered": 1, "delivery_rate": 100.00,
+         "cost": 0.15},
+    ]  # fmt: skip
+    assert result["previous_period"]["failure_rate"] == 100.00
+    assert result["comparison"] == {
+        "total_sms_change": 0, "total_sms_change_pct": 0.00, "delivered_sms_change": 1,
+        "cost_change": 0.05, "cost_change_pct": 50.00,
+    }  # fmt: skip
+
+
+def test_one_agent_type_with_an_empty_previous_period(db: PostgresDatabase, shop: Shop) -> None:
+    result = metrics(db, agent_type_name="arthur")
+    current = result["current_period"]
+    assert (current["total_sms"], current["avg_cost_per_sms"], current["avg_characters"]) == (
+        2, 0.03, 35,
+    )  # fmt: skip
+    assert current["avg_delivery_time_seconds"] is None
+    assert current["call_linkage_rate"] == 0.00
+    assert result["previous_period"] == {
+        "total_sms": 0, "delivered_sms": 0, "failed_sms": 0, "delivery_rate": None,
+        "failure_rate": None, "total_cost": 0, "total_margin": 0, "avg_cost_per_sms": None,
+        "avg_characters": None, "unique_recipients": 0,
+    }  # fmt: skip
+    assert result["comparison"] == {
+        "total_sms_change": 2, "total_sms_change_pct": None, "delivered_sms_change": 0,
+        "cost_change": 0.05, "cost_change_pct": None,
+    }  # fmt: skip
+
+
+def test_an_empty_period_gives_zeros_not_nulls_for_counts_and_sums(
+    db: PostgresDatabase, shop: Shop
+) -> None:
+    current = metrics(db, start=NOV_1 + 4 * WEEK, end=NOV_1 + 5 * WEEK)["current_period"]
+    assert current == {
+        "total_sms": 0, "delivered_sms": 0, "failed_sms": 0, "sent_sms": 0,
+        "delivery_rate": None, "failure_rate": None, "total_cost": 0, "total_provider_cost": 0,
+        "total_margin": 0, "margin_percentage": None, "avg_cost_per_sms": None,
+        "avg_characters": None, "min_characters": None, "max_characters": None,
+        "unique_recipients": 0, "active_deployments": 0, "active_workflows": 0,
+        "sms_linked_to_calls": 0, "call_linkage_rate": None,
+        "avg_delivery_time_seconds": None, "by_message_type": [],
+    }  # fmt: skip
+
+
+def test_a_period_that_does_not_end_after_it_starts_is_refused(db: PostgresDatabase) -> None:
+    with pytest.raises(InvalidInputError):
+        metrics(db, start=NOV_1, end=NOV_1)
+
+
+# --- the tenant boundary, from the outside ----------------------------------------------
+
+
+def test_a_viewer_never_sees_another_clients_numbers(db: PostgresDatabase, shop: Shop) -> None:
+    viewer = Caller({"role": "authenticated", "sub": str(shop.viewer_a)})
+    own = metrics(db, caller=viewer)
+    assert own["current_period"]["total_sms"] == 4
+    assert own["current_period"] == metrics(db, client_id=shop.client_a)["current_period"]
+    filters: list[dict[str, Any]] = [{"client_id": shop.client_b}, {"deployment_id": shop.b_louis}]
+    for other_client in filters:
+        other = metrics(db, caller=viewer, **other_client)
+        assert other["current_period"]["total_sms"] == 0
+        assert other["previous_period"]["total_sms"] == 0
+    louis = metrics(db, caller=viewer, agent_type_name="louis")["current_period"]
+    assert louis["total_sms"] == 2
+
+
+def test_anon_gets_nothing(db: PostgresDatabase, shop: Shop, database_url: str) -> None:
+    with pytest.raises(ForbiddenError):
+        metrics(db, caller=Caller({"role": "anon"}))
+    for view in ("v_agent_sms_enriched", "v_agent_communications"):
+        with (
+            acting_as(database_url, "anon") as conn,
+            pytest.raises(psycopg.errors.InsufficientPrivilege),
+        ):
+            conn.execute(f"SELECT * FROM {view}")
+
+
+def test_the_views_show_a_viewer_only_their_clients_rows(shop: Shop, database_url: str) -> None:
+    with acting_as(database_url, "authenticated", shop.viewer_a) as conn:
+        enriched = conn.execute(
+            "SELECT DISTINCT client_name, agent_display_name"
+            " FROM v_agent_sms_enriched ORDER BY 1, 2"
+        ).fetchall()
+        touchpoints = conn.execute(
+            "SELECT communication_type, count(*) FROM v_agent_communications GROUP BY 1 ORDER BY 1"
+        ).fetchall()
+    assert enriched == [("A", "Arthur"), ("A", "Louis")]
+    assert touchpoints == [("call", 1), ("sms", 5)]
+
+
+def test_the_enriched_view_computes_its_columns(shop: Shop, clean: psycopg.Connection) -> None:
+    rows = clean.execute(
+        "SELECT deployment_slug, is_delivered, is_failed, delivery_time_seconds"
+        " FROM v_agent_sms_enriched WHERE sent_at >= %s AND sent_at < %s ORDER BY sent_at",
+        (NOV_1, NOV_1 + WEEK),
+    ).fetchall()
+    assert rows == [
+        ("a-louis", True, False, Decimal("2.000000")),
+        ("a-louis", True, False, Decimal("4.000000")),
+        ("a-arthur", False, True, None),
+        ("a-arthur", False, False, None),
+        ("b-louis", True, False, Decimal("6.000000")),
+    ]
+
+
+# --- against an independent reference, on random data ------------------------------------
+
+
+def money(value: Decimal) -> Decimal:
+    return value.quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
+
+
+def pct(part: Decimal | int, base: Decimal | int) -> Decimal | None:
+    return money(Decimal(100) * Decimal(part) / Decimal(base)) if base else None
+
+
+def reference_period(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    total = len(rows)
+    by = {s: sum(r["status"] == s for r in rows) for s in ("delivered", "failed", "sent")}
+    billed = [
+        r["provider_cost"] + r["voipia_margin"] for r in rows if r["provider_cost"] is not None
+    ]
+    cost = sum(billed, Decimal(0))
+    margin = sum((r["voipia_margin"] for r in rows), Decimal(0))
+    chars = [len(r["message_content"]) for r in rows]
+    delays = [(r["delivered_at"] - r["sent_at"]).total_seconds() for r in rows
+              if r["status"] == "delivered" and r["delivered_at"] is not None]  # fmt: skip
+    linked = sum(r["call_id"] is not None for r in rows)
+    return {
+        "total_sms": total, "delivered_sms": by["delivered"], "failed_sms": by["failed"],
+        "sent_sms": by["sent"], "delivery_rate": pct(by["delivered"], total),
+        "failure_rate": pct(by["failed"], total), "total_cost": money(cost),
+        "total_provider_cost": money(sum((r["provider_cost"] for r in rows
+                                          if r["provider_cost"] is not None), Decimal(0))),
+        "total_margin": money(margin),
+        # As the seed's figures imply: total_margin / total_cost.
+        "margin_percentage": pct(margin, cost) if billed else None,
+        "avg_cost_per_sms": money(cost / total) if total and billed else None,
+        "avg_characters": int((Decimal(sum(chars)) / total).quantize(Decimal(1), ROUND_HALF_UP))
+        if total else None,
+        "min_characters": min(chars, default=None), "max_characters": max(chars, default=None),
+        "unique_recipients": len({r["phone_number"] for r in rows}),
+        "active_deployments": len({r["deployment_id"] for r in rows}),
+        "active_workflows": len({r["workflow_id"] for r in rows if r["workflow_id"]}),
+        "sms_linked_to_calls": linked, "call_linkage_rate": pct(linked, total),
+        "avg_delivery_time_seconds": money(Decimal(sum(delays)) / len(delays)) if delays else None,
+    }  # fmt: skip
+
+
+def as_json_numbers(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: as_json_numbers(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [as_json_numbers(v) for v in value]
+    return float(value) if isinstance(value, Decimal) else value
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3, 4, 5])
+def test_matches_a_reference_computed_in_python(
+    db: PostgresDatabase, clean: psycopg.Connection, seed: int
+) -> None:
+    rng = random.Random(seed)
+    s = build_shop(clean)
+    deployments = [s.a_louis, s.a_arthur, s.b_louis]
+    calls = [one(clean, "INSERT INTO agent_calls (deployment_id) VALUES (%s) RETURNING id", d)
+             for d in deployments]  # fmt: skip
+    rows: list[dict[str, Any]] = []
+    for _ in range(150):
+        at = NOV_1 - WEEK + timedelta(seconds=rng.randrange(int(2 * WEEK.total_seconds())))
+        status = rng.choice(["sent", "delivered", "delivered", "delivered", "failed"])
+        delay = timedelta(milliseconds=rng.randrange(1, 20000))
+        row: dict[str, Any] = {
+            "deployment_id": rng.choice(deployments),
+            "sent_at": at,
+            "status": status,
+            "message_type": rng.choice(["transactional", "marketing", "notification"]),
+            "provider_cost": rng.choice([None, Decimal(rng.randrange(0, 1500)) / 10000]),
+            "voipia_margin": Decimal(rng.randrange(0, 600)) / 10000,
+            "message_content": "x" * rng.randrange(1, 160),
+            "phone_number": f"+336{rng.randrange(40):08d}",  # recipients repeat
+            "workflow_id": rng.choice([None, "wf1", "wf2", "wf3"]),
+            "call_id": rng.choice([None, None, rng.choice(calls)]),
+            "delivered_at": at + delay if status == "delivered" else None,
+        }
+        insert_sms(clean, **row)
+        rows.append(row)
+    current = [r for r in rows if NOV_1 <= r["sent_at"] < NOV_1 + WEEK]
+    previous = [r for r in rows if NOV_1 - WEEK <= r["sent_at"] < NOV_1]
+    result = metrics(db)
+    expected = reference_period(current)
+    assert {
+        k: v for k, v in result["current_period"].items() if k != "by_message_type"
+    } == as_json_numbers(expected)
+    kinds = sorted(
+        {r["message_type"] for r in current},
+        key=lambda kind: (-sum(r["message_type"] == kind for r in current), kind),
+    )
+    expected_types = []
+    for kind in kinds:
+        of = [r for r in current if r["message_type"] == kind]
+        delivered = sum(r["status"] == "delivered" for r in of)
+        billed = [
+            r["provider_cost"] + r["voipia_margin"] for r in of if r["provider_cost"] is not None
+        ]
+        expected_types.append(
+            {
+                "message_type": kind,
+                "count": len(of),
+                "delivered": delivered,
+                "delivery_rate": pct(delivered, len(of)),
+                "cost": money(sum(billed, Decimal(0))),
+            }
+        )
+    assert result["current_period"]["by_message_type"] == as_json_numbers(expected_types)
+    before = reference_period(previous)
+    assert result["previous_period"] == as_json_numbers(
+        {k: before[k] for k in result["previous_period"]}
+    )
