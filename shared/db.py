@@ -16,12 +16,14 @@ typed errors: a Postgres error is classified once, in ``classify``.
 RPC functions must return a value (jsonb, a scalar, a row or a set of rows);
 void functions are not supported because PostgREST answers them with no body.
 Write RPCs must be idempotent: a connection lost after the call was sent is
-reported as UnavailableError (503, retry), and the call may have committed.
+reported as UnavailableError (503, retry), and the call may have committed. The
+adapter itself never sends a call twice.
 """
 
 from __future__ import annotations
 
 import re
+import select
 import threading
 import uuid
 from collections.abc import Mapping
@@ -309,13 +311,16 @@ class PostgresDatabase:
         names = _arg_names(args)
         payload = to_json(dict(args or {}))
         claims = to_json(dict(caller.claims)).decode()
-        # Each idle pooled connection may have been closed by the server meanwhile; one
-        # attempt more than the pool holds always reaches a fresh connection. A call
-        # whose connection was lost is repeated: write RPCs are idempotent (above).
-        attempts = self._pool_size + 1
-        for attempt in range(1, attempts + 1):
+        # Each idle pooled connection may have been closed by the server meanwhile
+        # (restart, pg_terminate_backend, pooler timeout). Such a connection is found
+        # before anything is sent, and replaced; one attempt more than the pool holds
+        # always reaches a fresh one. A call is never sent twice.
+        for _ in range(self._pool_size + 1):
             try:
                 with self._connections().connection() as conn:
+                    if _closed_by_server(conn):
+                        conn.close()  # the pool discards it
+                        continue
                     with conn.cursor() as cur:
                         call = self._call(cur, _validated_name(name), names)
                     with psycopg.ClientCursor(conn) as cur:
@@ -329,14 +334,10 @@ class PostgresDatabase:
             except PoolTimeout:
                 failure = PostgresFailure("08000", "no database connection within the timeout")
                 raise classify(failure, retry_after=self._retry_after) from None
-            except psycopg.OperationalError as exc:
-                lost = exc.sqlstate is None or exc.sqlstate.startswith(("08", "57P"))
-                if attempt < attempts and lost:
-                    continue
-                raise classify(_failure_of(exc), retry_after=self._retry_after) from None
             except psycopg.Error as exc:
                 raise classify(_failure_of(exc), retry_after=self._retry_after) from None
-        raise AssertionError("unreachable")
+        failure = PostgresFailure("08000", "every pooled connection had been closed by the server")
+        raise classify(failure, retry_after=self._retry_after)
 
     def _call(self, cur: psycopg.Cursor[Any], name: str, keys: frozenset[str]) -> str:
         """The SQL calling public.<name> with these argument names, cached per process."""
@@ -358,6 +359,16 @@ class PostgresDatabase:
             if self._pool is not None:
                 self._pool.close()
                 self._pool = None
+
+
+def _closed_by_server(conn: psycopg.Connection[Any]) -> bool:
+    """Whether an idle connection has something to read: only the server's goodbye
+    (a FATAL message, or end of file) arrives unasked on a connection at rest."""
+    try:
+        readable, _, _ = select.select([conn.pgconn.socket], [], [], 0)
+    except (OSError, ValueError):
+        return True
+    return bool(readable)
 
 
 def _failure_of(exc: psycopg.Error) -> PostgresFailure:

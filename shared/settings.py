@@ -56,6 +56,8 @@ class Settings(BaseSettings):
     reconcile_after_minutes: Annotated[int, Field(ge=1)] = 60
     reconcile_within_days: Annotated[int, Field(ge=1, le=400)] = 7
     reconcile_batch_size: Annotated[int, Field(ge=1, le=5000)] = 200
+    reconcile_time_budget_seconds: Annotated[int, Field(ge=5, le=900)] = 240
+    """A run stops asking Twilio after this long, well before the function's timeout."""
 
     @field_validator("ingest_api_keys", mode="before")
     @classmethod

@@ -45,7 +45,8 @@ def admin_conn(database_url: str) -> Iterator[psycopg.Connection]:
 def clean(admin_conn: psycopg.Connection) -> psycopg.Connection:
     """Empty every data table before the test."""
     admin_conn.execute(
-        "TRUNCATE public.clients, public.agent_types, auth.users, public.agent_sms CASCADE"
+        "TRUNCATE public.clients, public.agent_types, auth.users, public.agent_sms,"
+        " public.agent_sms_events, private.sms_reconcile_checks CASCADE"
     )
     return admin_conn
 

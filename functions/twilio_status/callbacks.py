@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 from pydantic import ValidationError
 
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("sms.status")
 
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+_PATH_SAFE = "/:@!$&'()*+,;=-._~"  # RFC 3986 pchar: left as they are in a path
 
 
 def signed_urls(request: Request, settings: Settings) -> list[str]:
@@ -36,14 +38,21 @@ def signed_urls(request: Request, settings: Settings) -> list[str]:
     if settings.public_base_url is not None:
         origin = str(settings.public_base_url).rstrip("/")
     elif settings.trust_proxy:
-        proto = request.headers.get("X-Forwarded-Proto", request.scheme).split(",")[0].strip()
-        host = request.headers.get("X-Forwarded-Host", request.host).split(",")[0].strip()
+        # The last value is the one our own proxy wrote; earlier ones came from the client.
+        proto = request.headers.get("X-Forwarded-Proto", request.scheme).split(",")[-1].strip()
+        host = request.headers.get("X-Forwarded-Host", request.host).split(",")[-1].strip()
         origin = f"{proto}://{host}"
     else:
         origin = f"{request.scheme}://{request.host}"
+    # The path as it was sent, percent-escapes included: Twilio signed those bytes.
+    raw = request.environ.get("RAW_URI") or request.environ.get("REQUEST_URI")
+    if raw:
+        path = raw.split("?", 1)[0]
+    else:
+        path = quote(request.environ.get("PATH_INFO", "/").encode("latin-1"), safe=_PATH_SAFE)
     query = f"?{request.query_string.decode()}" if request.query_string else ""
-    urls = [origin + request.path + query]
-    if request.path == "/":
+    urls = [origin + path + query]
+    if path == "/":
         urls.append(origin + query)
     return urls
 

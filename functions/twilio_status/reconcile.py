@@ -10,6 +10,7 @@ a callback.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -42,7 +43,7 @@ class ReconcileRun:
 def run(db: Database, settings: Settings) -> ReconcileRun:
     clients = _clients(settings)
     sids: list[str] = db.rpc(
-        "sms_to_reconcile",
+        "claim_sms_to_reconcile",
         {
             "p_min_age": f"{settings.reconcile_after_minutes} minutes",
             "p_max_age": f"{settings.reconcile_within_days} days",
@@ -50,30 +51,48 @@ def run(db: Database, settings: Settings) -> ReconcileRun:
         },
     )
     outcome = ReconcileRun(candidates=len(sids))
-    checked: list[str] = []
-    for sid in sids:
-        message = _fetch(clients, sid, outcome)
-        if outcome.rate_limited:
-            break
-        checked.append(sid)
-        if message is None:
-            continue
-        report = StatusReport.model_validate(
-            {"MessageSid": sid, "MessageStatus": message.status, "ErrorCode": message.error_code}
-        ).model_copy(update={"reported_at": message.date_updated})
-        result = callbacks.record(
-            db,
-            report,
-            settings.default_phone_region,
-            source="reconcile",
-            price=message.price or None,
-            price_unit=message.price_unit,
-        )
-        outcome.changed += bool(result["changed"])
-    if checked:
-        db.rpc("mark_sms_reconciled", {"p_sids": checked})
+    deadline = time.monotonic() + settings.reconcile_time_budget_seconds
+    done = 0  # SMS dealt with; the others are given back for the next run
+    try:
+        for sid in sids:
+            if time.monotonic() > deadline:
+                break
+            try:
+                _reconcile_one(db, clients, sid, settings, outcome)
+            except ConfigurationError:
+                raise
+            except Exception as exc:
+                # One bad answer must not stall every SMS queued behind it.
+                outcome.errors += 1
+                log.warning("reconcile: %s failed (%s)", sid, type(exc).__name__)
+            if outcome.rate_limited:
+                break
+            done += 1
+    finally:
+        if unasked := sids[done:]:
+            db.rpc("release_sms_to_reconcile", {"p_sids": unasked})
     log.info("reconcile: %s", outcome.as_json(), extra=outcome.as_json())
     return outcome
+
+
+def _reconcile_one(
+    db: Database, clients: list[Client], sid: str, settings: Settings, outcome: ReconcileRun
+) -> None:
+    message = _fetch(clients, sid, outcome)
+    if message is None:
+        return
+    report = StatusReport.model_validate(
+        {"MessageSid": sid, "MessageStatus": message.status, "ErrorCode": message.error_code}
+    ).model_copy(update={"reported_at": message.date_updated})
+    result = callbacks.record(
+        db,
+        report,
+        settings.default_phone_region,
+        source="reconcile",
+        price=message.price or None,
+        price_unit=message.price_unit,
+    )
+    outcome.changed += bool(result["changed"])
 
 
 def _clients(settings: Settings) -> list[Client]:
@@ -95,7 +114,7 @@ def _clients(settings: Settings) -> list[Client]:
 
 def _fetch(clients: list[Client], sid: str, outcome: ReconcileRun) -> Any:
     """The message from whichever configured account holds it, or None."""
-    from twilio.base.exceptions import TwilioException, TwilioRestException
+    from twilio.base.exceptions import TwilioRestException
 
     for client in clients:
         try:
@@ -106,11 +125,12 @@ def _fetch(clients: list[Client], sid: str, outcome: ReconcileRun) -> Any:
             if exc.status == 429:
                 outcome.rate_limited = True
                 return None
-            outcome.errors += 1
-            return None
-        except TwilioException:
-            outcome.errors += 1
-            return None
+            if exc.status in (401, 403):
+                raise ConfigurationError(
+                    f"Twilio refused the credentials of {client.account_sid}: check"
+                    " TWILIO_AUTH_TOKEN / TWILIO_SUBACCOUNTS"
+                ) from None
+            raise
         outcome.asked += 1
         return message
     outcome.not_found += 1

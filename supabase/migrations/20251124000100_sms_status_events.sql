@@ -43,11 +43,11 @@ GRANT EXECUTE ON FUNCTION private.provider_status_of(text), private.sms_status_o
     TO service_role;
 
 -- The advisory lock that keeps a status report for a not-yet-recorded SMS from
--- slipping between ingest's insert and ingest's look for pending events.
-CREATE FUNCTION private.ingest_lock_key() RETURNS bigint
+-- slipping between an insert into agent_sms and that insert's look for pending events.
+CREATE FUNCTION private.pending_events_lock_key() RETURNS bigint
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
 AS $$ SELECT 7419263580142 $$;
-GRANT EXECUTE ON FUNCTION private.ingest_lock_key() TO service_role;
+GRANT EXECUTE ON FUNCTION private.pending_events_lock_key() TO service_role;
 
 -- Every accepted status report, in arrival order. An event whose SMS is not recorded
 -- yet is pending (applied_at IS NULL); it keeps the recipient's number (E.164) only
@@ -181,7 +181,6 @@ REVOKE ALL ON FUNCTION private.apply_sms_event(public.agent_sms_events) FROM PUB
 GRANT EXECUTE ON FUNCTION private.apply_sms_event(public.agent_sms_events) TO service_role;
 
 -- Apply, in arrival order, the pending events of SMS that are now recorded.
--- Ingest calls it for the SIDs it has just inserted, in the same transaction.
 CREATE FUNCTION private.apply_pending_sms_events(p_sids text[]) RETURNS integer
 LANGUAGE plpgsql
 SET search_path = ''
@@ -208,13 +207,37 @@ $$;
 REVOKE ALL ON FUNCTION private.apply_pending_sms_events(text[]) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION private.apply_pending_sms_events(text[]) TO service_role;
 
+-- Whoever records an SMS (ingest, an admin, a backfill), the status reports that came
+-- first are applied in the same statement, so the row is born with its true status.
+-- Runs as its owner: an admin inserting through the API has no rights on private.
+CREATE FUNCTION private.agent_sms_apply_pending_events() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = ''
+AS $$
+BEGIN
+    PERFORM pg_advisory_xact_lock_shared(private.pending_events_lock_key());
+    PERFORM private.apply_pending_sms_events(ARRAY(
+        SELECT n.provider_message_sid FROM new_rows AS n
+        WHERE n.provider_message_sid IS NOT NULL));
+    RETURN NULL;
+END
+$$;
+
+REVOKE ALL ON FUNCTION private.agent_sms_apply_pending_events() FROM PUBLIC;
+
+CREATE TRIGGER agent_sms_apply_pending_events
+    AFTER INSERT ON public.agent_sms
+    REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION private.agent_sms_apply_pending_events();
+
 -- One status report, from a callback or from reconcile. Atomic: the event is
 -- recorded and, when its SMS exists, applied under the SMS's row lock.
 --
--- A report for an SMS not recorded yet must not slip between ingest's insert and
--- ingest's look for pending events. Ingest holds this advisory lock shared for its
--- whole transaction; a report that finds no SMS takes it exclusively, which waits
--- for ingests in flight to commit, then looks again before parking the event.
+-- A report for an SMS not recorded yet must not slip between an insert of that SMS
+-- and the insert's look for pending events. Every insert holds the advisory lock
+-- shared until it commits (agent_sms_apply_pending_events); a report that finds no
+-- SMS takes it exclusively, which waits for inserts in flight to commit, then looks
+-- again before parking the event.
 CREATE FUNCTION public.record_sms_status(
     p_sid text,
     p_status text,
@@ -246,7 +269,7 @@ BEGIN
     PERFORM 1 FROM public.agent_sms WHERE provider_message_sid = p_sid FOR UPDATE;
     v_found := FOUND;
     IF NOT v_found THEN
-        PERFORM pg_advisory_xact_lock(private.ingest_lock_key());
+        PERFORM pg_advisory_xact_lock(private.pending_events_lock_key());
         PERFORM 1 FROM public.agent_sms WHERE provider_message_sid = p_sid FOR UPDATE;
         v_found := FOUND;
     END IF;
@@ -254,10 +277,14 @@ BEGIN
     IF v_found THEN
         v_changed := private.apply_sms_event(v_event);
         IF p_price IS NOT NULL THEN
+            -- billed_cost adds provider_cost and voipia_margin: a price in another
+            -- currency than the row's is taken only when there is no margin to mix.
             UPDATE public.agent_sms
             SET provider_cost = abs(p_price),
                 currency = coalesce(upper(p_price_unit), currency)
-            WHERE provider_message_sid = p_sid AND provider_cost IS NULL;
+            WHERE provider_message_sid = p_sid AND provider_cost IS NULL
+              AND (p_price_unit IS NULL OR upper(p_price_unit) = currency
+                   OR coalesce(voipia_margin, 0) = 0);
             v_changed := v_changed OR FOUND;
         END IF;
     ELSE
@@ -276,16 +303,22 @@ REVOKE ALL ON FUNCTION public.record_sms_status(text, text, integer, timestamptz
 GRANT EXECUTE ON FUNCTION public.record_sms_status(text, text, integer, timestamptz, text, text, numeric, text)
     TO service_role;
 
--- The SMS reconcile should ask Twilio about: still not final an hour (p_min_age)
--- after sending, or final without a price; sent within p_max_age; those asked least
--- recently first.
-CREATE FUNCTION public.sms_to_reconcile(p_min_age interval, p_max_age interval, p_limit integer)
-RETURNS jsonb
-LANGUAGE sql STABLE
+-- Claim the SMS reconcile should ask Twilio about: still not final p_min_age after
+-- sending, or final without a price; sent within p_max_age; those asked least recently
+-- first. Claiming stamps them, so runs that overlap take different SMS.
+CREATE FUNCTION public.claim_sms_to_reconcile(
+    p_min_age interval, p_max_age interval, p_limit integer
+) RETURNS jsonb
+LANGUAGE plpgsql
 SET search_path = ''
 AS $$
-    SELECT coalesce(jsonb_agg(c.provider_message_sid ORDER BY c.checked_at NULLS FIRST, c.sent_at),
-                    '[]'::jsonb)
+DECLARE
+    v_sids text[];
+BEGIN
+    PERFORM pg_advisory_xact_lock(private.pending_events_lock_key() + 1);
+    SELECT coalesce(array_agg(c.provider_message_sid ORDER BY c.checked_at NULLS FIRST, c.sent_at),
+                    '{}')
+    INTO v_sids
     FROM (
         SELECT s.provider_message_sid, s.sent_at, r.checked_at
         FROM public.agent_sms AS s
@@ -299,24 +332,29 @@ AS $$
           )
         ORDER BY r.checked_at NULLS FIRST, s.sent_at
         LIMIT p_limit
-    ) AS c
+    ) AS c;
+
+    INSERT INTO private.sms_reconcile_checks (provider_message_sid, checked_at)
+    SELECT unnest(v_sids), now()
+    ON CONFLICT (provider_message_sid) DO UPDATE SET checked_at = excluded.checked_at;
+    RETURN to_jsonb(v_sids);
+END
 $$;
 
--- Reconcile has asked Twilio about these SIDs now.
-CREATE FUNCTION public.mark_sms_reconciled(p_sids text[]) RETURNS integer
+-- Give back claimed SMS a run did not get to (rate limit, time budget): they come
+-- first next run.
+CREATE FUNCTION public.release_sms_to_reconcile(p_sids text[]) RETURNS integer
 LANGUAGE sql
 SET search_path = ''
 AS $$
-    WITH marked AS (
-        INSERT INTO private.sms_reconcile_checks (provider_message_sid, checked_at)
-        SELECT unnest(p_sids), now()
-        ON CONFLICT (provider_message_sid) DO UPDATE SET checked_at = excluded.checked_at
+    WITH released AS (
+        DELETE FROM private.sms_reconcile_checks WHERE provider_message_sid = ANY (p_sids)
         RETURNING 1
     )
-    SELECT count(*)::integer FROM marked
+    SELECT count(*)::integer FROM released
 $$;
 
-REVOKE ALL ON FUNCTION public.sms_to_reconcile(interval, interval, integer),
-    public.mark_sms_reconciled(text[]) FROM PUBLIC, anon, authenticated;
-GRANT EXECUTE ON FUNCTION public.sms_to_reconcile(interval, interval, integer),
-    public.mark_sms_reconciled(text[]) TO service_role;
+REVOKE ALL ON FUNCTION public.claim_sms_to_reconcile(interval, interval, integer),
+    public.release_sms_to_reconcile(text[]) FROM PUBLIC, anon, authenticated;
+GRANT EXECUTE ON FUNCTION public.claim_sms_to_reconcile(interval, interval, integer),
+    public.release_sms_to_reconcile(text[]) TO service_role;

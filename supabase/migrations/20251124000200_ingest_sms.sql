@@ -1,5 +1,6 @@
 -- ingest_sms: record the SMS n8n sent, one row per Twilio Message SID, in one call.
--- Status reports that arrived first (agent_sms_events, pending) are applied at once.
+-- Status reports that arrived first (agent_sms_events, pending) are applied by the
+-- insert itself (trigger agent_sms_apply_pending_events).
 --
 -- Idempotent: a SID already recorded (by an earlier call, a concurrent retry, or an
 -- earlier item of the same batch) is not inserted again; its existing id is returned
@@ -25,10 +26,6 @@ BEGIN
         RAISE EXCEPTION USING ERRCODE = 'VP422', MESSAGE = 'messages must be a JSON array',
                               HINT = 'messages';
     END IF;
-    -- Shared: ingests never wait for each other, only for a status report that is
-    -- about to park an event for an SMS it cannot find (see record_sms_status).
-    PERFORM pg_advisory_xact_lock_shared(private.ingest_lock_key());
-
     -- Hold the referenced records until commit, so one deleted meanwhile is reported
     -- for its items instead of failing the whole batch at the foreign-key check.
     PERFORM 1 FROM public.agent_deployments
@@ -111,12 +108,6 @@ BEGIN
         ) ORDER BY p.ord)
     INTO v_outcome
     FROM planned AS p;
-
-    -- Status reports that came before their SMS: applied now, so each row is born
-    -- with its true status.
-    PERFORM private.apply_pending_sms_events(ARRAY(
-        SELECT o.value ->> 'sid' FROM jsonb_array_elements(v_outcome) AS o(value)
-        WHERE o.value ->> 'id' IS NOT NULL AND o.value ->> 'sid' IS NOT NULL));
 
     -- A new statement: it sees rows a concurrent retry committed while we waited on
     -- its SID, as well as the ones inserted above.

@@ -7,6 +7,7 @@ Every test runs against each adapter and expects the same values and errors.
 from __future__ import annotations
 
 import socket
+import threading
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -72,6 +73,11 @@ $$;
 REVOKE EXECUTE ON FUNCTION public.contract_service_only() FROM PUBLIC, anon, authenticated;
 CREATE OR REPLACE FUNCTION public.contract_sleep(p_seconds float) RETURNS int LANGUAGE sql AS $$
     SELECT 1 FROM pg_sleep(p_seconds)
+$$;
+CREATE SEQUENCE IF NOT EXISTS public.contract_runs;
+CREATE OR REPLACE FUNCTION public.contract_count_and_sleep(p_seconds float) RETURNS bigint
+LANGUAGE sql AS $$
+    SELECT nextval('public.contract_runs') FROM pg_sleep(p_seconds)
 $$;
 """
 
@@ -298,3 +304,32 @@ def test_a_runaway_statement_is_cut_off_and_reported_unavailable(
     assert getattr(caught.value.diagnostic, "code", None) == "57014"
     assert quick.rpc("contract_sleep", {"p_seconds": 0}) == 1
     quick.close()
+
+
+def test_a_call_whose_connection_dies_midway_is_not_sent_again(
+    postgres_database: PostgresDatabase, admin_conn: psycopg.Connection
+) -> None:
+    before = admin_conn.execute("SELECT last_value FROM public.contract_runs").fetchone()
+    outcome: list[object] = []
+
+    def call() -> None:
+        try:
+            outcome.append(postgres_database.rpc("contract_count_and_sleep", {"p_seconds": 2}))
+        except UnavailableError as exc:
+            outcome.append(exc)
+
+    worker = threading.Thread(target=call)
+    worker.start()
+    killed = (0,)
+    while killed == (0,) and worker.is_alive():
+        row = admin_conn.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+            " WHERE query LIKE '%contract_count_and_sleep%' AND pid <> pg_backend_pid()"
+        ).fetchone()
+        killed = row if row is not None else (0,)
+    worker.join()
+    assert isinstance(outcome[0], UnavailableError)
+    after = admin_conn.execute("SELECT last_value FROM public.contract_runs").fetchone()
+    assert before is not None
+    assert after is not None
+    assert after[0] - before[0] <= 1  # a second attempt would have counted, and succeeded

@@ -407,6 +407,10 @@ def test_delivered_and_sent_racing_always_end_delivered(
         (sids,),
     ).fetchall()
     assert finals == [("delivered", 50)]
+    histories = clean.execute(
+        "SELECT count(*) FROM agent_sms_events WHERE provider_message_sid = ANY(%s)", (sids,)
+    ).fetchone()
+    assert histories == (100,)
 
 
 def test_a_callback_during_an_uncommitted_ingest_is_never_lost(
@@ -552,3 +556,87 @@ def test_reconcile_without_twilio_credentials_fails_closed(
     use_settings(services, twilio_account_sid=None, twilio_auth_token=None, twilio_subaccounts="")
     response = httpx.post(reconcile_url, timeout=30)
     assert response.status_code == 500
+
+
+def test_a_delivery_receipt_after_a_failure_wins_and_clears_it(
+    status_url: str, sms_sid: str, clean: psycopg.Connection
+) -> None:
+    post(status_url, callback(sms_sid, "undelivered", ErrorCode="30003"))
+    post(status_url, callback(sms_sid, "delivered"))
+    final = row(clean, sms_sid)
+    assert (final["status"], final["failed_at"], final["failure_reason"]) == (
+        "delivered",
+        None,
+        None,
+    )
+
+
+def test_pending_reports_apply_to_an_sms_recorded_any_way(
+    status_url: str, tenants: Tenants, clean: psycopg.Connection
+) -> None:
+    sid = new_sid()
+    post(status_url, callback(sid, "delivered"))
+    insert_sms(clean, tenants.deployment_b, provider_message_sid=sid)  # not through ingest
+    assert row(clean, sid)["status"] == "delivered"
+    assert [e[2] for e in events(clean, sid)] == [True]
+
+
+def test_only_the_last_forwarded_value_is_trusted(
+    status_url: str, sms_sid: str, services: runtime.Services
+) -> None:
+    use_settings(services, public_base_url=None, trust_proxy=True)
+    params = callback(sms_sid, "sent")
+    # The client wrote the first value; our proxy appended the second.
+    forged = {"X-Forwarded-Host": "staging.example, hooks.voipia.example"}
+    signed_for_staging = "http://staging.example/cb"
+    assert post(status_url, params, path="/cb", signed_url=signed_for_staging,
+                headers=forged).status_code == 403  # fmt: skip
+    real = "http://hooks.voipia.example/cb"
+    assert post(status_url, params, path="/cb", signed_url=real, headers=forged).status_code == 200
+
+
+def test_a_percent_encoded_path_validates_as_twilio_signed_it(
+    status_url: str, sms_sid: str
+) -> None:
+    path = "/status%20cb/?tenant=a%26b"
+    response = post(status_url, callback(sms_sid, "sent"), path=path)
+    assert response.status_code == 200
+
+
+def test_reconcile_survives_a_bad_answer_and_goes_on(
+    reconcile_url: str, twilio_api: FakeTwilio, tenants: Tenants, clean: psycopg.Connection
+) -> None:
+    broken = old_sms(clean, tenants)
+    twilio_api.add(MAIN_ACCOUNT, broken, status="teleported")
+    fine = old_sms(clean, tenants)
+    twilio_api.add(MAIN_ACCOUNT, fine, status="delivered", price="-0.07")
+    result = httpx.post(reconcile_url, timeout=30).json()
+    assert (result["errors"], result["changed"]) == (1, 1)
+    assert row(clean, fine)["status"] == "delivered"
+
+
+def test_reconcile_with_refused_credentials_stops_and_says_so(
+    reconcile_url: str, twilio_api: FakeTwilio, tenants: Tenants, clean: psycopg.Connection
+) -> None:
+    old_sms(clean, tenants)
+    twilio_api.tokens[MAIN_ACCOUNT] = "rotated"
+    assert httpx.post(reconcile_url, timeout=30).status_code == 500
+    # Nothing was asked, so nothing stays claimed: the next run starts with it again.
+    claimed = clean.execute("SELECT count(*) FROM private.sms_reconcile_checks").fetchone()
+    assert claimed == (0,)
+
+
+def test_a_price_in_another_currency_is_not_mixed_with_the_margin(
+    reconcile_url: str, twilio_api: FakeTwilio, tenants: Tenants, clean: psycopg.Connection
+) -> None:
+    with_margin = old_sms(clean, tenants, status="delivered", provider_status="delivered",
+                          voipia_margin="0.0300")  # fmt: skip
+    twilio_api.add(MAIN_ACCOUNT, with_margin, status="delivered", price="-0.0079", price_unit="USD")
+    no_margin = old_sms(clean, tenants, status="delivered", provider_status="delivered",
+                        voipia_margin="0")  # fmt: skip
+    twilio_api.add(MAIN_ACCOUNT, no_margin, status="delivered", price="-0.0079", price_unit="USD")
+    httpx.post(reconcile_url, timeout=30)
+    kept = row(clean, with_margin)
+    assert (kept["provider_cost"], kept["currency"]) == (None, "EUR")
+    priced = row(clean, no_margin)
+    assert (priced["provider_cost"], priced["currency"]) == (Decimal("0.0079"), "USD")
