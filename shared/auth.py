@@ -1,18 +1,22 @@
-"""Caller authentication: bearer API keys, compared in constant time."""
+"""Caller authentication: bearer API keys compared in constant time, and Supabase
+access tokens verified as Supabase issues them."""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pydantic import SecretStr
 
+from shared.db import Caller
 from shared.errors import UnauthorizedError
 
 if TYPE_CHECKING:
     from flask import Request
+
+    from shared.settings import Settings
 
 
 def bearer_token(request: Request) -> str | None:
@@ -20,19 +24,70 @@ def bearer_token(request: Request) -> str | None:
     return token.strip() or None if scheme.lower() == "bearer" else None
 
 
-def require_api_key(request: Request, keys: Iterable[SecretStr]) -> None:
-    """Pass if the bearer token is one of the keys; otherwise 401. No keys: nobody passes.
+def matches_api_key(token: str, keys: Iterable[SecretStr]) -> bool:
+    """Whether the token is one of the keys. No keys: nothing matches.
 
-    Every key is compared, whatever the outcome, so timing tells nothing about which
-    key came close.
+    Every key is compared, whatever the outcome, and digests rather than the keys, so
+    timing tells nothing about which key came close, nor the keys' lengths.
     """
-    token = bearer_token(request) or ""
-    # Digests are compared, so not even the keys' lengths show in the timing.
     presented = hashlib.sha256(token.encode()).digest()
     matched = False
     for key in keys:
         matched |= hmac.compare_digest(
             presented, hashlib.sha256(key.get_secret_value().encode()).digest()
         )
-    if not token or not matched:
+    return bool(token) and matched
+
+
+def require_api_key(request: Request, keys: Iterable[SecretStr]) -> None:
+    """Pass if the bearer token is one of the keys; otherwise 401."""
+    if not matches_api_key(bearer_token(request) or "", keys):
         raise UnauthorizedError("Send a valid key as 'Authorization: Bearer <key>'.")
+
+
+# --- Supabase access tokens -----------------------------------------------------------------
+
+ASYMMETRIC = ("ES256", "RS256")
+_jwks_clients: dict[str, Any] = {}
+
+
+def verify_access_token(token: str, settings: Settings) -> Caller:
+    """A logged-in user's Supabase access token, verified: signature, expiry, audience.
+
+    HS256 tokens are checked with the project's JWT secret; ES256/RS256 tokens with the
+    project's published keys (JWKS, fetched once and cached). Anything else, "none"
+    included, is refused.
+    """
+    import jwt
+
+    refused = UnauthorizedError("The access token is not valid. Sign in again.")
+    try:
+        algorithm = jwt.get_unverified_header(token).get("alg")
+        if algorithm == "HS256" and settings.supabase_jwt_secret is not None:
+            key: Any = settings.supabase_jwt_secret.get_secret_value()
+        elif algorithm in ASYMMETRIC and settings.jwks_url is not None:
+            key = _jwks_client(settings.jwks_url).get_signing_key_from_jwt(token).key
+        else:
+            raise refused
+        claims = jwt.decode(
+            token,
+            key,
+            algorithms=[algorithm],
+            audience=settings.jwt_audience,
+            options={"require": ["exp", "sub", "aud"]},
+        )
+    except jwt.PyJWTError:
+        raise refused from None
+    caller = Caller(claims=claims, access_token=token)
+    if caller.role != "authenticated":  # also refuses a subject that is not a user id
+        raise refused
+    return caller
+
+
+def _jwks_client(url: str) -> Any:
+    import jwt
+
+    client = _jwks_clients.get(url)
+    if client is None:
+        client = _jwks_clients[url] = jwt.PyJWKClient(url, cache_keys=True, lifespan=3600)
+    return client

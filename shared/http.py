@@ -98,6 +98,9 @@ def invalid_input(exc: ValidationError) -> InvalidInputError:
     first = exc.errors(include_url=False, include_input=False, include_context=False)[0]
     field = ".".join(str(part) for part in first["loc"]) or None
     reason = "unknown field" if first["type"] == "extra_forbidden" else first["msg"]
+    if first["type"].endswith("_parsing"):
+        # Pydantic's parse errors go on to quote what they found in the input.
+        reason = reason.split(",", 1)[0]
     reason = reason.removeprefix("Value error, ")
     return InvalidInputError(f"{field}: {reason}" if field else reason, field=field)
 

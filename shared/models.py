@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from email.utils import parsedate_to_datetime
 from typing import Annotated, Any, Literal
@@ -19,7 +19,9 @@ from pydantic import (
     StringConstraints,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
+from pydantic_core import PydanticCustomError
 
 from shared.phones import to_e164
 
@@ -247,3 +249,45 @@ class StatusReport(BaseModel):
             return datetime.strptime(value, "%y%m%d%H%M").replace(tzinfo=UTC)
         except ValueError:
             return None
+
+
+# --- metrics ---------------------------------------------------------------------------
+
+MAX_METRICS_DAYS = 366
+DEFAULT_METRICS_DAYS = 30
+AgentType = Literal["louis", "arthur", "alexandra"]
+
+
+class MetricsQuery(BaseModel):
+    """The dashboard's query string. Without dates: the last 30 days."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    start: AwareDatetime | None = None
+    end: AwareDatetime | None = None
+    client_id: UUID | None = None
+    deployment_id: UUID | None = None
+    agent_type: AgentType | None = None
+
+    @model_validator(mode="after")
+    def _period(self) -> MetricsQuery:
+        end = self.end or datetime.now(UTC)
+        start = self.start or end - timedelta(days=DEFAULT_METRICS_DAYS)
+        if end <= start:
+            raise PydanticCustomError("period", "end must be after start")
+        if end - start > timedelta(days=MAX_METRICS_DAYS):
+            raise PydanticCustomError(
+                "period", "the period may cover at most {days} days", {"days": MAX_METRICS_DAYS}
+            )
+        object.__setattr__(self, "start", start)
+        object.__setattr__(self, "end", end)
+        return self
+
+    def rpc_args(self) -> dict[str, Any]:
+        return {
+            "p_start_date": self.start,
+            "p_end_date": self.end,
+            "p_client_id": self.client_id,
+            "p_deployment_id": self.deployment_id,
+            "p_agent_type_name": self.agent_type,
+        }

@@ -55,11 +55,18 @@ class Settings(BaseSettings):
     """Rebuild that URL from X-Forwarded-Proto/-Host (only behind a proxy that sets them)."""
     reconcile_after_minutes: Annotated[int, Field(ge=1)] = 60
     reconcile_within_days: Annotated[int, Field(ge=1, le=400)] = 7
+    supabase_jwt_secret: SecretStr | None = None
+    """The project's legacy JWT secret: verifies HS256 access tokens."""
+    supabase_jwks_url: HttpUrl | None = None
+    """The project's JWKS (ES256/RS256 access tokens); default SUPABASE_URL's."""
+    jwt_audience: str = "authenticated"
+    metrics_service_keys: ApiKeys = ()
+    """Bearer keys that may read every client's metrics (reports, back office)."""
     reconcile_batch_size: Annotated[int, Field(ge=1, le=5000)] = 200
     reconcile_time_budget_seconds: Annotated[int, Field(ge=5, le=900)] = 240
     """A run stops asking Twilio after this long, well before the function's timeout."""
 
-    @field_validator("ingest_api_keys", mode="before")
+    @field_validator("ingest_api_keys", "metrics_service_keys", mode="before")
     @classmethod
     def _split_keys(cls, value: object) -> object:
         if isinstance(value, str):
@@ -81,6 +88,14 @@ class Settings(BaseSettings):
             pairs[sid.strip()] = token.strip()
         return pairs
 
+    @property
+    def jwks_url(self) -> str | None:
+        if self.supabase_jwks_url is not None:
+            return str(self.supabase_jwks_url)
+        if self.supabase_url is not None:
+            return str(self.supabase_url).rstrip("/") + "/auth/v1/.well-known/jwks.json"
+        return None
+
     def twilio_token_for(self, account_sid: str | None) -> str | None:
         """The auth token that signs this account's callbacks; None if not configured."""
         if account_sid is None or account_sid == self.twilio_account_sid:
@@ -99,7 +114,7 @@ class Settings(BaseSettings):
         ]
         return accounts
 
-    @field_validator("ingest_api_keys")
+    @field_validator("ingest_api_keys", "metrics_service_keys")
     @classmethod
     def _long_keys(cls, value: tuple[SecretStr, ...]) -> tuple[SecretStr, ...]:
         if any(len(key.get_secret_value()) < MIN_KEY_LENGTH for key in value):

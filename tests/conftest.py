@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 
-from tests.support import Tenants, create_tenants
+from tests.support import Shop, Tenants, create_shop, create_tenants
 from tools.embedded import embedded_postgres, throwaway_database
 from tools.migrate import apply
 
@@ -55,3 +55,9 @@ def clean(admin_conn: psycopg.Connection) -> psycopg.Connection:
 def tenants(clean: psycopg.Connection) -> Tenants:
     """Two clients with deployments, users of every kind and a few SMS each."""
     return create_tenants(clean)
+
+
+@pytest.fixture
+def shop(clean: psycopg.Connection) -> Shop:
+    """Two clients' SMS whose metrics are known by construction."""
+    return create_shop(clean)

@@ -34,7 +34,9 @@ DEV_KEYS = {
     "INGEST_API_KEYS": "local-dev-ingest-key-0123456789abcdef",
     "TWILIO_ACCOUNT_SID": "AC" + "0" * 32,
     "TWILIO_AUTH_TOKEN": "local-dev-twilio-auth-token",
+    "SUPABASE_JWT_SECRET": "local-dev-jwt-secret-0123456789abcdef",
 }
+DEMO_VIEWER = "e0000000-0000-4000-8000-000000000001"  # supabase/seed.sql: viewer of one client
 
 
 @dataclass(frozen=True)
@@ -131,6 +133,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{function.name:<15} {function.url}")
         for name in DEV_KEYS:
             print(f"{name}={environment[name]}")
+        print(f"a demo viewer's access token (24 h): {demo_token(environment)}")
         if not functions:
             print("no function has an entry point yet; the database and S3 are up")
         if args.check:
@@ -144,6 +147,16 @@ def main(argv: list[str] | None = None) -> int:
         except KeyboardInterrupt:
             pass
     return 0
+
+
+def demo_token(environment: dict[str, str]) -> str:
+    """What Supabase Auth would hand the seed's viewer, to try the metrics function."""
+    import jwt
+
+    now = int(time.time())
+    claims = {"sub": DEMO_VIEWER, "role": "authenticated", "aud": "authenticated",
+              "iat": now, "exp": now + 86_400}  # fmt: skip
+    return jwt.encode(claims, environment["SUPABASE_JWT_SECRET"], algorithm="HS256")
 
 
 def _stop(processes: list[subprocess.Popen[bytes]]) -> None:

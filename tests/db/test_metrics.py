@@ -3,32 +3,17 @@
 from __future__ import annotations
 
 import random
-import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 import psycopg
 import pytest
 
-from shared.db import SERVICE, Caller, PostgresDatabase
+from shared.db import Caller, PostgresDatabase
 from shared.errors import ForbiddenError, InvalidInputError
-from tests.support import acting_as, insert_sms
-
-NOV_1 = datetime(2026, 11, 1, tzinfo=UTC)
-WEEK = timedelta(days=7)
-
-
-@dataclass
-class Shop:
-    client_a: uuid.UUID
-    client_b: uuid.UUID
-    a_louis: uuid.UUID
-    a_arthur: uuid.UUID
-    b_louis: uuid.UUID
-    viewer_a: uuid.UUID
+from tests.support import NOV_1, WEEK, Shop, acting_as, build_shop, insert_sms, metrics, one
 
 
 @pytest.fixture(scope="module")
@@ -36,156 +21,6 @@ def db(database_url: str) -> Iterator[PostgresDatabase]:
     database = PostgresDatabase(database_url, pool_size=2)
     yield database
     database.close()
-
-
-def one(conn: psycopg.Connection, query: str, *params: Any) -> uuid.UUID:
-    row = conn.execute(query, params).fetchone()
-    assert row is not None
-    return uuid.UUID(str(row[0]))
-
-
-def build_shop(conn: psycopg.Connection) -> Shop:
-    louis = one(
-        conn, "INSERT INTO agent_types (name, display_name) VALUES ('louis', 'Louis') RETURNING id"
-    )
-    arthur = one(
-        conn,
-        "INSERT INTO agent_types (name, display_name) VALUES ('arthur', 'Arthur') RETURNING id",
-    )
-    client_a = one(conn, "INSERT INTO clients (name) VALUES ('A') RETURNING id")
-    client_b = one(conn, "INSERT INTO clients (name) VALUES ('B') RETURNING id")
-
-    def deployment(client: uuid.UUID, agent: uuid.UUID, slug: str) -> uuid.UUID:
-        return one(
-            conn,
-            "INSERT INTO agent_deployments (name, slug, client_id, agent_type_id)"
-            " VALUES (%s, %s, %s, %s) RETURNING id",
-            slug, slug, client, agent,
-        )  # fmt: skip
-
-    viewer = one(conn, "INSERT INTO auth.users (email) VALUES ('v@a.example') RETURNING id")
-    conn.execute(
-        "INSERT INTO user_client_permissions (user_id, client_id, role) VALUES (%s, %s, 'viewer')",
-        (viewer, client_a),
-    )
-    return Shop(
-        client_a, client_b,
-        deployment(client_a, louis, "a-louis"), deployment(client_a, arthur, "a-arthur"),
-        deployment(client_b, louis, "b-louis"), viewer,
-    )  # fmt: skip
-
-
-@pytest.fixture
-def shop(clean: psycopg.Connection) -> Shop:
-    """Seven SMS whose figures are known by construction (see the expected JSON)."""
-    s = build_shop(clean)
-    call_a = one(
-        clean, "INSERT INTO agent_calls (deployment_id) VALUES (%s) RETURNING id", s.a_louis
-    )
-    call_b = one(
-        clean, "INSERT INTO agent_calls (deployment_id) VALUES (%s) RETURNING id", s.b_louis
-    )
-
-    def sms(
-        deployment: uuid.UUID,
-        at: datetime,
-        status: str,
-        kind: str,
-        cost: str | None,
-        margin: str,
-        chars: int,
-        phone: str,
-        delay: int | None = None,
-        **extra: Any,
-    ) -> None:
-        insert_sms(
-            clean, deployment, sent_at=at, status=status, message_type=kind,
-            provider_cost=cost, voipia_margin=margin, message_content="x" * chars,
-            phone_number=phone,
-            delivered_at=at + timedelta(seconds=delay) if delay is not None else None,
-            **extra,
-        )  # fmt: skip
-
-    day = timedelta(days=1)
-    sms(
-        s.a_louis,
-        NOV_1 + day,
-        "delivered",
-        "appointment_reminder",
-        "0.0500",
-        "0.0200",
-        10,
-        "+33611111111",
-        2,
-        workflow_id="wf1",
-        call_id=call_a,
-    )
-    sms(
-        s.a_louis,
-        NOV_1 + 2 * day,
-        "delivered",
-        "appointment_reminder",
-        "0.0500",
-        "0.0200",
-        20,
-        "+33611111111",
-        4,
-        workflow_id="wf1",
-    )
-    sms(
-        s.a_arthur,
-        NOV_1 + 3 * day,
-        "failed",
-        "marketing",
-        "0.0400",
-        "0.0100",
-        30,
-        "+33622222222",
-        workflow_id="wf2",
-    )
-    sms(s.a_arthur, NOV_1 + 4 * day, "sent", "notification", None, "0", 40, "+33633333333")
-    sms(
-        s.b_louis,
-        NOV_1 + 5 * day,
-        "delivered",
-        "notification",
-        "0.1000",
-        "0.0500",
-        50,
-        "+33644444444",
-        6,
-        workflow_id="wf3",
-        call_id=call_b,
-    )
-    # The previous week; and one on each boundary of the current week's [start, end).
-    sms(
-        s.a_louis,
-        NOV_1 - 3 * day,
-        "delivered",
-        "appointment_reminder",
-        "0.0500",
-        "0.0200",
-        10,
-        "+33611111111",
-        2,
-    )
-    sms(s.b_louis, NOV_1 - WEEK, "failed", "marketing", "0.0800", "0.0200", 60, "+33655555555")
-    sms(s.b_louis, NOV_1 + WEEK, "delivered", "marketing", "9", "9", 99, "+33699999999", 1)
-    return s
-
-
-def metrics(
-    db: PostgresDatabase,
-    start: datetime = NOV_1,
-    end: datetime = NOV_1 + WEEK,
-    caller: Caller = SERVICE,
-    **filters: Any,
-) -> Any:
-    return db.rpc(
-        "get_sms_metrics",
-        {"p_start_date": start, "p_end_date": end} | {f"p_{k}": v for k, v in filters.items()},
-        as_user=caller,
-    )  # fmt: skip
 
 
 def test_all_clients(db: PostgresDatabase, shop: Shop) -> None:

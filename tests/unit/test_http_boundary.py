@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import uuid
 
 import flask
 import pytest
@@ -121,3 +122,25 @@ def test_service_errors_keep_their_status_message_and_field() -> None:
 def test_validation_error_is_the_pydantic_one() -> None:
     with pytest.raises(ValidationError):
         Payload.model_validate({"count": "x"})
+
+
+class Ids(BaseModel):
+    client_id: uuid.UUID
+
+
+@endpoint("POST")
+def ids(request: flask.Request) -> flask.Response:
+    Ids.model_validate(request.get_json())
+    return json_response({})
+
+
+def test_parse_errors_do_not_quote_the_input() -> None:
+    response = call(ids, json={"client_id": "zzz-secret"})
+    assert response.status_code == 422
+    assert body(response) == {
+        "error": {
+            "code": "invalid_input",
+            "message": "client_id: Input should be a valid UUID",
+            "field": "client_id",
+        }
+    }

@@ -1,0 +1,28 @@
+"""HTTP entry point: the seed's get_sms_metrics for a logged-in dashboard user."""
+
+from __future__ import annotations
+
+from flask import Request, Response
+
+from shared import runtime
+from shared.auth import bearer_token, matches_api_key, verify_access_token
+from shared.db import SERVICE
+from shared.errors import UnauthorizedError
+from shared.http import endpoint, json_response
+from shared.models import MetricsQuery
+
+
+@endpoint("GET")
+def metrics(request: Request) -> Response:
+    services = runtime.services()
+    token = bearer_token(request)
+    if token is None:
+        raise UnauthorizedError("Send the user's access token as 'Authorization: Bearer <token>'.")
+    if matches_api_key(token, services.settings.metrics_service_keys):
+        caller = SERVICE
+    else:
+        caller = verify_access_token(token, services.settings)
+    query = MetricsQuery.model_validate(request.args.to_dict())
+    figures = services.db.rpc("get_sms_metrics", query.rpc_args(), as_user=caller)
+    # Per-user figures: a shared cache must never hand them to someone else.
+    return json_response(figures, headers={"Cache-Control": "private, no-store"})
