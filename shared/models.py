@@ -268,6 +268,7 @@ class MetricsQuery(BaseModel):
     client_id: UUID | None = None
     deployment_id: UUID | None = None
     agent_type: AgentType | None = None
+    series: Literal["day", "week"] | None = None
 
     @model_validator(mode="after")
     def _period(self) -> MetricsQuery:
@@ -284,6 +285,7 @@ class MetricsQuery(BaseModel):
         return self
 
     def rpc_args(self) -> dict[str, Any]:
+        """The period and filters, as every analytics RPC takes them."""
         return {
             "p_start_date": self.start,
             "p_end_date": self.end,

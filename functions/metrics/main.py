@@ -23,6 +23,14 @@ def metrics(request: Request) -> Response:
     else:
         caller = verify_access_token(token, services.settings)
     query = MetricsQuery.model_validate(request.args.to_dict())
-    figures = services.db.rpc("get_sms_metrics", query.rpc_args(), as_user=caller)
+    args = query.rpc_args()
+    figures = services.db.rpc("get_sms_metrics", args, as_user=caller)
+    # Beyond the seed's keys, beside them and never inside them.
+    figures["top_failure_reasons"] = services.db.rpc(
+        "get_sms_failure_reasons", args, as_user=caller
+    )
+    if query.series is not None:
+        series_args = args | {"p_bucket": query.series}
+        figures["series"] = services.db.rpc("get_sms_timeseries", series_args, as_user=caller)
     # Per-user figures: a shared cache must never hand them to someone else.
     return json_response(figures, headers={"Cache-Control": "private, no-store"})

@@ -70,6 +70,34 @@ CREATE FUNCTION private.percentage(part numeric, base numeric) RETURNS numeric
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
 AS $$ SELECT round(100 * part / nullif(base, 0), 2) $$;
 
+-- The deployments a query covers: the filters, within what the caller may see (the
+-- deployments table's own row-level security applies). Written once for every RPC.
+CREATE FUNCTION private.sms_scope(
+    p_client_id uuid, p_deployment_id uuid, p_agent_type_name text
+) RETURNS uuid[]
+LANGUAGE sql STABLE
+SET search_path = ''
+AS $$
+    SELECT coalesce(array_agg(d.id), '{}')
+    FROM public.agent_deployments AS d
+    JOIN public.agent_types AS t ON t.id = d.agent_type_id
+    WHERE (p_client_id IS NULL OR d.client_id = p_client_id)
+      AND (p_deployment_id IS NULL OR d.id = p_deployment_id)
+      AND (p_agent_type_name IS NULL OR t.name = p_agent_type_name)
+$$;
+
+-- Refuses a period that does not end after it starts.
+CREATE FUNCTION private.check_period(p_start timestamptz, p_end timestamptz) RETURNS void
+LANGUAGE plpgsql IMMUTABLE
+AS $$
+BEGIN
+    IF p_start IS NULL OR p_end IS NULL OR p_end <= p_start THEN
+        RAISE EXCEPTION USING ERRCODE = 'VP422', HINT = 'p_end_date',
+            MESSAGE = 'the period must end after it starts';
+    END IF;
+END
+$$;
+
 -- The figures of one period, over the SMS of the given deployments the caller may see.
 CREATE FUNCTION private.sms_period_figures(
     p_deployments uuid[], p_start timestamptz, p_end timestamptz
@@ -133,9 +161,13 @@ AS $$
 $$;
 
 REVOKE ALL ON FUNCTION private.percentage(numeric, numeric),
+    private.sms_scope(uuid, uuid, text),
+    private.check_period(timestamptz, timestamptz),
     private.sms_period_figures(uuid[], timestamptz, timestamptz),
     private.sms_by_message_type(uuid[], timestamptz, timestamptz) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION private.percentage(numeric, numeric),
+    private.sms_scope(uuid, uuid, text),
+    private.check_period(timestamptz, timestamptz),
     private.sms_period_figures(uuid[], timestamptz, timestamptz),
     private.sms_by_message_type(uuid[], timestamptz, timestamptz)
     TO authenticated, service_role;
@@ -159,17 +191,8 @@ DECLARE
     v_current jsonb;
     v_previous jsonb;
 BEGIN
-    IF p_start_date IS NULL OR p_end_date IS NULL OR p_end_date <= p_start_date THEN
-        RAISE EXCEPTION USING ERRCODE = 'VP422', HINT = 'p_end_date',
-            MESSAGE = 'the period must end after it starts';
-    END IF;
-
-    SELECT coalesce(array_agg(d.id), '{}') INTO v_deployments
-    FROM public.agent_deployments AS d
-    JOIN public.agent_types AS t ON t.id = d.agent_type_id
-    WHERE (p_client_id IS NULL OR d.client_id = p_client_id)
-      AND (p_deployment_id IS NULL OR d.id = p_deployment_id)
-      AND (p_agent_type_name IS NULL OR t.name = p_agent_type_name);
+    PERFORM private.check_period(p_start_date, p_end_date);
+    v_deployments := private.sms_scope(p_client_id, p_deployment_id, p_agent_type_name);
 
     v_current := private.sms_period_figures(v_deployments, p_start_date, p_end_date)
         || jsonb_build_object(
@@ -215,4 +238,99 @@ COMMENT ON FUNCTION public.get_sms_metrics(timestamptz, timestamptz, uuid, uuid,
 REVOKE ALL ON FUNCTION public.get_sms_metrics(timestamptz, timestamptz, uuid, uuid, text)
     FROM PUBLIC, anon;
 GRANT EXECUTE ON FUNCTION public.get_sms_metrics(timestamptz, timestamptz, uuid, uuid, text)
+    TO authenticated, service_role;
+
+-- Beyond the seed, for the dashboard's charts: per day or week (UTC), every bucket of
+-- [p_start_date, p_end_date) whether it has SMS or not, oldest first.
+CREATE FUNCTION public.get_sms_timeseries(
+    p_start_date timestamptz,
+    p_end_date timestamptz,
+    p_bucket text DEFAULT 'day',
+    p_client_id uuid DEFAULT NULL,
+    p_deployment_id uuid DEFAULT NULL,
+    p_agent_type_name text DEFAULT NULL
+) RETURNS jsonb
+LANGUAGE plpgsql STABLE
+SET search_path = ''
+AS $$
+DECLARE
+    v_deployments uuid[];
+    v_step interval;
+BEGIN
+    PERFORM private.check_period(p_start_date, p_end_date);
+    IF p_bucket NOT IN ('day', 'week') THEN
+        RAISE EXCEPTION USING ERRCODE = 'VP422', HINT = 'p_bucket',
+            MESSAGE = 'the bucket must be day or week';
+    END IF;
+    v_step := ('1 ' || p_bucket)::interval;
+    v_deployments := private.sms_scope(p_client_id, p_deployment_id, p_agent_type_name);
+    RETURN (
+        SELECT coalesce(jsonb_agg(jsonb_build_object(
+            'bucket_start', b.bucket_start,
+            'total_sms', coalesce(f.total, 0),
+            'delivered_sms', coalesce(f.delivered, 0),
+            'failed_sms', coalesce(f.failed, 0),
+            'sent_sms', coalesce(f.sent, 0),
+            'delivery_rate', private.percentage(f.delivered, f.total),
+            'cost', round(coalesce(f.cost, 0), 2)
+        ) ORDER BY b.bucket_start), '[]'::jsonb)
+        FROM generate_series(
+            date_trunc(p_bucket, p_start_date, 'UTC'), p_end_date - interval '1 microsecond', v_step
+        ) AS b(bucket_start)
+        LEFT JOIN (
+            SELECT date_trunc(p_bucket, s.sent_at, 'UTC') AS bucket_start,
+                count(*) AS total,
+                count(*) FILTER (WHERE s.status = 'delivered') AS delivered,
+                count(*) FILTER (WHERE s.status = 'failed') AS failed,
+                count(*) FILTER (WHERE s.status = 'sent') AS sent,
+                sum(s.billed_cost) AS cost
+            FROM public.agent_sms AS s
+            WHERE s.deployment_id = ANY (v_deployments)
+              AND s.sent_at >= p_start_date AND s.sent_at < p_end_date
+            GROUP BY 1
+        ) AS f USING (bucket_start)
+    );
+END
+$$;
+
+-- The most frequent failure reasons of the period, most frequent first.
+CREATE FUNCTION public.get_sms_failure_reasons(
+    p_start_date timestamptz,
+    p_end_date timestamptz,
+    p_client_id uuid DEFAULT NULL,
+    p_deployment_id uuid DEFAULT NULL,
+    p_agent_type_name text DEFAULT NULL,
+    p_limit integer DEFAULT 5
+) RETURNS jsonb
+LANGUAGE plpgsql STABLE
+SET search_path = ''
+AS $$
+BEGIN
+    PERFORM private.check_period(p_start_date, p_end_date);
+    RETURN (
+        SELECT coalesce(jsonb_agg(jsonb_build_object('failure_reason', r.reason, 'count', r.count)
+                                  ORDER BY r.count DESC, r.reason), '[]'::jsonb)
+        FROM (
+            SELECT coalesce(s.failure_reason, 'Unknown') AS reason, count(*) AS count
+            FROM public.agent_sms AS s
+            WHERE s.deployment_id = ANY ((
+                    SELECT private.sms_scope(p_client_id, p_deployment_id, p_agent_type_name)
+                  )::uuid[])
+              AND s.status = 'failed'
+              AND s.sent_at >= p_start_date AND s.sent_at < p_end_date
+            GROUP BY 1
+            ORDER BY 2 DESC, 1
+            LIMIT greatest(p_limit, 0)
+        ) AS r
+    );
+END
+$$;
+
+REVOKE ALL ON FUNCTION
+    public.get_sms_timeseries(timestamptz, timestamptz, text, uuid, uuid, text),
+    public.get_sms_failure_reasons(timestamptz, timestamptz, uuid, uuid, text, integer)
+    FROM PUBLIC, anon;
+GRANT EXECUTE ON FUNCTION
+    public.get_sms_timeseries(timestamptz, timestamptz, text, uuid, uuid, text),
+    public.get_sms_failure_reasons(timestamptz, timestamptz, uuid, uuid, text, integer)
     TO authenticated, service_role;

@@ -310,3 +310,51 @@ def test_matches_a_reference_computed_in_python(
     assert result["previous_period"] == as_json_numbers(
         {k: before[k] for k in result["previous_period"]}
     )
+
+
+# --- beyond the seed: time series and failure reasons --------------------------------------
+
+
+def test_daily_series_covers_every_day_of_the_period(db: PostgresDatabase, shop: Shop) -> None:
+    series = db.rpc(
+        "get_sms_timeseries",
+        {"p_start_date": NOV_1, "p_end_date": NOV_1 + WEEK, "p_bucket": "day"},
+    )
+    assert [(b["bucket_start"][:10], b["total_sms"], b["delivered_sms"], b["failed_sms"],
+             b["sent_sms"], b["delivery_rate"], b["cost"]) for b in series] == [
+        ("2026-11-01", 0, 0, 0, 0, None, 0),
+        ("2026-11-02", 1, 1, 0, 0, 100.00, 0.07),
+        ("2026-11-03", 1, 1, 0, 0, 100.00, 0.07),
+        ("2026-11-04", 1, 0, 1, 0, 0.00, 0.05),
+        ("2026-11-05", 1, 0, 0, 1, 0.00, 0),
+        ("2026-11-06", 1, 1, 0, 0, 100.00, 0.15),
+        ("2026-11-07", 0, 0, 0, 0, None, 0),
+    ]  # fmt: skip
+
+
+def test_weekly_series_starts_on_mondays_and_respects_rls(db: PostgresDatabase, shop: Shop) -> None:
+    viewer = Caller({"role": "authenticated", "sub": str(shop.viewer_a)})
+    args = {"p_start_date": NOV_1, "p_end_date": NOV_1 + WEEK, "p_bucket": "week"}
+    series = db.rpc("get_sms_timeseries", args, as_user=viewer)
+    assert [(b["bucket_start"][:10], b["total_sms"]) for b in series] == [
+        ("2026-10-26", 0),
+        ("2026-11-02", 4),
+    ]
+    with pytest.raises(InvalidInputError):
+        db.rpc("get_sms_timeseries", args | {"p_bucket": "hour"})
+
+
+def test_top_failure_reasons(db: PostgresDatabase, shop: Shop, clean: psycopg.Connection) -> None:
+    for reason in ("Unreachable destination handset", "Unreachable destination handset",
+                   "Recipient opted out (replied STOP)"):  # fmt: skip
+        insert_sms(clean, shop.b_louis, sent_at=NOV_1, status="failed", failure_reason=reason)
+    args = {"p_start_date": NOV_1, "p_end_date": NOV_1 + WEEK}
+    assert db.rpc("get_sms_failure_reasons", args) == [
+        {"failure_reason": "Unreachable destination handset", "count": 2},
+        {"failure_reason": "Recipient opted out (replied STOP)", "count": 1},
+        {"failure_reason": "Unknown", "count": 1},
+    ]
+    viewer = Caller({"role": "authenticated", "sub": str(shop.viewer_a)})
+    assert db.rpc("get_sms_failure_reasons", args, as_user=viewer) == [
+        {"failure_reason": "Unknown", "count": 1},
+    ]

@@ -115,6 +115,7 @@ def test_a_signed_in_user_gets_their_own_figures(
     assert response.status_code == 200
     assert "private" in response.headers["Cache-Control"]
     body = response.json()
+    assert body.pop("top_failure_reasons") == [{"failure_reason": "Unknown", "count": 1}]
     assert body == metrics(shared_db, client_id=shop.client_a)
     assert body["current_period"]["total_sms"] == 4
 
@@ -129,7 +130,9 @@ def test_a_service_key_sees_every_client(
     metrics_url: str, shop: Shop, shared_db: PostgresDatabase
 ) -> None:
     response = get(metrics_url, SERVICE_KEY)
-    assert response.json() == metrics(shared_db, caller=SERVICE)
+    body = response.json()
+    del body["top_failure_reasons"]
+    assert body == metrics(shared_db, caller=SERVICE)
     assert response.json()["current_period"]["total_sms"] == 5
 
 
@@ -201,7 +204,9 @@ def test_without_dates_it_is_the_last_30_days(metrics_url: str, shop: Shop) -> N
     headers = {"Authorization": f"Bearer {token(shop.viewer_a)}"}
     response = httpx.get(metrics_url, headers=headers, timeout=30)
     assert response.status_code == 200
-    assert set(response.json()) == {"current_period", "previous_period", "comparison"}
+    assert set(response.json()) == {
+        "current_period", "previous_period", "comparison", "top_failure_reasons",
+    }  # fmt: skip
 
 
 def test_only_get_is_served(metrics_url: str, shop: Shop) -> None:
@@ -214,3 +219,19 @@ def test_the_jwks_is_fetched_once_and_cached(metrics_url: str, shop: Shop, jwks:
         assert get(metrics_url, token(shop.viewer_a, algorithm="ES256", key=EC_KEY,
                                       kid="ec-1")).status_code == 200  # fmt: skip
     assert jwks.requests <= 1
+
+
+def test_series_and_failure_reasons_sit_beside_the_seeds_keys(
+    metrics_url: str, shop: Shop, shared_db: PostgresDatabase
+) -> None:
+    response = get(metrics_url, token(shop.viewer_a), series="day")
+    body = response.json()
+    assert set(body) == {
+        "current_period", "previous_period", "comparison", "top_failure_reasons", "series",
+    }  # fmt: skip
+    assert len(body["series"]) == 7
+    assert sum(b["total_sms"] for b in body["series"]) == 4
+    assert body["top_failure_reasons"] == [{"failure_reason": "Unknown", "count": 1}]
+    seed_keys = {k: body[k] for k in ("current_period", "previous_period", "comparison")}
+    assert seed_keys == metrics(shared_db, client_id=shop.client_a)
+    assert get(metrics_url, token(shop.viewer_a), series="hour").status_code == 422
