@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from benchmarks import ingest, status
+from benchmarks import ingest, metrics, status
 
 
 def test_the_ingest_benchmark_runs(capsys: pytest.CaptureFixture[str]) -> None:
@@ -20,3 +20,8 @@ def test_the_status_benchmark_runs(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     assert "endpoint / bare SQL" in out
     assert "concurrent clients" in out
+
+
+def test_the_metrics_benchmark_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    metrics.main(["--rows", "20000", "--repeat", "1"])
+    assert "every shared figure agrees with the baseline" in capsys.readouterr().out

@@ -1,0 +1,187 @@
+"""benchmarks/metrics: get_sms_metrics at scale, against the one-pass baseline.
+
+    python -m benchmarks.metrics [--rows 360000] [--repeat 7]
+
+Loads `--rows` SMS spread over 3 years (the seed's volume is 360,000; 100x is
+36,000,000), then times, on the same database in the same run:
+  * get_sms_metrics for the last 30 days and the 30 before, as service_role;
+  * the baseline: the straightforward one-pass query (one scan, FILTER aggregates over
+    both periods) computing the same figures;
+  * get_sms_metrics as a user who may see every deployment, against service_role
+    (the cost of row-level security).
+Both must agree on every figure they share; the run stops if they do not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from contextlib import nullcontext
+from datetime import timedelta
+from typing import Any
+
+import psycopg
+
+from benchmarks.common import median, timed
+from tools.embedded import embedded_postgres, throwaway_database
+from tools.migrate import apply
+
+CHUNK = 1_000_000
+CLIENTS, DEPLOYMENTS_PER_CLIENT = 30, 4
+ALL_ACCESS_USER = "e0000000-0000-4000-8000-00000000a11a"
+
+BASELINE = """
+WITH scope AS (
+    SELECT d.id FROM agent_deployments d
+), rows AS (
+    SELECT s.*, s.sent_at >= %(start)s AS cur
+    FROM agent_sms s
+    WHERE s.deployment_id IN (SELECT id FROM scope)
+      AND s.sent_at >= %(prev)s AND s.sent_at < %(end)s
+)
+SELECT
+    count(*) FILTER (WHERE cur),
+    count(*) FILTER (WHERE cur AND status = 'delivered'),
+    count(*) FILTER (WHERE cur AND status = 'failed'),
+    round(coalesce(sum(billed_cost) FILTER (WHERE cur), 0), 2),
+    round(coalesce(sum(voipia_margin) FILTER (WHERE cur), 0), 2),
+    count(DISTINCT phone_number) FILTER (WHERE cur),
+    count(DISTINCT deployment_id) FILTER (WHERE cur),
+    count(call_id) FILTER (WHERE cur),
+    round(avg(character_count) FILTER (WHERE cur)),
+    round(avg(EXTRACT(EPOCH FROM delivered_at - sent_at))
+          FILTER (WHERE cur AND status = 'delivered'), 2),
+    count(*) FILTER (WHERE NOT cur),
+    count(DISTINCT phone_number) FILTER (WHERE NOT cur),
+    round(coalesce(sum(billed_cost) FILTER (WHERE NOT cur), 0), 2)
+FROM rows
+"""
+SHARED = [
+    ("current_period", "total_sms"), ("current_period", "delivered_sms"),
+    ("current_period", "failed_sms"), ("current_period", "total_cost"),
+    ("current_period", "total_margin"), ("current_period", "unique_recipients"),
+    ("current_period", "active_deployments"), ("current_period", "sms_linked_to_calls"),
+    ("current_period", "avg_characters"), ("current_period", "avg_delivery_time_seconds"),
+    ("previous_period", "total_sms"), ("previous_period", "unique_recipients"),
+    ("previous_period", "total_cost"),
+]  # fmt: skip
+
+
+def load(conn: psycopg.Connection, rows: int) -> None:
+    setup = {"clients": CLIENTS, "per": DEPLOYMENTS_PER_CLIENT, "user": ALL_ACCESS_USER}
+    for statement in (
+        "INSERT INTO agent_types (name, display_name) VALUES"
+        " ('louis', 'Louis'), ('arthur', 'Arthur'), ('alexandra', 'Alexandra')",
+        "INSERT INTO clients (name) SELECT 'Client ' || n FROM generate_series(1, %(clients)s) n",
+        "INSERT INTO agent_deployments (name, slug, client_id, agent_type_id)"
+        " SELECT c.name || ' #' || n, 'd-' || c.id || '-' || n, c.id,"
+        " (SELECT id FROM agent_types ORDER BY name OFFSET n %% 3 LIMIT 1)"
+        " FROM clients c, generate_series(1, %(per)s) n",
+        "INSERT INTO agent_calls (deployment_id, started_at)"
+        " SELECT id, now() FROM agent_deployments",
+        "INSERT INTO auth.users (id) VALUES (%(user)s)",
+        "INSERT INTO user_client_permissions (user_id, client_id) SELECT %(user)s, id FROM clients",
+    ):
+        conn.execute(statement, setup)
+    conn.commit()
+    started = time.perf_counter()
+    for first in range(0, rows, CHUNK):
+        count = min(CHUNK, rows - first)
+        conn.execute(
+            """
+            WITH d AS (SELECT array_agg(id ORDER BY id) AS ids FROM agent_deployments),
+                 c AS (SELECT array_agg(id ORDER BY deployment_id) AS ids FROM agent_calls)
+            INSERT INTO agent_sms (deployment_id, call_id, phone_number, message_content,
+                message_type, provider_message_sid, provider_status, status, sent_at,
+                delivered_at, failed_at, provider_cost, voipia_margin, workflow_id)
+            SELECT d.ids[1 + n %% array_length(d.ids, 1)],
+                   CASE WHEN n %% 10 < 3 THEN c.ids[1 + n %% array_length(c.ids, 1)] END,
+                   '+336' || lpad((n * 7919 %% 2000000)::text, 8, '0'),
+                   repeat('x', (40 + n %% 120)::int),
+                   (ARRAY['transactional', 'marketing', 'notification',
+                          'appointment_reminder'])[1 + n %% 4],
+                   'SM' || md5(n::text),
+                   (ARRAY['delivered', 'delivered', 'delivered', 'undelivered', 'sent'])
+                       [1 + (n / 7) %% 5],
+                   (ARRAY['delivered', 'delivered', 'delivered', 'failed', 'sent'])
+                       [1 + (n / 7) %% 5],
+                   t, CASE WHEN (n / 7) %% 5 < 3 THEN t + make_interval(secs => (n %% 9)::int) END,
+                   CASE WHEN (n / 7) %% 5 = 3 THEN t + interval '30 seconds' END,
+                   0.0750, 0.0300, 'wf-' || n %% 7
+            FROM generate_series(%(first)s::bigint, %(last)s::bigint) AS n, d, c,
+                 LATERAL (SELECT now() - (n::float8 / %(rows)s) * interval '3 years' AS t) AS x
+            """,
+            {"first": first + 1, "last": first + count, "rows": rows},
+        )
+        conn.commit()
+        done = first + count
+        rate = done / (time.perf_counter() - started)
+        print(f"  loaded {done:,} / {rows:,} SMS ({rate:,.0f}/s)", flush=True)
+    conn.commit()
+    conn.autocommit = True
+    conn.execute("VACUUM ANALYZE agent_sms")
+
+
+def call_metrics(conn: psycopg.Connection, role: str, args: dict[str, Any]) -> Any:
+    claims = json.dumps({"role": role, "sub": ALL_ACCESS_USER} if role == "authenticated"
+                        else {"role": role})  # fmt: skip
+    with conn.transaction():
+        conn.execute(
+            "SELECT set_config('role', %s, true), set_config('request.jwt.claims', %s, true)",
+            (role, claims),
+        )
+        row = conn.execute("SELECT get_sms_metrics(%(start)s, %(end)s)", args).fetchone()
+    assert row is not None
+    return row[0]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=360_000)
+    parser.add_argument("--repeat", type=int, default=7)
+    parser.add_argument("--database-url", help="use this (already loaded) database as is")
+    args = parser.parse_args(argv)
+    if args.database_url:
+        run(args.database_url, args)
+        return
+    server = os.environ.get("DATABASE_URL")
+    with (
+        embedded_postgres() if server is None else nullcontext(server) as base,
+        throwaway_database(base, prefix="sms_bench") as url,
+    ):
+        apply(url, include_local=True, report=lambda _: None)
+        with psycopg.connect(url) as conn:
+            print(f"loading {args.rows:,} SMS over 3 years")
+            load(conn, args.rows)
+        run(url, args)
+
+
+def run(url: str, args: argparse.Namespace) -> None:
+    with psycopg.connect(url, autocommit=True) as conn:
+        end = conn.execute("SELECT now()").fetchone()[0]  # type: ignore[index]
+        period = {"start": end - timedelta(days=30), "end": end, "prev": end - timedelta(days=60)}
+        optimized = call_metrics(conn, "service_role", period)
+        baseline = conn.execute(BASELINE, period).fetchone()
+        assert baseline is not None
+        for (part, key), value in zip(SHARED, baseline, strict=True):
+            got = optimized[part][key]
+            assert got == (float(value) if value is not None and not isinstance(value, int)
+                           else value), (part, key, got, value)  # fmt: skip
+        n = args.repeat
+        as_service = median(timed(lambda _: call_metrics(conn, "service_role", period), [0] * n))
+        as_user = median(timed(lambda _: call_metrics(conn, "authenticated", period), [0] * n))
+        one_pass = median(timed(lambda _: conn.execute(BASELINE, period).fetchone(), [0] * n))
+        window = optimized["current_period"]["total_sms"]
+    print(f"agent_sms: {args.rows:,} rows; 30-day window: {window:,} SMS; medians of {n} runs")
+    print(f"get_sms_metrics, service_role:   {as_service * 1000:9.1f} ms")
+    print(f"one-pass baseline (same data):   {one_pass * 1000:9.1f} ms"
+          f"   baseline / get_sms_metrics = {one_pass / as_service:.2f}x")  # fmt: skip
+    print(f"get_sms_metrics, all-access user: {as_user * 1000:8.1f} ms"
+          f"   RLS cost = {as_user / as_service:.2f}x")  # fmt: skip
+    print("every shared figure agrees with the baseline")
+
+
+if __name__ == "__main__":
+    main()
