@@ -9,16 +9,15 @@ codes. Calls execute through PostgresDatabase on the real Postgres.
 from __future__ import annotations
 
 import json
-import threading
 from dataclasses import dataclass
 from typing import Any
 
 import jwt
-from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
 
 from shared.db import Caller, PostgresDatabase, PostgresFailure
 from shared.errors import ServiceError
+from tests.loopback import LoopbackServer
 
 
 @dataclass(frozen=True)
@@ -55,25 +54,12 @@ def postgrest_status(code: str, *, authenticated: bool) -> int:
     return 400
 
 
-class FakePostgrest:
+class FakePostgrest(LoopbackServer):
     def __init__(self, database: PostgresDatabase, keys: Keys) -> None:
         self.database = database
         self.keys = keys
-        self._server = make_server("127.0.0.1", 0, self._wsgi, threaded=True)
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self.requests: list[dict[str, str]] = []
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_port}"
-
-    def __enter__(self) -> FakePostgrest:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._thread.join()
+        super().__init__(self._wsgi)
 
     def _wsgi(self, environ: dict[str, Any], start_response: Any) -> Any:
         return self._handle(Request(environ))(environ, start_response)

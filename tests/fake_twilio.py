@@ -5,30 +5,22 @@ from __future__ import annotations
 import base64
 import json
 import re
-import threading
-from dataclasses import dataclass, field
 from typing import Any
 
-from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
+
+from tests.loopback import LoopbackServer
 
 _MESSAGE_PATH = re.compile(r"^/2010-04-01/Accounts/(AC[0-9a-f]{32})/Messages/(\w+)\.json$")
 
 
-@dataclass
-class FakeTwilio:
-    tokens: dict[str, str]  # AccountSid -> auth token
-    messages: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
-    rate_limit_after: int | None = None  # answer 429 once this many requests were served
-    requests: int = 0
-
-    def __post_init__(self) -> None:
-        self._server = make_server("127.0.0.1", 0, self._wsgi, threaded=True)
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_port}"
+class FakeTwilio(LoopbackServer):
+    def __init__(self, tokens: dict[str, str]) -> None:
+        self.tokens = tokens  # AccountSid -> auth token
+        self.messages: dict[tuple[str, str], dict[str, Any]] = {}
+        self.rate_limit_after: int | None = None  # 429 once this many requests were served
+        self.requests = 0
+        super().__init__(self._wsgi)
 
     def add(self, account_sid: str, sid: str, **fields: Any) -> None:
         self.messages[(account_sid, sid)] = {
@@ -45,14 +37,6 @@ class FakeTwilio:
             "direction": "outbound-api",
             "num_segments": "1",
         } | fields
-
-    def __enter__(self) -> FakeTwilio:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._thread.join()
 
     def _wsgi(self, environ: dict[str, Any], start_response: Any) -> Any:
         return self._handle(Request(environ))(environ, start_response)

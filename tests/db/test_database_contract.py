@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -287,11 +288,22 @@ def test_a_dropped_connection_is_replaced_transparently(
     postgres_database: PostgresDatabase, admin_conn: psycopg.Connection
 ) -> None:
     postgres_database.rpc("contract_whoami")
-    admin_conn.execute(
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-        " WHERE application_name = '' AND pid <> pg_backend_pid() AND datname = current_database()"
-        " AND backend_type = 'client backend' AND state = 'idle'"
-    )
+    killed = [
+        row[0]
+        for row in admin_conn.execute(
+            "SELECT pid FROM (SELECT pid FROM pg_stat_activity"
+            "   WHERE application_name = '' AND pid <> pg_backend_pid()"
+            "   AND datname = current_database() AND backend_type = 'client backend'"
+            "   AND state = 'idle' OFFSET 0) AS idle"
+            " WHERE pg_terminate_backend(pid)"
+        )
+    ]
+    assert killed
+    # As after a database restart: the server has closed them by the next call.
+    while admin_conn.execute(
+        "SELECT count(*) FROM pg_stat_activity WHERE pid = ANY(%s)", (killed,)
+    ).fetchone() != (0,):
+        time.sleep(0.01)
     assert postgres_database.rpc("contract_whoami") == {"role": "service_role", "uid": None}
 
 

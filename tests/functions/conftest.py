@@ -2,38 +2,39 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import functions_framework
-from werkzeug.serving import make_server
+import pytest
+
+from shared.db import PostgresDatabase
+from tests.loopback import LoopbackServer
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-class LocalFunction:
+class LocalFunction(LoopbackServer):
     """One function's functions-framework app on a loopback port."""
 
     def __init__(self, name: str, target: str | None = None) -> None:
         source = ROOT / "functions" / name / "main.py"
-        app = functions_framework.create_app(target=target or name, source=str(source))
-        self._server = make_server("127.0.0.1", 0, app, threaded=True)
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        super().__init__(functions_framework.create_app(target=target or name, source=str(source)))
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_port}/"
-
-    def __enter__(self) -> LocalFunction:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._thread.join()
+        return super().url + "/"
 
 
 def serve(name: str, target: str | None = None) -> Iterator[LocalFunction]:
+    """For module fixtures: the function served for as long as the module runs."""
     with LocalFunction(name, target) as function:
         yield function
+
+
+@pytest.fixture(scope="module")
+def shared_db(database_url: str) -> Iterator[PostgresDatabase]:
+    """One pool for a module's functions, handed to them through runtime.Services."""
+    db = PostgresDatabase(database_url, pool_size=8)
+    yield db
+    db.close()

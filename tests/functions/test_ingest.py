@@ -33,13 +33,6 @@ def ingest_url() -> Iterator[str]:
         yield function.url
 
 
-@pytest.fixture(scope="module")
-def shared_db(database_url: str) -> Iterator[PostgresDatabase]:
-    db = PostgresDatabase(database_url, pool_size=4)
-    yield db
-    db.close()
-
-
 @pytest.fixture(autouse=True)
 def services(database_url: str, shared_db: PostgresDatabase) -> Iterator[runtime.Services]:
     settings = Settings(database_url=database_url, ingest_api_keys=f"{KEY},{ROTATED_KEY}")  # type: ignore[arg-type]

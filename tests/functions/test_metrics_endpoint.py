@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -12,13 +11,13 @@ import httpx
 import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from werkzeug.serving import make_server
 from werkzeug.wrappers import Response
 
 from shared import runtime
 from shared.db import SERVICE, PostgresDatabase
 from shared.settings import Settings
 from tests.functions.conftest import serve
+from tests.loopback import LoopbackServer
 from tests.support import JWT_SECRET, NOV_1, WEEK, Shop, metrics
 
 SERVICE_KEY = "m" * 40
@@ -27,7 +26,7 @@ RSA_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 STRANGER_KEY = ec.generate_private_key(ec.SECP256R1())
 
 
-class Jwks:
+class Jwks(LoopbackServer):
     """The project's published keys, as Supabase Auth serves them."""
 
     def __init__(self) -> None:
@@ -35,26 +34,23 @@ class Jwks:
             json.loads(jwt.algorithms.ECAlgorithm.to_jwk(EC_KEY.public_key())) | {"kid": "ec-1"},
             json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(RSA_KEY.public_key())) | {"kid": "rsa-1"},
         ]
-        body = json.dumps({"keys": keys})
+        self.body = json.dumps({"keys": keys})
         self.requests = 0
+        super().__init__(self._wsgi)
 
-        def app(environ: dict[str, Any], start_response: Any) -> Any:
-            self.requests += 1
-            return Response(body, mimetype="application/json")(environ, start_response)
+    def _wsgi(self, environ: dict[str, Any], start_response: Any) -> Any:
+        self.requests += 1
+        return Response(self.body, mimetype="application/json")(environ, start_response)
 
-        self._server = make_server("127.0.0.1", 0, app, threaded=True)
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self._server.server_port}/auth/v1/.well-known/jwks.json"
-
-    def close(self) -> None:
-        self._server.shutdown()
+    @property
+    def jwks_url(self) -> str:
+        return self.url + "/auth/v1/.well-known/jwks.json"
 
 
 @pytest.fixture(scope="module")
 def jwks() -> Iterator[Jwks]:
-    server = Jwks()
-    yield server
-    server.close()
+    with Jwks() as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
@@ -63,19 +59,12 @@ def metrics_url() -> Iterator[str]:
         yield function.url
 
 
-@pytest.fixture(scope="module")
-def shared_db(database_url: str) -> Iterator[PostgresDatabase]:
-    db = PostgresDatabase(database_url, pool_size=4)
-    yield db
-    db.close()
-
-
 @pytest.fixture(autouse=True)
 def services(database_url: str, shared_db: PostgresDatabase, jwks: Jwks) -> Iterator[None]:
     settings = Settings(
         database_url=database_url,  # type: ignore[arg-type]
         supabase_jwt_secret=JWT_SECRET,  # type: ignore[arg-type]
-        supabase_jwks_url=jwks.url,  # type: ignore[arg-type]
+        supabase_jwks_url=jwks.jwks_url,  # type: ignore[arg-type]
         metrics_service_keys=SERVICE_KEY,  # type: ignore[arg-type]
     )
     runtime.use(runtime.Services(settings, _db=shared_db))

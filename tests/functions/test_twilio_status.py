@@ -44,13 +44,6 @@ def reconcile_url() -> Iterator[str]:
         yield function.url
 
 
-@pytest.fixture(scope="module")
-def shared_db(database_url: str) -> Iterator[PostgresDatabase]:
-    db = PostgresDatabase(database_url, pool_size=8)
-    yield db
-    db.close()
-
-
 def settings_for(database_url: str, **overrides: Any) -> Settings:
     values: dict[str, Any] = {
         "database_url": database_url,
