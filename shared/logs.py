@@ -72,6 +72,8 @@ def configure(level: str = "INFO") -> None:
         handler.setFormatter(JsonFormatter())
         root.addHandler(handler)
     root.setLevel(level)
+    # The twilio library logs every request it makes, headers included, at INFO.
+    logging.getLogger("twilio.http_client").setLevel(max(logging.WARNING, root.level))
 
 
 @contextmanager

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from functions.twilio_status import callbacks
 from shared.db import Database
-from shared.errors import ConfigurationError
+from shared.errors import ConfigurationError, UnavailableError
 from shared.models import StatusReport
 
 if TYPE_CHECKING:
@@ -35,12 +35,15 @@ class ReconcileRun:
     not_found: int = 0
     errors: int = 0
     rate_limited: bool = False
+    twilio_unreachable: bool = False
 
     def as_json(self) -> dict[str, Any]:
         return asdict(self)
 
 
 def run(db: Database, settings: Settings) -> ReconcileRun:
+    import requests  # the HTTP library under twilio's client
+
     clients = _clients(settings)
     sids: list[str] = db.rpc(
         "claim_sms_to_reconcile",
@@ -61,6 +64,10 @@ def run(db: Database, settings: Settings) -> ReconcileRun:
                 _reconcile_one(db, clients, sid, settings, outcome)
             except ConfigurationError:
                 raise
+            except (requests.ConnectionError, requests.Timeout):
+                # Twilio cannot be reached: asking about the rest would fail alike.
+                outcome.twilio_unreachable = True
+                break
             except Exception as exc:
                 # One bad answer must not stall every SMS queued behind it.
                 outcome.errors += 1
@@ -72,6 +79,10 @@ def run(db: Database, settings: Settings) -> ReconcileRun:
         if unasked := sids[done:]:
             db.rpc("release_sms_to_reconcile", {"p_sids": unasked})
     log.info("reconcile: %s", outcome.as_json(), extra=outcome.as_json())
+    if outcome.twilio_unreachable and outcome.asked == 0:
+        raise UnavailableError(
+            "Twilio's API cannot be reached; the SMS will be asked about next run."
+        )
     return outcome
 
 

@@ -1,6 +1,6 @@
 -- agent_sms: every SMS Voipia's agents send through n8n and Twilio.
 -- Columns, constraints and indexes follow the reference schema
--- (shared/seed/sms_tracking_schema.md) name for name.
+-- (docs/sms_tracking_schema.md) name for name.
 CREATE TABLE public.agent_sms (
     id                    uuid          NOT NULL DEFAULT gen_random_uuid(),
     deployment_id         uuid          NOT NULL,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import concurrent.futures
 import itertools
 import json
+import socket
 import time
 import uuid
 from collections.abc import Iterator
@@ -495,6 +496,7 @@ def test_reconcile_recovers_a_lost_callback_and_fills_in_the_price(
         "not_found": 1,
         "errors": 0,
         "rate_limited": False,
+        "twilio_unreachable": False,
     }
     delivered = row(clean, lost)
     assert (delivered["status"], delivered["provider_cost"], delivered["currency"]) == (
@@ -633,3 +635,21 @@ def test_a_price_in_another_currency_is_not_mixed_with_the_margin(
     assert (kept["provider_cost"], kept["currency"]) == (None, "EUR")
     priced = row(clean, no_margin)
     assert (priced["provider_cost"], priced["currency"]) == (Decimal("0.0079"), "USD")
+
+
+def test_reconcile_when_twilio_cannot_be_reached_is_503_and_loses_nothing(
+    reconcile_url: str, services: runtime.Services, tenants: Tenants, clean: psycopg.Connection
+) -> None:
+    sids = [old_sms(clean, tenants) for _ in range(3)]
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    use_settings(services, twilio_api_base_url=closed)
+    response = httpx.post(reconcile_url, timeout=30)
+    assert response.status_code == 503
+    assert "Retry-After" in response.headers
+    claimed = clean.execute(
+        "SELECT count(*) FROM private.sms_reconcile_checks WHERE provider_message_sid = ANY(%s)",
+        (sids,),
+    ).fetchone()
+    assert claimed == (0,)
