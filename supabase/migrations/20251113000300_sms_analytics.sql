@@ -120,13 +120,17 @@ AS $$
         'avg_characters', round(avg(s.character_count)),
         'min_characters', min(s.character_count),
         'max_characters', max(s.character_count),
-        'unique_recipients', count(DISTINCT s.phone_number),
+        -- COLLATE "C": distinctness is byte equality under any deterministic collation,
+        -- and comparing bytes sorts several times faster than the locale's rules.
+        'unique_recipients', count(DISTINCT s.phone_number COLLATE "C"),
         'active_deployments', count(DISTINCT s.deployment_id),
-        'active_workflows', count(DISTINCT s.workflow_id),
+        'active_workflows', count(DISTINCT s.workflow_id COLLATE "C"),
         'sms_linked_to_calls', count(s.call_id),
         'call_linkage_rate', private.percentage(count(s.call_id), count(*)),
+        -- An exact interval sum, converted once, rather than a numeric per row.
         'avg_delivery_time_seconds', round(
-            avg(EXTRACT(EPOCH FROM s.delivered_at - s.sent_at)) FILTER (WHERE s.status = 'delivered'),
+            EXTRACT(EPOCH FROM sum(s.delivered_at - s.sent_at) FILTER (WHERE s.status = 'delivered'))
+            / nullif(count(s.delivered_at) FILTER (WHERE s.status = 'delivered'), 0),
             2
         )
     )
