@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import SecretStr
 
 from shared.db import Caller
-from shared.errors import UnauthorizedError
+from shared.errors import UnauthorizedError, UnavailableError
 
 if TYPE_CHECKING:
     from flask import Request
@@ -76,6 +76,9 @@ def verify_access_token(token: str, settings: Settings) -> Caller:
             audience=settings.jwt_audience,
             options={"require": ["exp", "sub", "aud"]},
         )
+    except jwt.PyJWKClientConnectionError:
+        # The project's keys cannot be fetched: our outage, not the user's fault.
+        raise UnavailableError("The sign-in keys cannot be fetched right now.") from None
     except jwt.PyJWTError:
         raise refused from None
     caller = Caller(claims=claims, access_token=token)

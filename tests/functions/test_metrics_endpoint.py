@@ -224,3 +224,18 @@ def test_series_and_failure_reasons_sit_beside_the_seeds_keys(
     seed_keys = {k: body[k] for k in ("current_period", "previous_period", "comparison")}
     assert seed_keys == metrics(shared_db, client_id=shop.client_a)
     assert get(metrics_url, token(shop.viewer_a), series="hour").status_code == 422
+
+
+def test_keys_that_cannot_be_fetched_are_an_outage_not_a_bad_token(
+    metrics_url: str, shop: Shop, database_url: str, shared_db: PostgresDatabase
+) -> None:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{probe.getsockname()[1]}/auth/v1/.well-known/jwks.json"
+    settings = Settings(database_url=database_url, supabase_jwks_url=closed)  # type: ignore[arg-type]
+    runtime.use(runtime.Services(settings, _db=shared_db))
+    response = get(metrics_url, token(shop.viewer_a, algorithm="ES256", key=EC_KEY, kid="ec-1"))
+    assert response.status_code == 503
+    assert "Retry-After" in response.headers
