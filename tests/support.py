@@ -182,7 +182,7 @@ def build_shop(conn: psycopg.Connection) -> Shop:
 
 
 def create_shop(clean: psycopg.Connection) -> Shop:
-    """Seven SMS whose figures are known by construction (see the expected JSON)."""
+    """Eight SMS whose figures are known by construction (see the expected JSON)."""
     s = build_shop(clean)
     call_a = one(
         clean, "INSERT INTO agent_calls (deployment_id) VALUES (%s) RETURNING id", s.a_louis
@@ -212,70 +212,31 @@ def create_shop(clean: psycopg.Connection) -> Shop:
         )  # fmt: skip
 
     day = timedelta(days=1)
-    sms(
-        s.a_louis,
-        NOV_1 + day,
-        "delivered",
-        "appointment_reminder",
-        "0.0500",
-        "0.0200",
-        10,
-        "+33611111111",
-        2,
-        workflow_id="wf1",
-        call_id=call_a,
-    )
-    sms(
-        s.a_louis,
-        NOV_1 + 2 * day,
-        "delivered",
-        "appointment_reminder",
-        "0.0500",
-        "0.0200",
-        20,
-        "+33611111111",
-        4,
-        workflow_id="wf1",
-    )
-    sms(
-        s.a_arthur,
-        NOV_1 + 3 * day,
-        "failed",
-        "marketing",
-        "0.0400",
-        "0.0100",
-        30,
-        "+33622222222",
-        workflow_id="wf2",
-    )
-    sms(s.a_arthur, NOV_1 + 4 * day, "sent", "notification", None, "0", 40, "+33633333333")
-    sms(
-        s.b_louis,
-        NOV_1 + 5 * day,
-        "delivered",
-        "notification",
-        "0.1000",
-        "0.0500",
-        50,
-        "+33644444444",
-        6,
-        workflow_id="wf3",
-        call_id=call_b,
-    )
-    # The previous week; and one on each boundary of the current week's [start, end).
-    sms(
-        s.a_louis,
-        NOV_1 - 3 * day,
-        "delivered",
-        "appointment_reminder",
-        "0.0500",
-        "0.0200",
-        10,
-        "+33611111111",
-        2,
-    )
-    sms(s.b_louis, NOV_1 - WEEK, "failed", "marketing", "0.0800", "0.0200", 60, "+33655555555")
-    sms(s.b_louis, NOV_1 + WEEK, "delivered", "marketing", "9", "9", 99, "+33699999999", 1)
+    # deployment, sent, status, type, provider cost, margin, characters, phone,
+    # delivered after (s), extra columns
+    # fmt: off
+    rows: list[tuple[Any, ...]] = [
+        (s.a_louis, NOV_1 + day, "delivered", "appointment_reminder", "0.0500", "0.0200", 10,
+         "+33611111111", 2, {"workflow_id": "wf1", "call_id": call_a}),
+        (s.a_louis, NOV_1 + 2 * day, "delivered", "appointment_reminder", "0.0500", "0.0200", 20,
+         "+33611111111", 4, {"workflow_id": "wf1"}),
+        (s.a_arthur, NOV_1 + 3 * day, "failed", "marketing", "0.0400", "0.0100", 30,
+         "+33622222222", None, {"workflow_id": "wf2"}),
+        (s.a_arthur, NOV_1 + 4 * day, "sent", "notification", None, "0", 40,
+         "+33633333333", None, {}),
+        (s.b_louis, NOV_1 + 5 * day, "delivered", "notification", "0.1000", "0.0500", 50,
+         "+33644444444", 6, {"workflow_id": "wf3", "call_id": call_b}),
+        # The previous week; and one on the end of the current week's [start, end).
+        (s.a_louis, NOV_1 - 3 * day, "delivered", "appointment_reminder", "0.0500", "0.0200", 10,
+         "+33611111111", 2, {}),
+        (s.b_louis, NOV_1 - WEEK, "failed", "marketing", "0.0800", "0.0200", 60,
+         "+33655555555", None, {}),
+        (s.b_louis, NOV_1 + WEEK, "delivered", "marketing", "9", "9", 99,
+         "+33699999999", 1, {}),
+    ]
+    # fmt: on
+    for *fields, extra in rows:
+        sms(*fields, **extra)
     return s
 
 
