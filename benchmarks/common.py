@@ -5,12 +5,14 @@ from __future__ import annotations
 import os
 import socket
 import statistics
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
+import httpx
 import psycopg
 
 from tools.dev import FUNCTIONS_DIR, LocalFunction, serve
@@ -56,6 +58,19 @@ def _server() -> Iterator[str]:
     else:
         with embedded_postgres() as url:
             yield url
+
+
+def thread_clients(**options: Any) -> Callable[[], httpx.Client]:
+    """An HTTP client per calling thread: one thread posts sequentially, several at once."""
+    local = threading.local()
+
+    def client() -> httpx.Client:
+        if not hasattr(local, "client"):
+            local.client = httpx.Client(timeout=60, **options)
+        current: httpx.Client = local.client
+        return current
+
+    return client
 
 
 def timed(action: Callable[[T], object], inputs: list[T]) -> list[float]:

@@ -16,14 +16,11 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import threading
 import time
 import uuid
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import httpx
 import psycopg
 
 from benchmarks.common import (
@@ -31,6 +28,7 @@ from benchmarks.common import (
     benchmark_database,
     function_process,
     median,
+    thread_clients,
     timed,
 )
 from shared.models import SmsIn
@@ -76,13 +74,13 @@ def main(argv: list[str] | None = None) -> None:
         environment = {"DATABASE_URL": url, "INGEST_API_KEYS": KEY}
         with (
             function_process("ingest_sms", environment) as function_url,
-            httpx.Client(headers={"Authorization": f"Bearer {KEY}"}, timeout=60) as client,
             psycopg.connect(url, autocommit=True) as conn,
         ):
+            client = thread_clients(headers={"Authorization": f"Bearer {KEY}"})
 
             def endpoint(items: list[dict[str, Any]]) -> None:
                 body = {"messages": items} if len(items) > 1 else items[0]
-                response = client.post(function_url, json=body)
+                response = client().post(function_url, json=body)
                 assert response.status_code == 201, response.text
 
             def bare(payload: str) -> None:
@@ -104,7 +102,7 @@ def main(argv: list[str] | None = None) -> None:
             batches = [[raw_sms() for _ in range(500)] for _ in range(args.batches)]
             started = time.perf_counter()
             with ThreadPoolExecutor(max_workers=2) as pool:
-                list(pool.map(poster(function_url), batches))
+                list(pool.map(endpoint, batches))
             concurrent = len(batches) * 500 / (time.perf_counter() - started)
 
     print(f"agent_sms held {args.existing:,} rows before the run; medians over the requests.")
@@ -116,19 +114,6 @@ def main(argv: list[str] | None = None) -> None:
             f" {via_http / via_sql:10.2f}x {(via_http - via_sql) / via_sql:12.2f}x"
         )
     print(f"bulk, 2 concurrent clients: {concurrent:,.0f} SMS/s through the endpoint")
-
-
-def poster(url: str) -> Callable[[list[dict[str, Any]]], None]:
-    """Post batches, one HTTP client per thread."""
-    local = threading.local()
-
-    def post(items: list[dict[str, Any]]) -> None:
-        if not hasattr(local, "client"):
-            local.client = httpx.Client(headers={"Authorization": f"Bearer {KEY}"}, timeout=60)
-        response = local.client.post(url, json={"messages": items})
-        assert response.status_code == 201, response.text
-
-    return post
 
 
 if __name__ == "__main__":

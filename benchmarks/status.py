@@ -13,14 +13,10 @@ Each SMS gets "sent" then "delivered", so every callback writes an event and mov
 from __future__ import annotations
 
 import argparse
-import threading
 import time
 import uuid
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
-import httpx
 import psycopg
 from twilio.request_validator import RequestValidator
 
@@ -30,8 +26,10 @@ from benchmarks.common import (
     benchmark_database,
     function_process,
     median,
+    thread_clients,
     timed,
 )
+from tests.fake_twilio import status_callback
 
 ACCOUNT = "AC" + "f" * 32
 TOKEN = "benchmark-auth-token"  # noqa: S105 (a local test server's)
@@ -51,18 +49,7 @@ def create_sms(conn: psycopg.Connection, count: int) -> list[str]:
 
 def callbacks_for(sids: list[str]) -> list[dict[str, str]]:
     return [
-        {
-            "AccountSid": ACCOUNT,
-            "MessageSid": sid,
-            "SmsSid": sid,
-            "MessageStatus": status,
-            "SmsStatus": status,
-            "To": "+33612345678",
-            "From": "+33700000000",
-            "ApiVersion": "2010-04-01",
-        }
-        for status in ("sent", "delivered")
-        for sid in sids
+        status_callback(ACCOUNT, sid, status) for status in ("sent", "delivered") for sid in sids
     ]
 
 
@@ -83,9 +70,9 @@ def main(argv: list[str] | None = None) -> None:
         with (
             function_process("empty_function", {}, EMPTY_FUNCTION) as empty_url,
             function_process("twilio_status", environment) as function_url,
-            httpx.Client(timeout=60) as client,
             psycopg.connect(url, autocommit=True) as conn,
         ):
+            client = thread_clients()
             validator = RequestValidator(TOKEN)
 
             def signed(params: dict[str, str]) -> tuple[dict[str, str], str]:
@@ -93,7 +80,7 @@ def main(argv: list[str] | None = None) -> None:
 
             def endpoint(request: tuple[dict[str, str], str]) -> None:
                 params, signature = request
-                response = client.post(
+                response = client().post(
                     function_url, data=params, headers={"X-Twilio-Signature": signature}
                 )
                 assert response.status_code == 200, response.text
@@ -112,13 +99,13 @@ def main(argv: list[str] | None = None) -> None:
             via_http = median(timed(endpoint, http_requests))
             via_sql = median(timed(bare, sql_calls))
             floor = median(
-                timed(lambda r: client.post(empty_url, data=r[0]), http_requests[:per_side])
+                timed(lambda r: client().post(empty_url, data=r[0]), http_requests[:per_side])
             )
 
             concurrent_requests = [signed(p) for p in callbacks_for(create_sms(conn, per_side))]
             started = time.perf_counter()
             with ThreadPoolExecutor(max_workers=args.clients) as pool:
-                list(pool.map(poster(function_url), concurrent_requests))
+                list(pool.map(endpoint, concurrent_requests))
             concurrent = len(concurrent_requests) / (time.perf_counter() - started)
 
     print(f"agent_sms held {args.existing:,} rows; medians over {len(sql_calls)} callbacks a side.")
@@ -128,20 +115,6 @@ def main(argv: list[str] | None = None) -> None:
     print(f"endpoint / bare SQL:      {via_http / via_sql:8.2f}x")
     print(f"(endpoint - HTTP stack) / bare SQL: {(via_http - floor) / via_sql:.2f}x")
     print(f"endpoint, {args.clients} concurrent clients: {concurrent:,.0f} callbacks/s")
-
-
-def poster(url: str) -> Callable[[tuple[dict[str, str], str]], None]:
-    local = threading.local()
-
-    def post(request: tuple[dict[str, Any], str]) -> None:
-        if not hasattr(local, "client"):
-            local.client = httpx.Client(timeout=60)
-        client: httpx.Client = local.client
-        params, signature = request
-        response = client.post(url, data=params, headers={"X-Twilio-Signature": signature})
-        assert response.status_code == 200, response.text
-
-    return post
 
 
 if __name__ == "__main__":

@@ -14,6 +14,20 @@ from tests.loopback import LoopbackServer
 _MESSAGE_PATH = re.compile(r"^/2010-04-01/Accounts/(AC[0-9a-f]{32})/Messages/(\w+)\.json$")
 
 
+def status_callback(account_sid: str, sid: str, status: str, **extra: str) -> dict[str, str]:
+    """The form parameters Twilio posts to a StatusCallback for an outbound SMS."""
+    return {
+        "AccountSid": account_sid,
+        "MessageSid": sid,
+        "SmsSid": sid,
+        "MessageStatus": status,
+        "SmsStatus": status,
+        "To": "+33612345678",
+        "From": "+33700000000",
+        "ApiVersion": "2010-04-01",
+    } | extra
+
+
 class FakeTwilio(LoopbackServer):
     def __init__(self, tokens: dict[str, str]) -> None:
         self.tokens = tokens  # AccountSid -> auth token

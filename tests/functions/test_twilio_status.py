@@ -22,7 +22,7 @@ from twilio.request_validator import RequestValidator
 from shared import runtime
 from shared.db import PostgresDatabase
 from shared.settings import Settings
-from tests.fake_twilio import FakeTwilio
+from tests.fake_twilio import FakeTwilio, status_callback
 from tests.functions.conftest import serve
 from tests.support import Tenants, insert_sms
 
@@ -79,16 +79,7 @@ def new_sid() -> str:
 
 
 def callback(sid: str, status: str, **extra: str) -> dict[str, str]:
-    return {
-        "AccountSid": MAIN_ACCOUNT,
-        "MessageSid": sid,
-        "SmsSid": sid,
-        "MessageStatus": status,
-        "SmsStatus": status,
-        "To": "+33612345678",
-        "From": "+33700000000",
-        "ApiVersion": "2010-04-01",
-    } | extra
+    return status_callback(MAIN_ACCOUNT, sid, status, **extra)
 
 
 def post(
