@@ -335,7 +335,7 @@ class PostgresDatabase:
                 failure = PostgresFailure("08000", "no database connection within the timeout")
                 raise classify(failure, retry_after=self._retry_after) from None
             except psycopg.Error as exc:
-                raise classify(_failure_of(exc), retry_after=self._retry_after) from None
+                raise classify(failure_of(exc), retry_after=self._retry_after) from None
         failure = PostgresFailure("08000", "every pooled connection had been closed by the server")
         raise classify(failure, retry_after=self._retry_after)
 
@@ -371,7 +371,7 @@ def _closed_by_server(conn: psycopg.Connection[Any]) -> bool:
     return bool(readable)
 
 
-def _failure_of(exc: psycopg.Error) -> PostgresFailure:
+def failure_of(exc: psycopg.Error) -> PostgresFailure:
     import psycopg
 
     diag = exc.diag

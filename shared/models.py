@@ -293,3 +293,64 @@ class MetricsQuery(BaseModel):
             "p_deployment_id": self.deployment_id,
             "p_agent_type_name": self.agent_type,
         }
+
+
+MAX_ERASURE_NUMBERS = 100
+
+
+class ErasureRequest(BaseModel):
+    """The privacy team's request: one number or a list, who asks, and whether to only
+    count. Numbers are normalised exactly as ingest normalises them; validation needs
+    the default region in the context, as SmsIn does."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    phone_numbers: Annotated[
+        list[str],
+        Field(
+            min_length=1,
+            max_length=MAX_ERASURE_NUMBERS,
+            validation_alias=AliasChoices("phone_numbers", "phone_number"),
+        ),
+    ]
+    requester: Annotated[
+        str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)
+    ]
+    """Who asked, for the audit record: a ticket number, a team, never the data subject."""
+    dry_run: bool = False
+
+    @field_validator("phone_numbers", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: object) -> object:
+        return [value] if isinstance(value, str) else value
+
+    @field_validator("phone_numbers")
+    @classmethod
+    def _distinct_e164(cls, values: list[str], info: ValidationInfo) -> list[str]:
+        region = (info.context or {}).get("region", "FR")
+        numbers: list[str] = []
+        for position, value in enumerate(values):
+            try:
+                number = to_e164(value, region)
+            except ValueError as exc:
+                raise PydanticCustomError(
+                    "phone_number",
+                    "item {position} {reason}",
+                    {"position": position, "reason": exc},
+                ) from None
+            if number in numbers:
+                raise PydanticCustomError(
+                    "phone_number",
+                    "item {position} is the same number as item {first}",
+                    {"position": position, "first": numbers.index(number)},
+                )
+            numbers.append(number)
+        return numbers
+
+
+class RetentionRequest(BaseModel):
+    """The scheduled run's body: empty, or {"dry_run": true} to see what it would do."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    dry_run: bool = False

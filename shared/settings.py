@@ -20,6 +20,12 @@ DatabaseBackend = Literal["postgres", "supabase"]
 MIN_KEY_LENGTH = 32
 # Comma-separated in the environment; several may be active at once so keys can rotate.
 ApiKeys = Annotated[tuple[SecretStr, ...], NoDecode]
+_API_KEY_FIELDS = (
+    "ingest_api_keys",
+    "metrics_service_keys",
+    "retention_api_keys",
+    "privacy_api_keys",
+)
 
 
 class Settings(BaseSettings):
@@ -66,7 +72,27 @@ class Settings(BaseSettings):
     reconcile_time_budget_seconds: Annotated[int, Field(ge=5, le=900)] = 240
     """A run stops asking Twilio after this long, well before the function's timeout."""
 
-    @field_validator("ingest_api_keys", "metrics_service_keys", mode="before")
+    archive_bucket: str | None = None
+    """The S3 bucket that holds archived SMS (versioning on; see serverless.yml)."""
+    archive_prefix: str = "agent_sms/"
+    s3_endpoint_url: HttpUrl | None = None
+    """Another S3-compatible endpoint (moto's server locally); unset: AWS."""
+    archive_index_secret: SecretStr | None = None
+    """Keys the HMAC that indexes archived phone numbers. Never change it: the index
+    would no longer find the objects that hold a number."""
+    archive_after_days: Annotated[int, Field(ge=1)] = 365
+    archive_expire_after_days: Annotated[int, Field(ge=1)] = 1095
+    archive_batch_size: Annotated[int, Field(ge=1, le=100_000)] = 10_000
+    pending_events_max_age_days: Annotated[int, Field(ge=1)] = 30
+    """Status reports for an SMS never recorded are dropped after this long."""
+    retention_time_budget_seconds: Annotated[int, Field(ge=5, le=900)] = 600
+    """A run starts no new batch after this long; the next run resumes."""
+    retention_api_keys: ApiKeys = ()
+    """Bearer keys the scheduler presents to retention."""
+    privacy_api_keys: ApiKeys = ()
+    """Bearer keys the privacy team presents to erase."""
+
+    @field_validator(*_API_KEY_FIELDS, mode="before")
     @classmethod
     def _split_keys(cls, value: object) -> object:
         if isinstance(value, str):
@@ -114,7 +140,7 @@ class Settings(BaseSettings):
         ]
         return accounts
 
-    @field_validator("ingest_api_keys", "metrics_service_keys")
+    @field_validator(*_API_KEY_FIELDS)
     @classmethod
     def _long_keys(cls, value: tuple[SecretStr, ...]) -> tuple[SecretStr, ...]:
         if any(len(key.get_secret_value()) < MIN_KEY_LENGTH for key in value):
@@ -176,6 +202,30 @@ class Settings(BaseSettings):
             if self.supabase_secret_key is None:
                 raise ValueError("SUPABASE_SECRET_KEY is required when SUPABASE_URL is set")
         return self
+
+    @field_validator("archive_index_secret")
+    @classmethod
+    def _long_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < MIN_KEY_LENGTH:
+            raise ValueError(f"must be at least {MIN_KEY_LENGTH} characters (openssl rand -hex 32)")
+        return value
+
+    @field_validator("archive_prefix")
+    @classmethod
+    def _folder(cls, value: str) -> str:
+        value = value.strip("/")
+        return f"{value}/" if value else ""
+
+    @model_validator(mode="after")
+    def _archive_before_expiry(self) -> Settings:
+        if self.archive_expire_after_days <= self.archive_after_days:
+            raise ValueError("ARCHIVE_EXPIRE_AFTER_DAYS must be greater than ARCHIVE_AFTER_DAYS")
+        return self
+
+    def missing(self, *names: str, purpose: str) -> ConfigurationError:
+        """The error to raise when some of these settings are not set: it names them."""
+        unset = [name.upper() for name in names if getattr(self, name) in (None, ())]
+        return ConfigurationError(f"{purpose} needs {', '.join(unset)} to be set")
 
     @property
     def database_backend(self) -> DatabaseBackend:

@@ -46,7 +46,8 @@ def clean(admin_conn: psycopg.Connection) -> psycopg.Connection:
     """Empty every data table before the test."""
     admin_conn.execute(
         "TRUNCATE public.clients, public.agent_types, auth.users, public.agent_sms,"
-        " public.agent_sms_events, private.sms_reconcile_checks CASCADE"
+        " public.agent_sms_events, private.sms_reconcile_checks,"
+        " private.sms_archive_objects, private.sms_erasures CASCADE"
     )
     return admin_conn
 

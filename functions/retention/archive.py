@@ -1,0 +1,191 @@
+"""The scheduled retention run: archive old SMS to S3, expire the archive, purge
+stale pending status events, in that order (a row past the horizon is archived, then
+expired with its object: one path out of the database for every row).
+
+Archiving never loses a row. Each batch is one month's oldest rows, locked; they are
+written as one Parquet object, read back and checked, and only then deleted, in the
+transaction that records the object in the manifest. A crash at any point leaves
+every row in the database, in the archive, or in both; the next run deletes any
+object a crash left uncommitted (its rows are still in the database) and goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from functions.retention import archive_format
+from functions.retention.context import Progress, Retention, Sessions, no_progress
+
+log = logging.getLogger("sms.retention")
+
+# What the time budget is measured on.
+clock = time.monotonic
+
+
+@dataclass
+class RetentionReport:
+    dry_run: bool
+    archived_objects: int = 0
+    archived_rows: int = 0
+    expired_objects: int = 0
+    expired_rows: int = 0
+    unfinished_objects_removed: int = 0
+    pending_events_purged: int = 0
+    complete: bool = True
+    """False when the time budget ended the run early; the next run resumes."""
+
+    def as_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def run(
+    retention: Retention, *, dry_run: bool = False, progress: Progress = no_progress
+) -> RetentionReport:
+    settings = retention.settings
+    now = datetime.now(UTC)
+    archive_before = now - timedelta(days=settings.archive_after_days)
+    expire_before = now - timedelta(days=settings.archive_expire_after_days)
+    pending_before = now - timedelta(days=settings.pending_events_max_age_days)
+    report = RetentionReport(dry_run=dry_run)
+    with retention.sessions() as sessions:
+        if dry_run:
+            return _forecast(
+                retention, sessions, report, archive_before, expire_before, pending_before
+            )
+        sessions.hold_run_lock()
+        with sessions.archive_write_lock():
+            report.unfinished_objects_removed = sessions.remove_unfinished_objects(retention.bucket)
+        _archive(retention, sessions, report, archive_before, progress)
+        _expire(retention, sessions, report, expire_before)
+        report.pending_events_purged = _purge_pending_events(sessions, pending_before)
+    log.info("retention run finished", extra=report.as_json())
+    return report
+
+
+def _archive(
+    retention: Retention,
+    sessions: Sessions,
+    report: RetentionReport,
+    archive_before: datetime,
+    progress: Progress,
+) -> None:
+    deadline = clock() + retention.settings.retention_time_budget_seconds
+    due = _rows_due(sessions, archive_before)
+    progress(0, due)
+    while True:
+        if clock() > deadline:
+            report.complete = False
+            return
+        archived = _archive_one_object(retention, sessions, archive_before)
+        if not archived:
+            return
+        report.archived_objects += 1
+        report.archived_rows += archived
+        progress(report.archived_rows, max(due, report.archived_rows))
+
+
+def _archive_one_object(retention: Retention, sessions: Sessions, archive_before: datetime) -> int:
+    """Archive the next batch due as one object; how many rows it held (0: none due)."""
+    work = sessions.work
+    with sessions.archive_write_lock(), work.transaction():
+        rows = work.execute(
+            archive_format.SELECT_DUE, (archive_before, retention.settings.archive_batch_size)
+        ).fetchall()
+        if not rows:
+            return 0
+        table = archive_format.table_from_rows(rows)
+        key = archive_format.object_key(retention.settings.archive_prefix, table)
+        # Committed before the upload, so that a crash after it leaves a trace to clean.
+        sessions.control.execute(
+            "INSERT INTO private.sms_archive_objects (object_key) VALUES (%s)"
+            " ON CONFLICT (object_key) DO NOTHING",
+            (key,),
+        )
+        encoded = archive_format.encode(table)
+        retention.bucket.put_verified(key, encoded.data, encoded.sha256)
+        numbers = archive_format.numbers_in(table)
+        work.execute(
+            "SELECT private.commit_archive_object(%s, %s::uuid[], %s, %s, %s, %s)",
+            (
+                key,
+                table["id"].to_pylist(),
+                encoded.sha256,
+                len(encoded.data),
+                [retention.phone_hash(number) for number in numbers],
+                list(numbers.values()),
+            ),
+        )
+    return len(rows)
+
+
+def _expire(
+    retention: Retention, sessions: Sessions, report: RetentionReport, expire_before: datetime
+) -> None:
+    """Delete every archived object whose newest SMS is past the retention horizon."""
+    expired = sessions.control.execute(
+        "SELECT object_key, row_count FROM private.sms_archive_objects"
+        " WHERE state = 'archived' AND max_sent_at < %s ORDER BY max_sent_at",
+        (expire_before,),
+    ).fetchall()
+    for key, rows in expired:
+        with sessions.archive_write_lock():
+            # The object first: a crash before the manifest follows leaves an entry
+            # whose object is already gone, which the next run deletes again.
+            retention.bucket.delete_versions(key, keep_current=False)
+            sessions.control.execute(
+                "DELETE FROM private.sms_archive_objects WHERE object_key = %s", (key,)
+            )
+        report.expired_objects += 1
+        report.expired_rows += rows
+
+
+_PENDING_STALE = "FROM public.agent_sms_events WHERE applied_at IS NULL AND received_at < %s"
+
+
+def _purge_pending_events(sessions: Sessions, before: datetime) -> int:
+    """Status reports for an SMS that was never recorded: they will never apply."""
+    return sessions.control.execute("DELETE " + _PENDING_STALE, (before,)).rowcount
+
+
+def _rows_due(sessions: Sessions, archive_before: datetime) -> int:
+    row = sessions.control.execute(
+        "SELECT count(*) FROM public.agent_sms WHERE sent_at < %s", (archive_before,)
+    ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def _forecast(
+    retention: Retention,
+    sessions: Sessions,
+    report: RetentionReport,
+    archive_before: datetime,
+    expire_before: datetime,
+    pending_before: datetime,
+) -> RetentionReport:
+    """What a run would do now, changing nothing."""
+    control = sessions.control
+    # One object per batch of one month's rows, as _archive_one_object cuts them.
+    archiving = control.execute(
+        "SELECT coalesce(sum(ceil(n::numeric / %s)), 0)::integer, coalesce(sum(n), 0)::integer"
+        " FROM (SELECT count(*) AS n FROM public.agent_sms WHERE sent_at < %s"
+        "       GROUP BY date_trunc('month', sent_at, 'UTC')) AS months",
+        (retention.settings.archive_batch_size, archive_before),
+    ).fetchone()
+    report.archived_objects, report.archived_rows = archiving or (0, 0)
+    expiring = control.execute(
+        "SELECT count(*)::integer, coalesce(sum(row_count), 0)::integer"
+        " FROM private.sms_archive_objects WHERE state = 'archived' AND max_sent_at < %s",
+        (expire_before,),
+    ).fetchone()
+    report.expired_objects, report.expired_rows = expiring or (0, 0)
+    unfinished = control.execute(
+        "SELECT count(*) FROM private.sms_archive_objects WHERE state = 'writing'"
+    ).fetchone()
+    report.unfinished_objects_removed = unfinished[0] if unfinished else 0
+    pending = control.execute("SELECT count(*) " + _PENDING_STALE, (pending_before,)).fetchone()
+    report.pending_events_purged = pending[0] if pending else 0
+    return report

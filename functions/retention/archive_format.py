@@ -1,0 +1,136 @@
+"""What an archived SMS is: one Parquet schema, and the object keys, written once.
+
+An object holds every agent_sms column, in table order and under the same names,
+plus ``status_events``: the SMS's status history from agent_sms_events, as JSON
+text, so that archiving moves the whole record and loses nothing. uuids are text,
+timestamps are UTC microseconds, money is decimal(10,4), ``metadata`` is JSON text.
+Objects sit under Hive-style ``year=YYYY/month=MM/`` folders of ``sent_at`` (UTC),
+so DuckDB, Athena or Spark read the archive without this code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+_TEXT = pa.string()
+_TIME = pa.timestamp("us", tz="UTC")
+_MONEY = pa.decimal128(10, 4)
+
+# (column, how Postgres hands it over in its archived type, Parquet type, required)
+_COLUMNS: tuple[tuple[str, str, pa.DataType, bool], ...] = (
+    ("id", "s.id::text", _TEXT, True),
+    ("deployment_id", "s.deployment_id::text", _TEXT, True),
+    ("call_id", "s.call_id::text", _TEXT, False),
+    ("prospect_id", "s.prospect_id::text", _TEXT, False),
+    ("sequence_id", "s.sequence_id::text", _TEXT, False),
+    ("phone_number", "s.phone_number", _TEXT, True),
+    ("first_name", "s.first_name", _TEXT, False),
+    ("last_name", "s.last_name", _TEXT, False),
+    ("message_content", "s.message_content", _TEXT, True),
+    ("message_type", "s.message_type", _TEXT, False),
+    ("character_count", "s.character_count", pa.int32(), False),
+    ("provider", "s.provider", _TEXT, False),
+    ("provider_message_sid", "s.provider_message_sid", _TEXT, False),
+    ("provider_status", "s.provider_status", _TEXT, False),
+    ("status", "s.status", _TEXT, False),
+    ("sent_at", "s.sent_at", _TIME, True),
+    ("delivered_at", "s.delivered_at", _TIME, False),
+    ("failed_at", "s.failed_at", _TIME, False),
+    ("failure_reason", "s.failure_reason", _TEXT, False),
+    ("provider_cost", "s.provider_cost", _MONEY, False),
+    ("voipia_margin", "s.voipia_margin", _MONEY, False),
+    ("billed_cost", "s.billed_cost", _MONEY, False),
+    ("currency", "s.currency", _TEXT, False),
+    ("workflow_id", "s.workflow_id", _TEXT, False),
+    ("workflow_execution_id", "s.workflow_execution_id", _TEXT, False),
+    ("metadata", "s.metadata::text", _TEXT, False),
+    ("created_at", "s.created_at", _TIME, False),
+    ("updated_at", "s.updated_at", _TIME, False),
+    (
+        "status_events",
+        """(SELECT coalesce(jsonb_agg(jsonb_build_object(
+                'twilio_status', e.twilio_status, 'error_code', e.error_code,
+                'reported_at', e.reported_at, 'received_at', e.received_at,
+                'source', e.source) ORDER BY e.id), '[]')::text
+            FROM public.agent_sms_events AS e
+            WHERE e.provider_message_sid = s.provider_message_sid)""",
+        _TEXT,
+        True,
+    ),
+)
+
+SCHEMA = pa.schema(
+    [pa.field(name, kind, nullable=not required) for name, _, kind, required in _COLUMNS]
+)
+COLUMN_NAMES = tuple(name for name, *_ in _COLUMNS)
+
+# The next batch due, each row in its archived form; `s` is agent_sms. Built from the
+# constant column list above.
+SELECT_DUE = (
+    "SELECT "  # noqa: S608
+    + ", ".join(expression for _, expression, _, _ in _COLUMNS)
+    + " FROM private.sms_due_for_archive(%s, %s) AS s ORDER BY s.sent_at, s.id"
+)
+
+
+def table_from_rows(rows: Sequence[Sequence[Any]]) -> pa.Table:
+    columns = list(zip(*rows, strict=True)) if rows else [() for _ in _COLUMNS]
+    return pa.Table.from_arrays(
+        [pa.array(values, type=field.type) for values, field in zip(columns, SCHEMA, strict=True)],
+        schema=SCHEMA,
+    )
+
+
+@dataclass(frozen=True)
+class Encoded:
+    data: bytes
+    sha256: str
+    rows: int
+
+
+def encode(table: pa.Table) -> Encoded:
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, compression="zstd")
+    data = sink.getvalue().to_pybytes()
+    return Encoded(data, hashlib.sha256(data).hexdigest(), table.num_rows)
+
+
+def decode(data: bytes) -> pa.Table:
+    table = pq.read_table(pa.BufferReader(data))
+    if table.schema != SCHEMA:
+        raise ValueError("the object's columns are not the archive's")
+    return table
+
+
+def object_key(prefix: str, table: pa.Table) -> str:
+    """Named after the batch's first row, so a rerun of a batch a crash cut short
+    writes the same key again instead of a second copy."""
+    first_sent_at: datetime = table["sent_at"][0].as_py().astimezone(UTC)
+    first_id = table["id"][0].as_py()
+    return (
+        f"{prefix}year={first_sent_at:%Y}/month={first_sent_at:%m}/"
+        f"{first_sent_at:%Y%m%dT%H%M%S%fZ}-{first_id}.parquet"
+    )
+
+
+def numbers_in(table: pa.Table) -> Counter[str]:
+    """How many rows each phone number has in the table."""
+    return Counter(str(number) for number in table["phone_number"].to_pylist())
+
+
+def without_number(table: pa.Table, phone_number: str) -> pa.Table:
+    return table.filter(pc.not_equal(table["phone_number"], pa.scalar(phone_number)))
+
+
+def sent_at_range(table: pa.Table) -> tuple[datetime, datetime]:
+    bounds = pc.min_max(table["sent_at"])
+    return bounds["min"].as_py(), bounds["max"].as_py()

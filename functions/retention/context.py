@@ -1,0 +1,134 @@
+"""What retention works with: its settings, the archive bucket, the keyed hash of a
+phone number, and two database sessions.
+
+Retention needs a direct (or session-pooled) Postgres connection, not PostgREST: it
+holds advisory locks for a whole run, and a transaction open across an upload so that
+rows leave the database only in the transaction that records their verified copy.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from functions.retention.bucket import ArchiveBucket
+from shared.db import classify, failure_of
+from shared.errors import ConflictError, UnavailableError
+
+if TYPE_CHECKING:
+    import psycopg
+
+    from shared.settings import Settings
+
+# Called with (done, total) as work advances: a progress bar, or a log line.
+Progress = Callable[[int, int], None]
+
+
+def no_progress(done: int, total: int) -> None:
+    """Report nothing."""
+
+
+@dataclass(frozen=True)
+class Retention:
+    settings: Settings
+    bucket: ArchiveBucket
+    database_url: str
+    index_secret: bytes
+
+    @classmethod
+    def from_settings(cls, settings: Settings, bucket: ArchiveBucket | None = None) -> Retention:
+        database_url, secret = settings.database_url, settings.archive_index_secret
+        if database_url is None or secret is None or settings.archive_bucket is None:
+            raise settings.missing(
+                "database_url", "archive_bucket", "archive_index_secret", purpose="retention"
+            )
+        return cls(
+            settings=settings,
+            bucket=bucket or ArchiveBucket.from_settings(settings),
+            database_url=database_url.get_secret_value(),
+            index_secret=secret.get_secret_value().encode(),
+        )
+
+    def phone_hash(self, phone_number: str) -> bytes:
+        """HMAC-SHA256 of the E.164 number: what the index and the audit keep."""
+        return hmac.new(self.index_secret, phone_number.encode(), hashlib.sha256).digest()
+
+    @contextmanager
+    def sessions(self) -> Iterator[Sessions]:
+        """Two connections, closed after; a database failure becomes the service's error."""
+        import psycopg
+
+        try:
+            with (
+                psycopg.connect(self.database_url, autocommit=True, connect_timeout=10) as control,
+                psycopg.connect(self.database_url, connect_timeout=10) as work,
+            ):
+                timeout = f"{int(self.settings.database_timeout_seconds * 6000)}ms"
+                for conn in (control, work):
+                    conn.execute("SELECT set_config('statement_timeout', %s, false)", (timeout,))
+                work.commit()
+                yield Sessions(control, work)
+        except psycopg.Error as exc:
+            raise classify(failure_of(exc), retry_after=self.settings.retry_after_seconds) from None
+
+
+@dataclass(frozen=True)
+class Sessions:
+    control: psycopg.Connection[Any]
+    """Autocommit: holds the advisory locks, and records what is being written."""
+    work: psycopg.Connection[Any]
+    """Transactions: rows leave agent_sms only in the one that records their copy."""
+
+    def hold_run_lock(self) -> None:
+        """Take the retention run lock for this session, or refuse: runs never overlap."""
+        row = self.control.execute(
+            "SELECT pg_try_advisory_lock(private.retention_run_lock_key())"
+        ).fetchone()
+        if not row or not row[0]:
+            raise ConflictError(
+                "Another retention run is in progress; this one did nothing."
+                " The next scheduled run resumes the work."
+            )
+
+    @contextmanager
+    def archive_write_lock(self, wait_seconds: float | None = None) -> Iterator[None]:
+        """Hold the archive write lock: no one else changes archived objects meanwhile.
+
+        With wait_seconds, give up after that long with a 503 rather than wait on.
+        """
+        import psycopg
+
+        timeout = f"{int(wait_seconds * 1000)}ms" if wait_seconds is not None else "0"
+        try:
+            self.control.execute("SELECT set_config('lock_timeout', %s, false)", (timeout,))
+            self.control.execute("SELECT pg_advisory_lock(private.archive_write_lock_key())")
+        except psycopg.errors.LockNotAvailable:
+            raise UnavailableError(
+                "The archive is being written by a retention run; retry in a minute."
+            ) from None
+        finally:
+            self.control.execute("SELECT set_config('lock_timeout', '0', false)")
+        try:
+            yield
+        finally:
+            if not self.control.closed:
+                self.control.execute("SELECT pg_advisory_unlock(private.archive_write_lock_key())")
+
+    def remove_unfinished_objects(self, bucket: ArchiveBucket) -> int:
+        """Delete every object a crash left between upload and commit, with all its
+        versions; its rows are still in agent_sms. Call under the archive write lock."""
+        keys = self.control.execute(
+            "SELECT object_key FROM private.sms_archive_objects WHERE state = 'writing'"
+        ).fetchall()
+        for (key,) in keys:
+            bucket.delete_versions(key, keep_current=False)
+            self.control.execute(
+                "DELETE FROM private.sms_archive_objects"
+                " WHERE object_key = %s AND state = 'writing'",
+                (key,),
+            )
+        return len(keys)

@@ -1,0 +1,223 @@
+"""GDPR erasure of phone numbers, everywhere this service keeps them.
+
+For each number (E.164): its SMS, their status events, its pending status events and
+reconcile's bookkeeping leave the database in one transaction; then every archived
+object that holds it, found through the keyed-hash index, is rewritten without its
+rows, and every older version of that object is deleted. Each step is recorded in
+the audit table (private.sms_erasures) in the transaction that makes it, so the
+record never claims more than was done. An erasure the archive cut short is marked
+incomplete; running it again finishes it, and closes the earlier record too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from functions.retention import archive_format
+from functions.retention.context import Progress, Retention, Sessions, no_progress
+from shared.errors import UnavailableError
+
+# How long an erasure waits for an archive batch being written to commit.
+ARCHIVE_LOCK_WAIT_SECONDS = 30.0
+
+
+@dataclass
+class NumberErasure:
+    """What was erased for one number (for a dry run: what would be)."""
+
+    phone_hash: str
+    hot_rows: int = 0
+    status_events: int = 0
+    pending_events: int = 0
+    archived_rows: int = 0
+    objects_rewritten: int = 0
+    objects_deleted: int = 0
+    object_versions_deleted: int = 0
+    complete: bool | None = None
+    """None for a dry run, which erases nothing."""
+    incomplete_reason: str | None = None
+
+
+@dataclass
+class ErasureReceipt:
+    request_id: str
+    requester: str
+    dry_run: bool
+    erasures: list[NumberErasure] = field(default_factory=list)
+
+    @property
+    def complete(self) -> bool:
+        return not self.dry_run and all(erasure.complete for erasure in self.erasures)
+
+    def as_json(self) -> dict[str, Any]:
+        return asdict(self) | {"complete": self.complete}
+
+
+def erase(
+    retention: Retention,
+    phone_numbers: list[str],
+    *,
+    requester: str,
+    request_id: str,
+    dry_run: bool = False,
+    progress: Progress = no_progress,
+) -> ErasureReceipt:
+    """Erase these E.164 numbers (distinct), or with dry_run count what would go."""
+    receipt = ErasureReceipt(request_id=request_id, requester=requester, dry_run=dry_run)
+    with retention.sessions() as sessions:
+        if dry_run:
+            receipt.erasures = [_forecast(retention, sessions, n) for n in phone_numbers]
+            return receipt
+        hashes = [retention.phone_hash(number) for number in phone_numbers]
+        with sessions.archive_write_lock(wait_seconds=ARCHIVE_LOCK_WAIT_SECONDS):
+            # Recorded before anything is erased: a failure from here on leaves a
+            # record that says incomplete. The same request id continues it.
+            sessions.control.execute(
+                "INSERT INTO private.sms_erasures (request_id, phone_hash, requester)"
+                " SELECT %s, h, %s FROM unnest(%s::bytea[]) AS h ON CONFLICT DO NOTHING",
+                (request_id, requester, hashes),
+            )
+            sessions.remove_unfinished_objects(retention.bucket)
+            for done, (number, phone_hash) in enumerate(zip(phone_numbers, hashes, strict=True)):
+                receipt.erasures.append(
+                    _erase_one(retention, sessions, request_id, number, phone_hash)
+                )
+                progress(done + 1, len(phone_numbers))
+    return receipt
+
+
+def _erase_one(
+    retention: Retention, sessions: Sessions, request_id: str, number: str, phone_hash: bytes
+) -> NumberErasure:
+    result = NumberErasure(phone_hash=phone_hash.hex())
+    audit = _Audit(sessions, request_id, phone_hash)
+    with sessions.work.transaction():
+        row = sessions.work.execute(
+            "SELECT hot_rows, status_events, pending_events FROM private.erase_hot_sms(%s)",
+            (number,),
+        ).fetchone()
+        result.hot_rows, result.status_events, result.pending_events = row or (0, 0, 0)
+        audit.add(
+            hot_rows=result.hot_rows,
+            status_events=result.status_events,
+            pending_events=result.pending_events,
+        )
+    keys = sessions.control.execute(
+        "SELECT object_key FROM private.sms_archive_phone_index WHERE phone_hash = %s"
+        " ORDER BY object_key",
+        (phone_hash,),
+    ).fetchall()
+    try:
+        for (key,) in keys:
+            _erase_from_object(retention, sessions, audit, key, number, result)
+    except UnavailableError as exc:
+        result.complete = False
+        result.incomplete_reason = f"{exc.message} Send the same request again to finish it."
+        sessions.control.execute(
+            "UPDATE private.sms_erasures SET incomplete_reason = %s"
+            " WHERE request_id = %s AND phone_hash = %s",
+            (result.incomplete_reason, request_id, phone_hash),
+        )
+        return result
+    sessions.control.execute("SELECT private.complete_erasure(%s, %s)", (request_id, phone_hash))
+    result.complete = True
+    return result
+
+
+def _erase_from_object(
+    retention: Retention,
+    sessions: Sessions,
+    audit: _Audit,
+    key: str,
+    number: str,
+    result: NumberErasure,
+) -> None:
+    """Rewrite one archived object without the number's rows; delete its older versions."""
+    bucket = retention.bucket
+    data = bucket.read(key)
+    table = archive_format.decode(data) if data is not None else None
+    kept = archive_format.without_number(table, number) if table is not None else None
+    removed = table.num_rows - kept.num_rows if table is not None and kept is not None else 0
+    work = sessions.work
+    if kept is None or kept.num_rows == 0:
+        versions = bucket.delete_versions(key, keep_current=False)
+        with work.transaction():
+            work.execute("DELETE FROM private.sms_archive_objects WHERE object_key = %s", (key,))
+            audit.add(archived_rows=removed, objects_deleted=1, object_versions_deleted=versions)
+        result.objects_deleted += 1
+    else:
+        if removed:
+            encoded = archive_format.encode(kept)
+            bucket.put_verified(key, encoded.data, encoded.sha256)
+            data = encoded.data
+        assert data is not None
+        # Every older version still holds the rows; only the one just verified stays.
+        versions = bucket.delete_versions(key, keep_current=True)
+        first, last = archive_format.sent_at_range(kept)
+        with work.transaction():
+            # From the object as it now is, even when an earlier erasure that a crash
+            # cut short already rewrote it.
+            work.execute(
+                "UPDATE private.sms_archive_objects SET row_count = %s, sha256 = %s,"
+                " size_bytes = %s, min_sent_at = %s, max_sent_at = %s, rewritten_at = now()"
+                " WHERE object_key = %s",
+                (kept.num_rows, hashlib.sha256(data).hexdigest(), len(data), first, last, key),
+            )
+            work.execute(
+                "DELETE FROM private.sms_archive_phone_index"
+                " WHERE phone_hash = %s AND object_key = %s",
+                (audit.phone_hash, key),
+            )
+            audit.add(
+                archived_rows=removed,
+                objects_rewritten=1 if removed else 0,
+                object_versions_deleted=versions,
+            )
+        result.objects_rewritten += 1 if removed else 0
+    result.archived_rows += removed
+    result.object_versions_deleted += versions
+
+
+@dataclass
+class _Audit:
+    sessions: Sessions
+    request_id: str
+    phone_hash: bytes
+
+    def add(self, **counts: int) -> None:
+        """Add to this erasure's audit counts, in the work session's open transaction."""
+        assignments = ", ".join(f"{name} = {name} + %s" for name in counts)
+        self.sessions.work.execute(
+            f"UPDATE private.sms_erasures SET {assignments}"  # noqa: S608 (field names)
+            " WHERE request_id = %s AND phone_hash = %s",
+            (*counts.values(), self.request_id, self.phone_hash),
+        )
+
+
+def _forecast(retention: Retention, sessions: Sessions, number: str) -> NumberErasure:
+    phone_hash = retention.phone_hash(number)
+    row = sessions.control.execute(
+        """
+        SELECT (SELECT count(*) FROM public.agent_sms WHERE phone_number = %(n)s),
+               (SELECT count(*) FROM public.agent_sms_events AS e
+                JOIN public.agent_sms AS s ON s.provider_message_sid = e.provider_message_sid
+                WHERE s.phone_number = %(n)s),
+               (SELECT count(*) FROM public.agent_sms_events
+                WHERE applied_at IS NULL AND pending_phone_number = %(n)s),
+               (SELECT coalesce(sum(row_count), 0) FROM private.sms_archive_phone_index
+                WHERE phone_hash = %(h)s),
+               (SELECT count(*) FROM private.sms_archive_phone_index WHERE phone_hash = %(h)s)
+        """,
+        {"n": number, "h": phone_hash},
+    ).fetchone()
+    hot, events, pending, archived, objects = row or (0, 0, 0, 0, 0)
+    return NumberErasure(
+        phone_hash=phone_hash.hex(),
+        hot_rows=hot,
+        status_events=events,
+        pending_events=pending,
+        archived_rows=archived,
+        objects_rewritten=objects,
+    )

@@ -1,0 +1,227 @@
+-- Retention: archiving old SMS to S3, expiring the archive, and erasing a phone number
+-- everywhere. The archive's manifest, its keyed-hash phone index and the erasure audit
+-- live in the private schema, which PostgREST does not expose: only the retention job,
+-- connected directly as the database owner, reads or writes them.
+
+-- Archiving walks agent_sms oldest first, a month at a time.
+CREATE INDEX idx_agent_sms_sent_at ON public.agent_sms (sent_at, id);
+
+-- Two advisory locks. The run lock keeps retention runs from overlapping. The archive
+-- write lock is held while archived objects change (a batch from its first upload to
+-- its commit, an expiry, an erasure's rewrite), so that an erasure never misses an
+-- object being written and never races a batch that holds the number.
+CREATE FUNCTION private.retention_run_lock_key() RETURNS bigint
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$ SELECT 7419263580143 $$;
+
+CREATE FUNCTION private.archive_write_lock_key() RETURNS bigint
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+AS $$ SELECT 7419263580144 $$;
+
+-- One row per archive object. An object is recorded as 'writing' (committed) before
+-- it is uploaded, and becomes 'archived' in the transaction that deletes its rows from
+-- agent_sms. A 'writing' object found with no batch in progress was left by a crash:
+-- its rows are still in agent_sms, and the object is deleted, every version of it.
+CREATE TABLE private.sms_archive_objects (
+    object_key   text        PRIMARY KEY,
+    state        text        NOT NULL DEFAULT 'writing'
+        CONSTRAINT sms_archive_objects_state_check CHECK (state IN ('writing', 'archived')),
+    row_count    integer     CONSTRAINT sms_archive_objects_row_count_check CHECK (row_count > 0),
+    min_sent_at  timestamptz,
+    max_sent_at  timestamptz,
+    sha256       text        CONSTRAINT sms_archive_objects_sha256_check
+        CHECK (sha256 ~ '^[0-9a-f]{64}$'),
+    size_bytes   bigint,
+    created_at   timestamptz NOT NULL DEFAULT now(),
+    archived_at  timestamptz,
+    rewritten_at timestamptz,
+    CONSTRAINT sms_archive_objects_archived_check CHECK (
+        state = 'writing'
+        OR (row_count IS NOT NULL AND min_sent_at IS NOT NULL AND max_sent_at IS NOT NULL
+            AND sha256 IS NOT NULL AND size_bytes IS NOT NULL AND archived_at IS NOT NULL)
+    )
+);
+
+COMMENT ON TABLE private.sms_archive_objects IS
+    'The archive''s manifest: every Parquet object in the bucket, with what it holds.';
+
+CREATE INDEX idx_sms_archive_objects_expiry ON private.sms_archive_objects (max_sent_at)
+    WHERE state = 'archived';
+
+-- Which objects hold a phone number, by HMAC-SHA256 of its E.164 form under a secret
+-- the database never sees: erasure reads only these objects, and the index itself
+-- reveals no number.
+CREATE TABLE private.sms_archive_phone_index (
+    phone_hash bytea   NOT NULL CONSTRAINT sms_archive_phone_index_hash_check
+        CHECK (octet_length(phone_hash) = 32),
+    object_key text    NOT NULL
+        REFERENCES private.sms_archive_objects (object_key) ON DELETE CASCADE,
+    row_count  integer NOT NULL CONSTRAINT sms_archive_phone_index_row_count_check
+        CHECK (row_count > 0),
+    PRIMARY KEY (phone_hash, object_key)
+);
+
+CREATE INDEX idx_sms_archive_phone_index_object ON private.sms_archive_phone_index (object_key);
+
+-- Every erasure, for the privacy team's records: who asked, when, how much was erased
+-- where, and whether it is complete. It holds the keyed hash, never the number.
+CREATE TABLE private.sms_erasures (
+    request_id              text        NOT NULL,
+    phone_hash              bytea       NOT NULL,
+    requester               text        NOT NULL,
+    requested_at            timestamptz NOT NULL DEFAULT now(),
+    completed_at            timestamptz,
+    hot_rows                integer     NOT NULL DEFAULT 0,
+    status_events           integer     NOT NULL DEFAULT 0,
+    pending_events          integer     NOT NULL DEFAULT 0,
+    archived_rows           integer     NOT NULL DEFAULT 0,
+    objects_rewritten       integer     NOT NULL DEFAULT 0,
+    objects_deleted         integer     NOT NULL DEFAULT 0,
+    object_versions_deleted integer     NOT NULL DEFAULT 0,
+    incomplete_reason       text,
+    PRIMARY KEY (request_id, phone_hash)
+);
+
+CREATE INDEX idx_sms_erasures_incomplete ON private.sms_erasures (phone_hash)
+    WHERE completed_at IS NULL;
+
+-- The rows the next archive object holds: the oldest SMS sent before p_before, from
+-- one calendar month (UTC) so that each object sits in one year=/month= partition,
+-- oldest first, locked until the caller's transaction ends so that no status update
+-- slips in between the upload and the delete.
+CREATE FUNCTION private.sms_due_for_archive(p_before timestamptz, p_limit integer)
+RETURNS SETOF public.agent_sms
+LANGUAGE plpgsql
+SET search_path = ''
+AS $$
+DECLARE
+    v_month_start timestamptz;
+BEGIN
+    SELECT date_trunc('month', min(s.sent_at), 'UTC') INTO v_month_start
+    FROM public.agent_sms AS s
+    WHERE s.sent_at < p_before;
+    IF v_month_start IS NULL THEN
+        RETURN;
+    END IF;
+    RETURN QUERY
+        SELECT s.*
+        FROM public.agent_sms AS s
+        WHERE s.sent_at >= v_month_start
+          AND s.sent_at < least(p_before, v_month_start + interval '1 month')
+        ORDER BY s.sent_at, s.id
+        LIMIT p_limit
+        FOR UPDATE;
+END
+$$;
+
+-- Record an uploaded, verified object as archived, index its numbers, and delete its
+-- rows, their status events (the object keeps them) and reconcile's bookkeeping, all in
+-- the caller's transaction. Refuses (and so rolls everything back) unless every row it was given is deleted.
+CREATE FUNCTION private.commit_archive_object(
+    p_object_key text,
+    p_ids uuid[],
+    p_sha256 text,
+    p_size_bytes bigint,
+    p_phone_hashes bytea[],
+    p_phone_counts integer[]
+) RETURNS void
+LANGUAGE plpgsql
+SET search_path = ''
+AS $$
+DECLARE
+    v_deleted integer;
+    v_min timestamptz;
+    v_max timestamptz;
+BEGIN
+    WITH gone AS (
+        DELETE FROM public.agent_sms AS s
+        WHERE s.id = ANY (p_ids)
+        RETURNING s.sent_at, s.provider_message_sid
+    ), events AS (
+        DELETE FROM public.agent_sms_events AS e
+        USING gone
+        WHERE e.provider_message_sid = gone.provider_message_sid
+    ), checks AS (
+        DELETE FROM private.sms_reconcile_checks AS c
+        USING gone
+        WHERE c.provider_message_sid = gone.provider_message_sid
+    )
+    SELECT count(*), min(sent_at), max(sent_at) INTO v_deleted, v_min, v_max FROM gone;
+
+    IF v_deleted <> cardinality(p_ids) THEN
+        RAISE EXCEPTION 'archive object % holds % rows but % were deleted',
+            p_object_key, cardinality(p_ids), v_deleted
+            USING ERRCODE = '40001';
+    END IF;
+
+    UPDATE private.sms_archive_objects
+    SET state = 'archived', row_count = v_deleted, min_sent_at = v_min, max_sent_at = v_max,
+        sha256 = p_sha256, size_bytes = p_size_bytes, archived_at = now()
+    WHERE object_key = p_object_key AND state = 'writing';
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'archive object % was not being written', p_object_key
+            USING ERRCODE = '40001';
+    END IF;
+
+    INSERT INTO private.sms_archive_phone_index (phone_hash, object_key, row_count)
+    SELECT h, p_object_key, n
+    FROM unnest(p_phone_hashes, p_phone_counts) AS u(h, n);
+END
+$$;
+
+-- Erase one number (E.164) from the hot tables: its SMS, their status events, the
+-- status events still pending for it, and reconcile's bookkeeping of its SIDs.
+-- Returns the counts; erasing twice returns zeros.
+CREATE FUNCTION private.erase_hot_sms(p_phone_number text)
+RETURNS TABLE (hot_rows integer, status_events integer, pending_events integer)
+LANGUAGE plpgsql
+SET search_path = ''
+AS $$
+DECLARE
+    v_sids text[];
+BEGIN
+    WITH gone AS (
+        DELETE FROM public.agent_sms AS s
+        WHERE s.phone_number = p_phone_number
+        RETURNING s.provider_message_sid
+    )
+    SELECT count(*)::integer, coalesce(array_agg(provider_message_sid), '{}')
+    INTO hot_rows, v_sids
+    FROM gone;
+
+    DELETE FROM public.agent_sms_events AS e WHERE e.provider_message_sid = ANY (v_sids);
+    GET DIAGNOSTICS status_events = ROW_COUNT;
+
+    DELETE FROM public.agent_sms_events AS e
+    WHERE e.applied_at IS NULL AND e.pending_phone_number = p_phone_number;
+    GET DIAGNOSTICS pending_events = ROW_COUNT;
+
+    DELETE FROM private.sms_reconcile_checks AS c WHERE c.provider_message_sid = ANY (v_sids);
+    RETURN NEXT;
+END
+$$;
+
+-- Close an erasure, and every earlier one of the same number left incomplete: this
+-- run has now erased it everywhere, so theirs is complete too.
+CREATE FUNCTION private.complete_erasure(p_request_id text, p_phone_hash bytea)
+RETURNS void
+LANGUAGE sql
+SET search_path = ''
+AS $$
+    UPDATE private.sms_erasures
+    SET completed_at = now(),
+        incomplete_reason = NULL
+    WHERE phone_hash = p_phone_hash
+      AND (completed_at IS NULL OR request_id = p_request_id);
+$$;
+
+REVOKE ALL ON FUNCTION
+    private.retention_run_lock_key(),
+    private.archive_write_lock_key(),
+    private.sms_due_for_archive(timestamptz, integer),
+    private.commit_archive_object(text, uuid[], text, bigint, bytea[], integer[]),
+    private.erase_hot_sms(text),
+    private.complete_erasure(text, bytea)
+FROM PUBLIC;
+REVOKE ALL ON private.sms_archive_objects, private.sms_archive_phone_index, private.sms_erasures
+    FROM PUBLIC, anon, authenticated, service_role;

@@ -1,0 +1,91 @@
+"""Retention runs against the session's real Postgres and moto's S3 server, with
+versioning on, as the deployed bucket has it."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Any
+
+import psycopg
+import pytest
+
+from functions.retention.context import Retention
+from shared.settings import Settings
+from tests.retention.archive_state import ALICE, BOB, CAROL, at, days_ago, insert_contact_sms
+from tests.support import Tenants
+from tools.embedded import moto_s3_server
+
+INDEX_SECRET = "archive-index-secret-for-tests-0123456789"
+AWS_TEST_ENVIRONMENT = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "eu-west-3",
+}
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    for name, value in AWS_TEST_ENVIRONMENT.items():
+        os.environ.setdefault(name, value)
+    with moto_s3_server() as url:
+        yield url
+
+
+@pytest.fixture
+def bucket_name(s3_endpoint: str) -> str:
+    """A fresh, versioned bucket for each test."""
+    import boto3
+
+    name = f"archive-{uuid.uuid4().hex[:12]}"
+    s3 = boto3.client("s3", endpoint_url=s3_endpoint)
+    s3.create_bucket(Bucket=name, CreateBucketConfiguration={"LocationConstraint": "eu-west-3"})
+    s3.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": "Enabled"})
+    return name
+
+
+def retention_settings(
+    database_url: str, s3_endpoint: str, bucket_name: str, **overrides: Any
+) -> Settings:
+    values: dict[str, Any] = {
+        "database_url": database_url,
+        "archive_bucket": bucket_name,
+        "s3_endpoint_url": s3_endpoint,
+        "archive_index_secret": INDEX_SECRET,
+        "archive_batch_size": 4,
+    } | overrides
+    return Settings(**values)
+
+
+@pytest.fixture
+def retention(tenants: Tenants, database_url: str, s3_endpoint: str, bucket_name: str) -> Retention:
+    """Retention over a clean database holding the two tenants, and an empty bucket."""
+    return Retention.from_settings(retention_settings(database_url, s3_endpoint, bucket_name))
+
+
+@pytest.fixture
+def old_sms(tenants: Tenants, clean: psycopg.Connection) -> list[uuid.UUID]:
+    """Nine SMS due for archiving, in three months, and one that is not yet due."""
+    a, b = tenants.deployments_a[0], tenants.deployment_b
+    rows: list[tuple[uuid.UUID, datetime, str, dict[str, Any]]] = [
+        (a, at(2025, 1, 5), ALICE, {"first_name": "Alice", "metadata": {"campaign": "jan"}}),
+        (a, at(2025, 1, 6), ALICE, {"provider_status": "delivered", "status": "delivered",
+                                    "delivered_at": at(2025, 1, 6, 10)}),
+        (b, at(2025, 1, 7), BOB, {"last_name": "Martin", "voipia_margin": "0.0125"}),
+        (a, at(2025, 1, 8), ALICE, {"status": "failed", "provider_status": "undelivered",
+                                    "failed_at": at(2025, 1, 8, 10),
+                                    "failure_reason": "Unknown destination handset"}),
+        (b, at(2025, 1, 31, 23), BOB, {"workflow_id": "wf-1", "workflow_execution_id": "ex-9"}),
+        (a, at(2025, 3, 10), CAROL, {"message_type": "marketing", "currency": "USD"}),
+        (b, at(2025, 3, 11), BOB, {"provider_cost": None}),
+        (a, at(2025, 3, 12), CAROL, {}),
+        (b, days_ago(370), ALICE, {"message_content": "Rappel : rendez-vous demain 10h"}),
+    ]  # fmt: skip
+    ids = [
+        insert_contact_sms(clean, deployment, sent_at, phone, extra)
+        for deployment, sent_at, phone, extra in rows
+    ]
+    insert_contact_sms(clean, a, days_ago(359), ALICE, {})  # not due yet
+    return ids

@@ -1,0 +1,226 @@
+"""Erasure by phone number against real Postgres and a versioned moto bucket: an
+independent scan finds no trace afterwards, and everyone else's data is untouched."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+import psycopg
+import pytest
+
+from functions.retention import archive, erasure
+from functions.retention.context import Retention
+from shared.errors import UnavailableError
+from tests.retention.archive_state import (
+    ALICE,
+    BOB,
+    archived_rows,
+    at,
+    copies,
+    days_ago,
+    insert_contact_sms,
+    object_versions,
+    traces,
+)
+from tests.retention.test_archive import crash_on_call, phone_hash, sms_rows
+from tests.support import Tenants
+
+pytestmark = pytest.mark.db
+
+
+@pytest.fixture
+def alice_everywhere(
+    retention: Retention, old_sms: list[uuid.UUID], tenants: Tenants, clean: psycopg.Connection
+) -> list[str]:
+    """Alice in archived objects (one shared with Bob, one of her own), in hot rows with
+    status events and reconcile bookkeeping, and in a pending status event; returns
+    every string that would betray her."""
+    archive.run(retention)
+    hot = insert_contact_sms(
+        clean,
+        tenants.deployment_b,
+        days_ago(2),
+        ALICE,
+        {"first_name": "Alicia", "last_name": "Zorn"},
+    )
+    sid = clean.execute(
+        "SELECT provider_message_sid FROM agent_sms WHERE id = %s", (hot,)
+    ).fetchone()
+    assert sid is not None
+    clean.execute(
+        "INSERT INTO agent_sms_events (provider_message_sid, twilio_status, applied_at)"
+        " VALUES (%(sid)s, 'sent', now()), (%(sid)s, 'delivered', now())",
+        {"sid": sid[0]},
+    )
+    clean.execute("INSERT INTO private.sms_reconcile_checks VALUES (%s, now())", sid)
+    clean.execute(
+        "INSERT INTO agent_sms_events (provider_message_sid, twilio_status, pending_phone_number)"
+        " VALUES ('SM' || repeat('d', 32), 'delivered', %s)",
+        (ALICE,),
+    )
+    texts = [
+        str(row[0])
+        for row in clean.execute(
+            "SELECT message_content FROM agent_sms WHERE phone_number = %s", (ALICE,)
+        ).fetchall()
+    ]
+    texts += [row["message_content"] for row in archived_rows(retention).values()
+              if row["phone_number"] == ALICE]  # fmt: skip
+    return [ALICE, ALICE.removeprefix("+"), sid[0], "Alicia", "Zorn", *texts]
+
+
+def test_erasure_reaches_every_copy_and_spares_everyone_else(
+    retention: Retention,
+    alice_everywhere: list[str],
+    clean: psycopg.Connection,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    others_hot = {k: v for k, v in sms_rows(clean).items() if v["phone_number"] != ALICE}
+    others_archived = {
+        k: v for k, v in archived_rows(retention).items() if v["phone_number"] != ALICE
+    }
+    assert traces(clean, retention, alice_everywhere)
+
+    with caplog.at_level(logging.DEBUG):
+        receipt = erasure.erase(retention, [ALICE], requester="DPO ticket 42", request_id="req-1")
+
+    assert receipt.as_json() == {
+        "request_id": "req-1",
+        "requester": "DPO ticket 42",
+        "dry_run": False,
+        "complete": True,
+        "erasures": [
+            {
+                "phone_hash": phone_hash(ALICE).hex(),
+                "hot_rows": 2,  # the one not yet due for archiving, and the recent one
+                "status_events": 2,
+                "pending_events": 1,
+                "archived_rows": 4,  # three in January's first object, one alone in November
+                "objects_rewritten": 1,
+                "objects_deleted": 1,
+                "object_versions_deleted": 2,  # January's old version; November's only one
+                "complete": True,
+                "incomplete_reason": None,
+            }
+        ],
+    }
+    assert traces(clean, retention, alice_everywhere) == []
+    assert not [r for r in caplog.records if any(n in r.getMessage() for n in alice_everywhere)]
+    assert sms_rows(clean) == others_hot
+    assert archived_rows(retention) == others_archived
+    audit = clean.execute(
+        "SELECT phone_hash, requester, hot_rows, status_events, pending_events, archived_rows,"
+        " objects_rewritten, objects_deleted, object_versions_deleted, completed_at IS NOT NULL"
+        " FROM private.sms_erasures"
+    ).fetchall()
+    assert audit == [(phone_hash(ALICE), "DPO ticket 42", 2, 2, 1, 4, 1, 1, 2, True)]
+    # The manifest describes the objects as they now are.
+    for version in object_versions(retention):
+        assert version.table is not None
+        entry = clean.execute(
+            "SELECT row_count FROM private.sms_archive_objects WHERE object_key = %s",
+            (version.key,),
+        ).fetchone()
+        assert entry == (version.table.num_rows,)
+    assert clean.execute(
+        "SELECT count(*) FROM private.sms_archive_phone_index WHERE phone_hash = %s",
+        (phone_hash(ALICE),),
+    ).fetchone() == (0,)
+
+
+def test_erasing_twice_erases_nothing_the_second_time(
+    retention: Retention, alice_everywhere: list[str], clean: psycopg.Connection
+) -> None:
+    erasure.erase(retention, [ALICE], requester="dpo", request_id="first")
+    again = erasure.erase(retention, [ALICE], requester="dpo", request_id="second")
+    counts = again.as_json()["erasures"][0]
+    assert {k: v for k, v in counts.items() if isinstance(v, int) and k != "complete"} == {
+        "hot_rows": 0, "status_events": 0, "pending_events": 0, "archived_rows": 0,
+        "objects_rewritten": 0, "objects_deleted": 0, "object_versions_deleted": 0,
+    }  # fmt: skip
+    assert again.complete
+    assert clean.execute(
+        "SELECT request_id FROM private.sms_erasures WHERE completed_at IS NOT NULL ORDER BY 1"
+    ).fetchall() == [("first",), ("second",)]
+
+
+def test_a_dry_run_counts_what_would_go_and_changes_nothing(
+    retention: Retention, alice_everywhere: list[str], clean: psycopg.Connection
+) -> None:
+    before_rows, before_versions = sms_rows(clean), object_versions(retention)
+    forecast = erasure.erase(retention, [ALICE, BOB], requester="dpo", request_id="r", dry_run=True)
+    assert sms_rows(clean) == before_rows
+    assert object_versions(retention) == before_versions
+    assert clean.execute("SELECT count(*) FROM private.sms_erasures").fetchone() == (0,)
+    alice = forecast.erasures[0]
+    assert (alice.hot_rows, alice.status_events, alice.pending_events) == (2, 2, 1)
+    assert (alice.archived_rows, alice.objects_rewritten, alice.complete) == (4, 2, None)
+    assert forecast.as_json()["complete"] is False
+
+
+def test_an_archive_failure_leaves_it_incomplete_until_a_rerun_finishes_it(
+    retention: Retention,
+    alice_everywhere: list[str],
+    clean: psycopg.Connection,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    crash_on_call(monkeypatch, retention.bucket, 1, after_upload=False)
+    receipt = erasure.erase(retention, [ALICE], requester="dpo", request_id="cut-short")
+    result = receipt.erasures[0]
+    assert not receipt.complete
+    assert result.hot_rows == 2
+    assert result.incomplete_reason == "S3 is down Send the same request again to finish it."
+    assert clean.execute(
+        "SELECT completed_at IS NULL, incomplete_reason IS NOT NULL, hot_rows"
+        " FROM private.sms_erasures"
+    ).fetchall() == [(True, True, 2)]
+    assert traces(clean, retention, alice_everywhere), "the archive still holds her"
+
+    monkeypatch.undo()
+    finished = erasure.erase(retention, [ALICE], requester="dpo", request_id="rerun")
+    assert finished.complete
+    assert traces(clean, retention, alice_everywhere) == []
+    assert clean.execute(
+        "SELECT request_id, completed_at IS NOT NULL FROM private.sms_erasures ORDER BY 1"
+    ).fetchall() == [("cut-short", True), ("rerun", True)]
+
+
+def test_an_erasure_waits_for_an_archive_batch_and_gives_up_with_a_503(
+    retention: Retention,
+    alice_everywhere: list[str],
+    database_url: str,
+    clean: psycopg.Connection,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(erasure, "ARCHIVE_LOCK_WAIT_SECONDS", 0.2)
+    with psycopg.connect(database_url, autocommit=True) as batch:
+        batch.execute("SELECT pg_advisory_lock(private.archive_write_lock_key())")
+        with pytest.raises(UnavailableError, match="retry in a minute"):
+            erasure.erase(retention, [ALICE], requester="dpo", request_id="r")
+    assert clean.execute("SELECT count(*) FROM private.sms_erasures").fetchone() == (0,)
+    assert erasure.erase(retention, [ALICE], requester="dpo", request_id="r").complete
+
+
+def test_an_object_a_crash_left_behind_is_erased_too(
+    retention: Retention,
+    tenants: Tenants,
+    clean: psycopg.Connection,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    ids = [
+        insert_contact_sms(clean, tenants.deployment_b, at(2025, 2, day), phone, {})
+        for day, phone in [(1, ALICE), (2, BOB), (3, BOB)]
+    ]
+    texts = [str(sms_rows(clean, ids[:1])[str(ids[0])]["message_content"])]
+    crash_on_call(monkeypatch, retention.bucket, 1, after_upload=True)
+    with pytest.raises(RuntimeError):
+        archive.run(retention)
+    monkeypatch.undo()
+    assert traces(clean, retention, [ALICE, *texts])
+
+    assert erasure.erase(retention, [ALICE], requester="dpo", request_id="r").complete
+    assert traces(clean, retention, [ALICE, *texts]) == []
+    archive.run(retention)
+    counted = copies(clean, retention)
+    assert [counted[str(i)] for i in ids] == [0, 1, 1]
