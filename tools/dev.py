@@ -35,6 +35,10 @@ DEV_KEYS = {
     "TWILIO_ACCOUNT_SID": "AC" + "0" * 32,
     "TWILIO_AUTH_TOKEN": "local-dev-twilio-auth-token",
     "SUPABASE_JWT_SECRET": "local-dev-jwt-secret-0123456789abcdef",
+    "RETENTION_API_KEYS": "local-dev-retention-key-0123456789abcdef",
+    "PRIVACY_API_KEYS": "local-dev-privacy-key-0123456789abcdef",
+    "ARCHIVE_INDEX_SECRET": "local-dev-archive-index-secret-0123456789",
+    "ARCHIVE_BUCKET": "sms-archive-local",
 }
 DEMO_VIEWER = "e0000000-0000-4000-8000-000000000001"  # supabase/seed.sql: viewer of one client
 
@@ -126,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
             }
             | {name: os.environ.get(name, value) for name, value in DEV_KEYS.items()}
         )
+        create_archive_bucket(s3_endpoint, environment)
         functions = discover_functions()
         print(f"database   {database_url}")
         print(f"s3         {s3_endpoint}")
@@ -147,6 +152,25 @@ def main(argv: list[str] | None = None) -> int:
         except KeyboardInterrupt:
             pass
     return 0
+
+
+def create_archive_bucket(endpoint: str, environment: dict[str, str]) -> None:
+    """The archive bucket, versioned as serverless.yml creates it."""
+    import boto3
+
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name=environment["AWS_DEFAULT_REGION"],
+        aws_access_key_id=environment["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=environment["AWS_SECRET_ACCESS_KEY"],
+    )
+    name = environment["ARCHIVE_BUCKET"]
+    s3.create_bucket(
+        Bucket=name,
+        CreateBucketConfiguration={"LocationConstraint": environment["AWS_DEFAULT_REGION"]},  # type: ignore[typeddict-item]
+    )
+    s3.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": "Enabled"})
 
 
 def demo_token(environment: dict[str, str]) -> str:

@@ -60,6 +60,7 @@ SEED_INDEXES = {
     "idx_agent_sms_sequence": "(sequence_id) WHERE (sequence_id IS NOT NULL)",
     # Beyond the seed: erasure and the contact timeline look up by phone.
     "idx_agent_sms_phone_number": "(phone_number)",
+    "idx_agent_sms_sent_at": "(sent_at, id)",  # retention walks the table oldest first
     # Backing the PRIMARY KEY and UNIQUE constraints.
     "agent_sms_pkey": "(id)",
     "agent_sms_provider_message_sid_key": "(provider_message_sid)",

@@ -24,7 +24,7 @@ from tests.retention.archive_state import (
     traces,
 )
 from tests.retention.test_archive import crash_on_call, phone_hash, sms_rows
-from tests.support import Tenants
+from tests.support import Tenants, acting_as
 
 pytestmark = pytest.mark.db
 
@@ -224,3 +224,25 @@ def test_an_object_a_crash_left_behind_is_erased_too(
     archive.run(retention)
     counted = copies(clean, retention)
     assert [counted[str(i)] for i in ids] == [0, 1, 1]
+
+
+@pytest.mark.parametrize("role", ["anon", "authenticated", "service_role"])
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "SELECT * FROM private.sms_archive_objects",
+        "SELECT * FROM private.sms_archive_phone_index",
+        "SELECT * FROM private.sms_erasures",
+        "SELECT * FROM private.erase_hot_sms('+33612345001')",
+        "SELECT private.complete_erasure('r', '\\x00')",
+        "SELECT * FROM private.sms_due_for_archive(now(), 1)",
+    ],
+)
+def test_no_api_role_reaches_the_archive_index_or_the_audit(
+    tenants: Tenants, database_url: str, role: str, statement: str
+) -> None:
+    with (
+        acting_as(database_url, role, tenants.admin_a) as conn,
+        pytest.raises(psycopg.errors.InsufficientPrivilege),
+    ):
+        conn.execute(statement)

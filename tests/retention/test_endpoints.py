@@ -1,0 +1,282 @@
+"""retention and erase over real HTTP, as functions-framework serves them, and the
+command line, as an operator runs it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+
+from functions.retention import archive
+from functions.retention.context import Retention
+from shared import runtime
+from shared.settings import Settings
+from tests.functions.conftest import ROOT, serve
+from tests.retention.archive_state import ALICE, object_versions, traces
+from tests.retention.conftest import retention_settings
+
+pytestmark = pytest.mark.db
+
+SCHEDULER_KEY = "s" * 40
+PRIVACY_KEY = "p" * 40
+
+
+@pytest.fixture(scope="module")
+def retention_url() -> Iterator[str]:
+    for function in serve("retention"):
+        yield function.url
+
+
+@pytest.fixture(scope="module")
+def erase_url() -> Iterator[str]:
+    for function in serve("retention", "erase"):
+        yield function.url
+
+
+@pytest.fixture
+def settings(
+    tenants: object, database_url: str, s3_endpoint: str, bucket_name: str
+) -> Iterator[Settings]:
+    """The functions' settings: the test's database and bucket, and both kinds of key."""
+    current = retention_settings(
+        database_url,
+        s3_endpoint,
+        bucket_name,
+        retention_api_keys=SCHEDULER_KEY,
+        privacy_api_keys=PRIVACY_KEY,
+    )
+    runtime.use(runtime.Services(current))
+    yield current
+    runtime.use(None)
+
+
+def post(url: str, key: str | None, body: Any = None) -> httpx.Response:
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    if body is None:
+        return httpx.post(url, headers=headers, timeout=30)
+    return httpx.post(url, json=body, headers=headers, timeout=30)
+
+
+def test_the_schedule_runs_retention_with_an_empty_post(
+    retention_url: str, settings: Settings, old_sms: list[uuid.UUID], retention: Retention
+) -> None:
+    response = post(retention_url, SCHEDULER_KEY)
+    assert response.status_code == 200, response.text
+    assert response.json()["archived_rows"] == 9
+    assert len(object_versions(retention)) == 4
+
+
+def test_retention_dry_run_over_http(
+    retention_url: str, settings: Settings, old_sms: list[uuid.UUID], retention: Retention
+) -> None:
+    response = post(retention_url, SCHEDULER_KEY, {"dry_run": True})
+    assert (response.json()["dry_run"], response.json()["archived_rows"]) == (True, 9)
+    assert object_versions(retention) == []
+
+
+@pytest.mark.parametrize("key", [None, "wrong" * 10, PRIVACY_KEY])
+def test_retention_refuses_any_other_key(
+    retention_url: str, settings: Settings, old_sms: list[uuid.UUID], key: str | None
+) -> None:
+    response = post(retention_url, key)
+    assert response.status_code == 401
+    assert response.json()["error"]["code"] == "unauthorized"
+
+
+def test_retention_says_so_when_another_run_holds_the_lock(
+    retention_url: str, settings: Settings, old_sms: list[uuid.UUID], database_url: str
+) -> None:
+    with psycopg.connect(database_url, autocommit=True) as other_run:
+        other_run.execute("SELECT pg_advisory_lock(private.retention_run_lock_key())")
+        response = post(retention_url, SCHEDULER_KEY)
+    assert response.status_code == 409
+    assert "Another retention run is in progress" in response.json()["error"]["message"]
+
+
+def test_erase_answers_with_the_receipt(
+    erase_url: str,
+    settings: Settings,
+    old_sms: list[uuid.UUID],
+    retention: Retention,
+    clean: psycopg.Connection,
+) -> None:
+    response = post(
+        erase_url,
+        PRIVACY_KEY,
+        {"phone_number": "06 12 34 50 01", "requester": "DPO ticket 42"},
+    )
+    assert response.status_code == 200, response.text
+    receipt = response.json()
+    assert receipt["complete"] is True
+    assert receipt["request_id"] == response.headers["X-Request-Id"]
+    assert receipt["erasures"][0]["hot_rows"] == 5  # four due for archiving, one not yet
+    assert ALICE[1:] not in response.text
+    assert traces(clean, retention, [ALICE]) == []
+
+
+def test_erase_continues_an_incomplete_request_under_the_same_request_id(
+    erase_url: str,
+    settings: Settings,
+    old_sms: list[uuid.UUID],
+    retention: Retention,
+    clean: psycopg.Connection,
+) -> None:
+    body = {"phone_numbers": [ALICE], "requester": "dpo"}
+    first = httpx.post(
+        erase_url,
+        json=body,
+        headers={"Authorization": f"Bearer {PRIVACY_KEY}", "X-Request-Id": "dpo-7"},
+    )
+    again = httpx.post(
+        erase_url,
+        json=body,
+        headers={"Authorization": f"Bearer {PRIVACY_KEY}", "X-Request-Id": "dpo-7"},
+    )
+    assert (first.json()["erasures"][0]["hot_rows"], again.json()["erasures"][0]["hot_rows"]) == (
+        5,
+        0,
+    )
+    assert clean.execute("SELECT request_id, hot_rows FROM private.sms_erasures").fetchall() == [
+        ("dpo-7", 5)
+    ]
+
+
+def test_erase_reports_an_incomplete_erasure_as_503_with_its_receipt(
+    erase_url: str,
+    settings: Settings,
+    old_sms: list[uuid.UUID],
+    database_url: str,
+    bucket_name: str,
+) -> None:
+    archive.run(Retention.from_settings(settings))
+    broken = retention_settings(
+        database_url, "http://127.0.0.1:9", bucket_name, privacy_api_keys=PRIVACY_KEY
+    )
+    runtime.use(runtime.Services(broken))
+    response = post(erase_url, PRIVACY_KEY, {"phone_numbers": [ALICE], "requester": "dpo"})
+    assert response.status_code == 503
+    assert response.headers["Retry-After"] == str(broken.retry_after_seconds)
+    result = response.json()["erasures"][0]
+    assert (response.json()["complete"], result["complete"], result["hot_rows"]) == (
+        False,
+        False,
+        1,
+    )
+    assert "Send the same request again" in result["incomplete_reason"]
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "message"),
+    [
+        ({"phone_numbers": ["not a number"], "requester": "dpo"}, "phone_numbers",
+         "phone_numbers: item 0 is not a phone number"),
+        ({"phone_numbers": [ALICE, "06 12 34 50 01"], "requester": "dpo"}, "phone_numbers",
+         "phone_numbers: item 1 is the same number as item 0"),
+        ({"phone_numbers": [ALICE]}, "requester", "requester: Field required"),
+        ({"phone_numbers": [], "requester": "dpo"}, "phone_numbers", None),
+        ({"phone_numbers": [ALICE], "requester": "dpo", "extra": 1}, "extra",
+         "extra: unknown field"),
+    ],
+)  # fmt: skip
+def test_erase_rejects_bad_requests_naming_the_field(
+    erase_url: str,
+    settings: Settings,
+    old_sms: list[uuid.UUID],
+    clean: psycopg.Connection,
+    body: dict[str, Any],
+    field: str,
+    message: str | None,
+) -> None:
+    response = post(erase_url, PRIVACY_KEY, body)
+    assert response.status_code == 422
+    error = response.json()["error"]
+    assert error["field"] == field
+    if message:
+        assert error["message"] == message
+    assert "12 34 50 01" not in response.text
+    assert clean.execute("SELECT count(*) FROM private.sms_erasures").fetchone() == (0,)
+
+
+@pytest.mark.parametrize("key", [None, "wrong" * 10, SCHEDULER_KEY])
+def test_erase_refuses_any_other_key_and_erases_nothing(
+    erase_url: str,
+    settings: Settings,
+    old_sms: list[uuid.UUID],
+    clean: psycopg.Connection,
+    key: str | None,
+) -> None:
+    response = post(erase_url, key, {"phone_numbers": [ALICE], "requester": "dpo"})
+    assert response.status_code == 401
+    assert clean.execute(
+        "SELECT count(*) FROM agent_sms WHERE phone_number = %s", (ALICE,)
+    ).fetchone() == (5,)
+
+
+def test_both_accept_only_post(retention_url: str, erase_url: str, settings: Settings) -> None:
+    for url in (retention_url, erase_url):
+        response = httpx.get(url)
+        assert (response.status_code, response.headers["Allow"]) == (405, "POST")
+
+
+# --- the command line ---------------------------------------------------------------
+
+
+def run_cli(settings: Settings, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    environment = {
+        key.upper(): value
+        for key, value in {
+            "database_url": settings.database_url.get_secret_value()
+            if settings.database_url
+            else "",
+            "archive_bucket": settings.archive_bucket or "",
+            "s3_endpoint_url": str(settings.s3_endpoint_url),
+            "archive_index_secret": settings.archive_index_secret.get_secret_value()
+            if settings.archive_index_secret
+            else "",
+            "archive_batch_size": str(settings.archive_batch_size),
+        }.items()
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "functions.retention", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=os.environ | environment | {"PYTHONPATH": str(ROOT)},
+        timeout=120,
+        check=False,
+    )
+
+
+def test_the_command_line_archives_with_a_progress_bar(
+    settings: Settings, old_sms: list[uuid.UUID], retention: Retention
+) -> None:
+    forecast = run_cli(settings, "archive", "--dry-run")
+    assert forecast.returncode == 0, forecast.stderr
+    assert json.loads(forecast.stdout)["archived_rows"] == 9
+
+    done = run_cli(settings, "archive")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["archived_objects"] == 4
+    assert "9/9" in done.stderr  # the progress bar's last state
+
+
+def test_the_command_line_erases_numbers_read_from_stdin(
+    settings: Settings, old_sms: list[uuid.UUID], retention: Retention, clean: psycopg.Connection
+) -> None:
+    done = run_cli(settings, "erase", "--file", "-", "--requester", "dpo", stdin=f"{ALICE}\n")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["erasures"][0]["hot_rows"] == 5
+    assert traces(clean, retention, [ALICE]) == []
+
+    bad = run_cli(settings, "erase", "--requester", "dpo", "abc")
+    assert bad.returncode == 2
+    assert bad.stderr.strip() == "error: phone_numbers: item 0 is not a phone number"
