@@ -61,3 +61,31 @@ SELECT
     'wf-demo-' || (n % 2)
 FROM generate_series(1, 30) AS n
 ON CONFLICT DO NOTHING;
+
+-- A campaign from fourteen months ago, due for archiving, so that the retention
+-- function has something to move locally (README: "Archive"). Not loaded again once
+-- anything is archived: the archive would then hold a second copy.
+INSERT INTO public.agent_sms (
+    id, deployment_id, phone_number, first_name, message_content, message_type,
+    provider_message_sid, provider_status, status, sent_at, delivered_at, provider_cost,
+    voipia_margin, workflow_id
+)
+SELECT
+    ('f0000000-0000-4000-8001-' || lpad(n::text, 12, '0'))::uuid,
+    (ARRAY['d0000000-0000-4000-8000-000000000001',
+           'd0000000-0000-4000-8000-000000000003'])[1 + n % 2]::uuid,
+    '+3363998' || lpad((n % 5)::text, 4, '0'),
+    (ARRAY['Camille', 'Louis', 'Inès', 'Hugo'])[1 + n % 4],
+    'Bonjour, votre rendez-vous annuel approche : répondez OUI pour confirmer.',
+    'appointment_reminder',
+    'SM' || md5('demo-old-' || n),
+    'delivered',
+    'delivered',
+    now() - interval '425 days' - make_interval(hours => n * 7),
+    now() - interval '425 days' - make_interval(hours => n * 7) + interval '5 seconds',
+    0.0750,
+    0.0300,
+    'wf-demo-0'
+FROM generate_series(1, 12) AS n
+WHERE NOT EXISTS (SELECT FROM private.sms_archive_objects)
+ON CONFLICT DO NOTHING;

@@ -56,6 +56,8 @@ def moto_s3_server(port: int = 0) -> Iterator[str]:
     """Run moto's S3-compatible server on localhost; yield its endpoint URL."""
     from moto.server import ThreadedMotoServer
 
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # a line per S3 request
+
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     try:

@@ -125,4 +125,4 @@ def test_the_demo_data_loads_and_reloads(empty_database: str) -> None:
             "SELECT (SELECT count(*) FROM clients), (SELECT count(*) FROM agent_sms),"
             " (SELECT count(DISTINCT status) FROM agent_sms)"
         ).fetchone()
-    assert counts == (2, 30, 3)
+    assert counts == (2, 42, 3)  # 30 recent SMS, 12 due for archiving
