@@ -73,12 +73,12 @@ SCHEMA = pa.schema(
 )
 COLUMN_NAMES = tuple(name for name, *_ in _COLUMNS)
 
-# The next batch due, each row in its archived form; `s` is agent_sms. Built from the
-# constant column list above.
+# A row of agent_sms `s` in its archived form, column by column.
+SELECT_COLUMNS = ", ".join(expression for _, expression, _, _ in _COLUMNS)
+# The next batch due. Built from the constant column list above.
 SELECT_DUE = (
-    "SELECT "  # noqa: S608
-    + ", ".join(expression for _, expression, _, _ in _COLUMNS)
-    + " FROM private.sms_due_for_archive(%s, %s) AS s ORDER BY s.sent_at, s.id"
+    f"SELECT {SELECT_COLUMNS}"  # noqa: S608
+    " FROM private.sms_due_for_archive(%s, %s) AS s ORDER BY s.sent_at, s.id"
 )
 
 
