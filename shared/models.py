@@ -331,7 +331,7 @@ class ErasureRequest(BaseModel):
         numbers: list[str] = []
         for position, value in enumerate(values):
             try:
-                number = to_e164(value, region)
+                number = to_e164(value, region, valid_only=False)
             except ValueError as exc:
                 raise PydanticCustomError(
                     "phone_number",

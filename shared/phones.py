@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 
-def to_e164(raw: str, default_region: str) -> str:
+def to_e164(raw: str, default_region: str, *, valid_only: bool = True) -> str:
     """Normalise a number as written by a person or a workflow; ValueError if it is not one.
 
-    "06 12 34 56 78" with region FR becomes "+33612345678". The error never repeats
-    the number.
+    "06 12 34 56 78" with region FR becomes "+33612345678". Ingest takes only numbers
+    valid today (valid_only); erasure takes any number of a possible length, because
+    the ranges a country assigns change, and a number recorded before must still be
+    erasable. The error never repeats the number.
     """
     import phonenumbers
 
@@ -15,6 +17,8 @@ def to_e164(raw: str, default_region: str) -> str:
         number = phonenumbers.parse(raw, default_region)
     except phonenumbers.NumberParseException:
         raise ValueError("is not a phone number") from None
-    if not phonenumbers.is_valid_number(number):
+    if valid_only and not phonenumbers.is_valid_number(number):
         raise ValueError("is not a valid phone number for its country")
+    if not phonenumbers.is_possible_number(number):
+        raise ValueError("is not a possible phone number for its country")
     return str(phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from benchmarks import ingest, metrics, status
+from benchmarks import ingest, metrics, retention, status
 
 
 def test_the_ingest_benchmark_runs(capsys: pytest.CaptureFixture[str]) -> None:
@@ -25,3 +25,10 @@ def test_the_status_benchmark_runs(capsys: pytest.CaptureFixture[str]) -> None:
 def test_the_metrics_benchmark_runs(capsys: pytest.CaptureFixture[str]) -> None:
     metrics.main(["--rows", "20000", "--repeat", "1"])
     assert "every shared figure agrees with the baseline" in capsys.readouterr().out
+
+
+def test_the_retention_benchmark_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    retention.main(["--sizes", "3000", "--batch", "500"])
+    out = capsys.readouterr().out
+    assert "peak memory above start" in out
+    assert "full scan / index" in out

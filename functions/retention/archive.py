@@ -19,6 +19,7 @@ from typing import Any
 
 from functions.retention import archive_format
 from functions.retention.context import Progress, Retention, Sessions, no_progress
+from shared.errors import ConflictError
 
 log = logging.getLogger("sms.retention")
 
@@ -57,8 +58,7 @@ def run(
                 retention, sessions, report, archive_before, expire_before, pending_before
             )
         sessions.hold_run_lock()
-        with sessions.archive_write_lock():
-            report.unfinished_objects_removed = sessions.remove_unfinished_objects(retention.bucket)
+        report.unfinished_objects_removed = sessions.remove_unfinished_objects(retention.bucket)
         _archive(retention, sessions, report, archive_before, progress)
         _expire(retention, sessions, report, expire_before)
         report.pending_events_purged = _purge_pending_events(sessions, pending_before)
@@ -91,28 +91,38 @@ def _archive(
 def _archive_one_object(retention: Retention, sessions: Sessions, archive_before: datetime) -> int:
     """Archive the next batch due as one object; how many rows it held (0: none due)."""
     work = sessions.work
-    with sessions.archive_write_lock(), work.transaction():
+    with sessions.archive_write_lock():
         rows = work.execute(
             archive_format.SELECT_DUE, (archive_before, retention.settings.archive_batch_size)
         ).fetchall()
         if not rows:
             return 0
-        table = archive_format.table_from_rows(rows)
-        key = archive_format.object_key(retention.settings.archive_prefix, table)
+        events = work.execute(
+            archive_format.SELECT_STATUS_EVENTS, (archive_format.sids_of(rows),)
+        ).fetchall()
+        batch = archive_format.batch_from_rows(rows, events)
+        key = archive_format.object_key(retention.settings.archive_prefix, batch.table)
         # Committed before the upload, so that a crash after it leaves a trace to clean.
-        sessions.control.execute(
+        recorded = sessions.control.execute(
             "INSERT INTO private.sms_archive_objects (object_key) VALUES (%s)"
-            " ON CONFLICT (object_key) DO NOTHING",
+            " ON CONFLICT (object_key) DO UPDATE SET created_at = now()"
+            " WHERE sms_archive_objects.state = 'writing' RETURNING state",
             (key,),
-        )
-        encoded = archive_format.encode(table)
+        ).fetchone()
+        if recorded is None:
+            raise ConflictError(
+                f"The archive already holds exactly these SMS ({key}): they were put back"
+                " into agent_sms. Delete them from agent_sms, then run again."
+            )
+        encoded = archive_format.encode(batch.table)
         retention.bucket.put_verified(key, encoded.data, encoded.sha256)
-        numbers = archive_format.numbers_in(table)
+        numbers = archive_format.numbers_in(batch.table)
         work.execute(
-            "SELECT private.commit_archive_object(%s, %s::uuid[], %s, %s, %s, %s)",
+            "SELECT private.commit_archive_object(%s, %s::uuid[], %s, %s, %s, %s, %s)",
             (
                 key,
-                table["id"].to_pylist(),
+                batch.table["id"].to_pylist(),
+                batch.event_ids,
                 encoded.sha256,
                 len(encoded.data),
                 [retention.phone_hash(number) for number in numbers],
@@ -136,7 +146,7 @@ def _expire(
             # The object first: a crash before the manifest follows leaves an entry
             # whose object is already gone, which the next run deletes again.
             retention.bucket.delete_versions(key, keep_current=False)
-            sessions.control.execute(
+            sessions.work.execute(
                 "DELETE FROM private.sms_archive_objects WHERE object_key = %s", (key,)
             )
         report.expired_objects += 1
@@ -147,8 +157,11 @@ _PENDING_STALE = "FROM public.agent_sms_events WHERE applied_at IS NULL AND rece
 
 
 def _purge_pending_events(sessions: Sessions, before: datetime) -> int:
-    """Status reports for an SMS that was never recorded: they will never apply."""
-    return sessions.control.execute("DELETE " + _PENDING_STALE, (before,)).rowcount
+    """Status reports for an SMS that was never recorded: they will never apply. The
+    SIDs erased as long ago go too: their last late report is long past."""
+    control = sessions.control
+    control.execute("DELETE FROM private.sms_erased_sids WHERE erased_at < %s", (before,))
+    return control.execute("DELETE " + _PENDING_STALE, (before,)).rowcount
 
 
 def _rows_due(sessions: Sessions, archive_before: datetime) -> int:

@@ -55,23 +55,13 @@ _COLUMNS: tuple[tuple[str, str, pa.DataType, bool], ...] = (
     ("metadata", "s.metadata::text", _TEXT, False),
     ("created_at", "s.created_at", _TIME, False),
     ("updated_at", "s.updated_at", _TIME, False),
-    (
-        "status_events",
-        """(SELECT coalesce(jsonb_agg(jsonb_build_object(
-                'twilio_status', e.twilio_status, 'error_code', e.error_code,
-                'reported_at', e.reported_at, 'received_at', e.received_at,
-                'source', e.source) ORDER BY e.id), '[]')::text
-            FROM public.agent_sms_events AS e
-            WHERE e.provider_message_sid = s.provider_message_sid)""",
-        _TEXT,
-        True,
-    ),
 )
 
 SCHEMA = pa.schema(
     [pa.field(name, kind, nullable=not required) for name, _, kind, required in _COLUMNS]
+    + [pa.field("status_events", _TEXT, nullable=False)]
 )
-COLUMN_NAMES = tuple(name for name, *_ in _COLUMNS)
+COLUMN_NAMES = tuple(SCHEMA.names)
 
 # A row of agent_sms `s` in its archived form, column by column.
 SELECT_COLUMNS = ", ".join(expression for _, expression, _, _ in _COLUMNS)
@@ -80,10 +70,48 @@ SELECT_DUE = (
     f"SELECT {SELECT_COLUMNS}"  # noqa: S608
     " FROM private.sms_due_for_archive(%s, %s) AS s ORDER BY s.sent_at, s.id"
 )
+# The status history of these SMS (by SID): read in its own statement, after the batch
+# is locked, so that it includes every report applied to the rows as they are archived.
+SELECT_STATUS_EVENTS = """
+    SELECT e.provider_message_sid,
+           jsonb_agg(jsonb_build_object(
+               'twilio_status', e.twilio_status, 'error_code', e.error_code,
+               'reported_at', e.reported_at, 'received_at', e.received_at,
+               'source', e.source) ORDER BY e.id)::text,
+           array_agg(e.id)
+    FROM public.agent_sms_events AS e
+    WHERE e.provider_message_sid = ANY (%s)
+    GROUP BY e.provider_message_sid
+"""
+_SID = COLUMN_NAMES.index("provider_message_sid")
 
 
-def table_from_rows(rows: Sequence[Sequence[Any]]) -> pa.Table:
-    columns = list(zip(*rows, strict=True)) if rows else [() for _ in _COLUMNS]
+def sids_of(rows: Sequence[Sequence[Any]]) -> list[str | None]:
+    """The provider SIDs of rows as SELECT_DUE gives them."""
+    return [row[_SID] for row in rows]
+
+
+@dataclass(frozen=True)
+class Batch:
+    table: pa.Table
+    event_ids: list[int]
+    """The status events the table holds, to delete with the rows."""
+
+
+def batch_from_rows(rows: Sequence[Sequence[Any]], events: Sequence[Sequence[Any]]) -> Batch:
+    """Rows as SELECT_DUE gives them, and their SMS's events as SELECT_STATUS_EVENTS does."""
+    history = {sid: text for sid, text, _ in events}
+    status_events = [history.get(row[_SID], "[]") for row in rows]
+    return Batch(
+        _table_from_rows(
+            [(*row, events_json) for row, events_json in zip(rows, status_events, strict=True)]
+        ),
+        [event_id for _, _, ids in events for event_id in ids],
+    )
+
+
+def _table_from_rows(rows: Sequence[Sequence[Any]]) -> pa.Table:
+    columns = list(zip(*rows, strict=True)) if rows else [() for _ in SCHEMA]
     return pa.Table.from_arrays(
         [pa.array(values, type=field.type) for values, field in zip(columns, SCHEMA, strict=True)],
         schema=SCHEMA,
@@ -112,13 +140,14 @@ def decode(data: bytes) -> pa.Table:
 
 
 def object_key(prefix: str, table: pa.Table) -> str:
-    """Named after the batch's first row, so a rerun of a batch a crash cut short
-    writes the same key again instead of a second copy."""
+    """Named after the batch's first SMS and a digest of all its ids: a rerun of a
+    batch a crash cut short writes the same key again, and no other batch can name an
+    object already archived (even if an archived SMS is put back and archived again)."""
     first_sent_at: datetime = table["sent_at"][0].as_py().astimezone(UTC)
-    first_id = table["id"][0].as_py()
+    digest = hashlib.sha256("\n".join(map(str, table["id"].to_pylist())).encode()).hexdigest()
     return (
         f"{prefix}year={first_sent_at:%Y}/month={first_sent_at:%m}/"
-        f"{first_sent_at:%Y%m%dT%H%M%S%fZ}-{first_id}.parquet"
+        f"{first_sent_at:%Y%m%dT%H%M%S%fZ}-{digest[:20]}.parquet"
     )
 
 

@@ -75,13 +75,12 @@ class ArchiveBucket:
                 return None
 
     def delete_versions(self, key: str, *, keep_current: bool) -> int:
-        """Delete the object's versions (and delete markers), or all but the current
-        one; how many were deleted. Without versioning, the object itself is the one
-        version."""
+        """Delete the object's versions and delete markers, or all but the current
+        version; how many versions holding data were deleted. Without versioning, the
+        object itself is the one version."""
+        found = [entry for entry in self._versions(key) if not (keep_current and entry[1])]
         doomed: list[ObjectIdentifierTypeDef] = [
-            {"Key": key, "VersionId": version}
-            for version, current in self._versions(key)
-            if not (keep_current and current)
+            {"Key": key, "VersionId": version} for version, _, _ in found
         ]
         with _reaching_s3():
             for start in range(0, len(doomed), 1000):
@@ -91,17 +90,21 @@ class ArchiveBucket:
                 )
                 if answer.get("Errors"):
                     raise UnavailableError("The archive refused to delete an object version.")
-        return len(doomed)
+        return sum(1 for _, _, holds_data in found if holds_data)
 
-    def _versions(self, key: str) -> Iterator[tuple[str, bool]]:
+    def _versions(self, key: str) -> Iterator[tuple[str, bool, bool]]:
+        """(version id, is current, holds data) of every version and delete marker."""
         with _reaching_s3():
             pages = self.client.get_paginator("list_object_versions").paginate(
                 Bucket=self.name, Prefix=key
             )
             for page in pages:
-                for entry in [*page.get("Versions", []), *page.get("DeleteMarkers", [])]:
+                for entry in page.get("Versions", []):
                     if entry["Key"] == key:
-                        yield entry.get("VersionId") or "null", bool(entry.get("IsLatest"))
+                        yield entry.get("VersionId") or "null", bool(entry.get("IsLatest")), True
+                for marker in page.get("DeleteMarkers", []):
+                    if marker["Key"] == key:
+                        yield marker.get("VersionId") or "null", bool(marker.get("IsLatest")), False
 
 
 @contextmanager

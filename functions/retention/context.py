@@ -79,9 +79,10 @@ class Retention:
 @dataclass(frozen=True)
 class Sessions:
     control: psycopg.Connection[Any]
-    """Autocommit: holds the advisory locks, and records what is being written."""
+    """Autocommit: holds the run lock, and records an object before its upload."""
     work: psycopg.Connection[Any]
-    """Transactions: rows leave agent_sms only in the one that records their copy."""
+    """Transactions: each change to the archive holds the archive write lock, and rows
+    leave agent_sms only in the one that records their verified copy."""
 
     def hold_run_lock(self) -> None:
         """Take the retention run lock for this session, or refuse: runs never overlap."""
@@ -96,39 +97,39 @@ class Sessions:
 
     @contextmanager
     def archive_write_lock(self, wait_seconds: float | None = None) -> Iterator[None]:
-        """Hold the archive write lock: no one else changes archived objects meanwhile.
+        """A transaction on the work session that holds the archive write lock until it
+        ends: no one else changes archived objects meanwhile. Should the session die,
+        its transaction and the lock end together, so nothing commits unprotected.
 
         With wait_seconds, give up after that long with a 503 rather than wait on.
         """
         import psycopg
 
         timeout = f"{int(wait_seconds * 1000)}ms" if wait_seconds is not None else "0"
-        try:
-            self.control.execute("SELECT set_config('lock_timeout', %s, false)", (timeout,))
-            self.control.execute("SELECT pg_advisory_lock(private.archive_write_lock_key())")
-        except psycopg.errors.LockNotAvailable:
-            raise UnavailableError(
-                "The archive is being written by a retention run; retry in a minute."
-            ) from None
-        finally:
-            self.control.execute("SELECT set_config('lock_timeout', '0', false)")
-        try:
+        with self.work.transaction():
+            self.work.execute("SELECT set_config('lock_timeout', %s, true)", (timeout,))
+            try:
+                self.work.execute("SELECT pg_advisory_xact_lock(private.archive_write_lock_key())")
+            except psycopg.errors.LockNotAvailable:
+                raise UnavailableError(
+                    "The archive is being written by a retention run; retry in a minute."
+                ) from None
+            self.work.execute("SELECT set_config('lock_timeout', '0', true)")
             yield
-        finally:
-            if not self.control.closed:
-                self.control.execute("SELECT pg_advisory_unlock(private.archive_write_lock_key())")
 
-    def remove_unfinished_objects(self, bucket: ArchiveBucket) -> int:
+    def remove_unfinished_objects(
+        self, bucket: ArchiveBucket, wait_seconds: float | None = None
+    ) -> int:
         """Delete every object a crash left between upload and commit, with all its
-        versions; its rows are still in agent_sms. Call under the archive write lock."""
-        keys = self.control.execute(
-            "SELECT object_key FROM private.sms_archive_objects WHERE state = 'writing'"
-        ).fetchall()
-        for (key,) in keys:
-            bucket.delete_versions(key, keep_current=False)
-            self.control.execute(
-                "DELETE FROM private.sms_archive_objects"
-                " WHERE object_key = %s AND state = 'writing'",
-                (key,),
-            )
+        versions; its rows are still in agent_sms. Under the lock, no batch is in
+        progress, so every object still being written is such a leftover."""
+        with self.archive_write_lock(wait_seconds):
+            keys = self.work.execute(
+                "SELECT object_key FROM private.sms_archive_objects WHERE state = 'writing'"
+            ).fetchall()
+            for (key,) in keys:
+                bucket.delete_versions(key, keep_current=False)
+                self.work.execute(
+                    "DELETE FROM private.sms_archive_objects WHERE object_key = %s", (key,)
+                )
         return len(keys)

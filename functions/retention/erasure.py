@@ -17,7 +17,7 @@ from typing import Any
 
 from functions.retention import archive_format
 from functions.retention.context import Progress, Retention, Sessions, no_progress
-from shared.errors import UnavailableError
+from shared.errors import ConflictError, UnavailableError
 
 # How long an erasure waits for an archive batch being written to commit.
 ARCHIVE_LOCK_WAIT_SECONDS = 30.0
@@ -71,21 +71,29 @@ def erase(
             receipt.erasures = [_forecast(retention, sessions, n) for n in phone_numbers]
             return receipt
         hashes = [retention.phone_hash(number) for number in phone_numbers]
-        with sessions.archive_write_lock(wait_seconds=ARCHIVE_LOCK_WAIT_SECONDS):
-            # Recorded before anything is erased: a failure from here on leaves a
-            # record that says incomplete. The same request id continues it.
-            sessions.control.execute(
-                "INSERT INTO private.sms_erasures (request_id, phone_hash, requester)"
-                " SELECT %s, h, %s FROM unnest(%s::bytea[]) AS h ON CONFLICT DO NOTHING",
-                (request_id, requester, hashes),
-            )
-            sessions.remove_unfinished_objects(retention.bucket)
-            for done, (number, phone_hash) in enumerate(zip(phone_numbers, hashes, strict=True)):
-                receipt.erasures.append(
-                    _erase_one(retention, sessions, request_id, number, phone_hash)
-                )
-                progress(done + 1, len(phone_numbers))
+        _open_audit(sessions, request_id, requester, hashes)
+        for done, (number, phone_hash) in enumerate(zip(phone_numbers, hashes, strict=True)):
+            receipt.erasures.append(_erase_one(retention, sessions, request_id, number, phone_hash))
+            progress(done + 1, len(phone_numbers))
     return receipt
+
+
+def _open_audit(sessions: Sessions, request_id: str, requester: str, hashes: list[bytes]) -> None:
+    """Record the erasure before anything is erased: a failure from here on leaves a
+    record that says incomplete. The same request id, from the same requester,
+    continues it."""
+    owners = sessions.control.execute(
+        "SELECT DISTINCT requester FROM private.sms_erasures WHERE request_id = %s", (request_id,)
+    ).fetchall()
+    if owners and owners != [(requester,)]:
+        raise ConflictError(
+            "This request id belongs to another requester's erasure; send a new X-Request-Id."
+        )
+    sessions.control.execute(
+        "INSERT INTO private.sms_erasures (request_id, phone_hash, requester)"
+        " SELECT %s, h, %s FROM unnest(%s::bytea[]) AS h ON CONFLICT DO NOTHING",
+        (request_id, requester, hashes),
+    )
 
 
 def _erase_one(
@@ -104,12 +112,14 @@ def _erase_one(
             status_events=result.status_events,
             pending_events=result.pending_events,
         )
-    keys = sessions.control.execute(
-        "SELECT object_key FROM private.sms_archive_phone_index WHERE phone_hash = %s"
-        " ORDER BY object_key",
-        (phone_hash,),
-    ).fetchall()
     try:
+        # A batch a crash cut short may hold rows just deleted above.
+        sessions.remove_unfinished_objects(retention.bucket, ARCHIVE_LOCK_WAIT_SECONDS)
+        keys = sessions.control.execute(
+            "SELECT object_key FROM private.sms_archive_phone_index WHERE phone_hash = %s"
+            " ORDER BY object_key",
+            (phone_hash,),
+        ).fetchall()
         for (key,) in keys:
             _erase_from_object(retention, sessions, audit, key, number, result)
     except UnavailableError as exc:
@@ -135,28 +145,30 @@ def _erase_from_object(
     result: NumberErasure,
 ) -> None:
     """Rewrite one archived object without the number's rows; delete its older versions."""
-    bucket = retention.bucket
-    data = bucket.read(key)
-    table = archive_format.decode(data) if data is not None else None
-    kept = archive_format.without_number(table, number) if table is not None else None
-    removed = table.num_rows - kept.num_rows if table is not None and kept is not None else 0
-    work = sessions.work
-    if kept is None or kept.num_rows == 0:
-        versions = bucket.delete_versions(key, keep_current=False)
-        with work.transaction():
+    bucket, work = retention.bucket, sessions.work
+    with sessions.archive_write_lock(ARCHIVE_LOCK_WAIT_SECONDS):
+        data = bucket.read(key)
+        table = archive_format.decode(data) if data is not None else None
+        kept = archive_format.without_number(table, number) if table is not None else None
+        if data is None or table is None or kept is None or kept.num_rows == 0:
+            # Gone (expired meanwhile), or only this number's rows: the whole object goes.
+            removed = table.num_rows if table is not None else 0
+            versions = bucket.delete_versions(key, keep_current=False)
             work.execute("DELETE FROM private.sms_archive_objects WHERE object_key = %s", (key,))
-            audit.add(archived_rows=removed, objects_deleted=1, object_versions_deleted=versions)
-        result.objects_deleted += 1
-    else:
-        if removed:
-            encoded = archive_format.encode(kept)
-            bucket.put_verified(key, encoded.data, encoded.sha256)
-            data = encoded.data
-        assert data is not None
-        # Every older version still holds the rows; only the one just verified stays.
-        versions = bucket.delete_versions(key, keep_current=True)
-        first, last = archive_format.sent_at_range(kept)
-        with work.transaction():
+            deleted = 1 if table is not None else 0
+            audit.add(
+                archived_rows=removed, objects_deleted=deleted, object_versions_deleted=versions
+            )
+            result.objects_deleted += deleted
+        else:
+            removed = table.num_rows - kept.num_rows
+            if removed:
+                encoded = archive_format.encode(kept)
+                bucket.put_verified(key, encoded.data, encoded.sha256)
+                data = encoded.data
+            # Every older version still holds the rows; only the one just verified stays.
+            versions = bucket.delete_versions(key, keep_current=True)
+            first, last = archive_format.sent_at_range(kept)
             # From the object as it now is, even when an earlier erasure that a crash
             # cut short already rewrote it.
             work.execute(
@@ -170,12 +182,13 @@ def _erase_from_object(
                 " WHERE phone_hash = %s AND object_key = %s",
                 (audit.phone_hash, key),
             )
+            rewritten = 1 if removed else 0
             audit.add(
                 archived_rows=removed,
-                objects_rewritten=1 if removed else 0,
+                objects_rewritten=rewritten,
                 object_versions_deleted=versions,
             )
-        result.objects_rewritten += 1 if removed else 0
+            result.objects_rewritten += rewritten
     result.archived_rows += removed
     result.object_versions_deleted += versions
 

@@ -81,6 +81,16 @@ ALTER TABLE public.agent_sms_events ENABLE ROW LEVEL SECURITY;
 REVOKE ALL ON public.agent_sms_events FROM anon, authenticated;
 GRANT ALL ON public.agent_sms_events TO service_role;
 
+-- The SIDs of SMS erased at their recipient's request (retention's erasure), as
+-- SHA-256 digests, so that nothing here leads back to the message. A report that comes
+-- for one afterwards is dropped, not kept as pending with the number it carries: an
+-- erased number must not come back through a late callback.
+CREATE TABLE private.sms_erased_sids (
+    sid_sha256 bytea       PRIMARY KEY,
+    erased_at  timestamptz NOT NULL DEFAULT now()
+);
+GRANT SELECT ON private.sms_erased_sids TO service_role;
+
 -- Which SMS reconcile has asked Twilio about, and when: each run starts with those
 -- asked least recently, so a run cut short by rate limits resumes where it stopped.
 CREATE TABLE private.sms_reconcile_checks (
@@ -287,6 +297,10 @@ BEGIN
                    OR coalesce(voipia_margin, 0) = 0);
             v_changed := v_changed OR FOUND;
         END IF;
+    ELSIF EXISTS (SELECT FROM private.sms_erased_sids AS e
+                  WHERE e.sid_sha256 = sha256(convert_to(p_sid, 'UTF8'))) THEN
+        DELETE FROM public.agent_sms_events WHERE id = v_event.id;
+        RETURN jsonb_build_object('pending', false, 'changed', false);
     ELSE
         UPDATE public.agent_sms_events SET pending_phone_number = p_to WHERE id = v_event.id;
     END IF;

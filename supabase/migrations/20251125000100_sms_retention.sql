@@ -6,10 +6,15 @@
 -- Archiving walks agent_sms oldest first, a month at a time.
 CREATE INDEX idx_agent_sms_sent_at ON public.agent_sms (sent_at, id);
 
+-- Erasure finds a number by equality, in the database and through the archive's
+-- index: every writer, not only ingest, must store it in the one form, E.164.
+ALTER TABLE public.agent_sms ADD CONSTRAINT agent_sms_phone_number_e164_check
+    CHECK (phone_number ~ '^\+[1-9][0-9]{6,14}$');
+
 -- Two advisory locks. The run lock keeps retention runs from overlapping. The archive
--- write lock is held while archived objects change (a batch from its first upload to
--- its commit, an expiry, an erasure's rewrite), so that an erasure never misses an
--- object being written and never races a batch that holds the number.
+-- write lock is taken by each transaction that changes archived objects (a batch from
+-- its upload to its commit, an expiry, an erasure's rewrite of one object), so that an
+-- erasure never misses an object being written and never races a batch.
 CREATE FUNCTION private.retention_run_lock_key() RETURNS bigint
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
 AS $$ SELECT 7419263580143 $$;
@@ -115,11 +120,13 @@ END
 $$;
 
 -- Record an uploaded, verified object as archived, index its numbers, and delete its
--- rows, their status events (the object keeps them) and reconcile's bookkeeping, all in
--- the caller's transaction. Refuses (and so rolls everything back) unless every row it was given is deleted.
+-- rows, the status events it holds, and reconcile's bookkeeping, all in the caller's
+-- transaction. Refuses (and so rolls everything back) unless every row it was given
+-- is deleted.
 CREATE FUNCTION private.commit_archive_object(
     p_object_key text,
     p_ids uuid[],
+    p_event_ids bigint[],
     p_sha256 text,
     p_size_bytes bigint,
     p_phone_hashes bytea[],
@@ -137,10 +144,6 @@ BEGIN
         DELETE FROM public.agent_sms AS s
         WHERE s.id = ANY (p_ids)
         RETURNING s.sent_at, s.provider_message_sid
-    ), events AS (
-        DELETE FROM public.agent_sms_events AS e
-        USING gone
-        WHERE e.provider_message_sid = gone.provider_message_sid
     ), checks AS (
         DELETE FROM private.sms_reconcile_checks AS c
         USING gone
@@ -153,6 +156,8 @@ BEGIN
             p_object_key, cardinality(p_ids), v_deleted
             USING ERRCODE = '40001';
     END IF;
+
+    DELETE FROM public.agent_sms_events AS e WHERE e.id = ANY (p_event_ids);
 
     UPDATE private.sms_archive_objects
     SET state = 'archived', row_count = v_deleted, min_sent_at = v_min, max_sent_at = v_max,
@@ -170,8 +175,9 @@ END
 $$;
 
 -- Erase one number (E.164) from the hot tables: its SMS, their status events, the
--- status events still pending for it, and reconcile's bookkeeping of its SIDs.
--- Returns the counts; erasing twice returns zeros.
+-- status events still pending for it, and reconcile's bookkeeping of its SIDs. The
+-- SIDs are remembered as erased, so that a late status report for one is dropped
+-- rather than kept with the number. Returns the counts; erasing twice returns zeros.
 CREATE FUNCTION private.erase_hot_sms(p_phone_number text)
 RETURNS TABLE (hot_rows integer, status_events integer, pending_events integer)
 LANGUAGE plpgsql
@@ -197,6 +203,9 @@ BEGIN
     GET DIAGNOSTICS pending_events = ROW_COUNT;
 
     DELETE FROM private.sms_reconcile_checks AS c WHERE c.provider_message_sid = ANY (v_sids);
+    INSERT INTO private.sms_erased_sids (sid_sha256)
+    SELECT sha256(convert_to(sid, 'UTF8')) FROM unnest(v_sids) AS sid WHERE sid IS NOT NULL
+    ON CONFLICT DO NOTHING;
     RETURN NEXT;
 END
 $$;
@@ -219,7 +228,7 @@ REVOKE ALL ON FUNCTION
     private.retention_run_lock_key(),
     private.archive_write_lock_key(),
     private.sms_due_for_archive(timestamptz, integer),
-    private.commit_archive_object(text, uuid[], text, bigint, bytea[], integer[]),
+    private.commit_archive_object(text, uuid[], bigint[], text, bigint, bytea[], integer[]),
     private.erase_hot_sms(text),
     private.complete_erasure(text, bytea)
 FROM PUBLIC;

@@ -38,6 +38,8 @@ SEED_COLUMNS = [
 
 SEED_CONSTRAINTS = {
     "agent_sms_pkey": "PRIMARY KEY (id)",
+    # Beyond the seed: erasure finds a number by equality, so there is one form.
+    "agent_sms_phone_number_e164_check": "CHECK ((phone_number ~ '^\\+[1-9][0-9]{6,14}$'::text))",
     "agent_sms_deployment_id_fkey": "FOREIGN KEY (deployment_id) REFERENCES agent_deployments(id) ON DELETE CASCADE",
     "agent_sms_call_id_fkey": "FOREIGN KEY (call_id) REFERENCES agent_calls(id) ON DELETE SET NULL",
     "agent_sms_prospect_id_fkey": "FOREIGN KEY (prospect_id) REFERENCES agent_arthur_prospects(id) ON DELETE SET NULL",

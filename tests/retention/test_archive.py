@@ -109,7 +109,7 @@ def test_archive_round_trip_keeps_every_column_and_indexes_every_number(
         assert (entry["min_sent_at"], entry["max_sent_at"]) == (min(sent), max(sent))
         first = min(sent)
         assert re.fullmatch(
-            rf"agent_sms/year={first:%Y}/month={first:%m}/\d{{8}}T\d{{12}}Z-[0-9a-f-]{{36}}\.parquet",
+            rf"agent_sms/year={first:%Y}/month={first:%m}/{first:%Y%m%dT%H%M%S%f}Z-[0-9a-f]{{20}}\.parquet",
             version.key,
         )
         numbers: dict[str, int] = {}
@@ -229,6 +229,10 @@ def test_pending_status_events_are_purged_after_their_age(
 # --- crashes: each leaves every SMS somewhere, and a rerun leaves it in one place ------
 
 
+def object_versions_by_key(retention: Retention) -> dict[str, Any]:
+    return {v.key: v.table for v in object_versions(retention)}
+
+
 def assert_each_in_exactly_one_place(
     conn: psycopg.Connection, retention: Retention, ids: list[uuid.UUID]
 ) -> None:
@@ -344,3 +348,31 @@ def test_an_unreachable_bucket_deletes_nothing(
     with pytest.raises(UnavailableError, match="archive bucket"):
         archive.run(Retention.from_settings(nowhere))
     assert sms_rows(clean) == before
+
+
+def test_an_archived_sms_put_back_never_overwrites_its_archived_object(
+    retention: Retention, old_sms: list[uuid.UUID], clean: psycopg.Connection
+) -> None:
+    january = old_sms[0]
+    originals = sms_rows(clean, [january, old_sms[-1]])
+    archive.run(retention)
+    before = object_versions_by_key(retention)
+
+    def put_back(sms_id: uuid.UUID) -> None:
+        row = originals[str(sms_id)]
+        clean.execute(
+            "INSERT INTO agent_sms (id, deployment_id, phone_number, message_content, sent_at)"
+            " VALUES (%s, %s, %s, %s, %s)",
+            (sms_id, row["deployment_id"], row["phone_number"], "restored", row["sent_at"]),
+        )
+
+    put_back(january)  # first of a batch of four: a batch of one now, another key
+    assert archive.run(retention).archived_objects == 1
+    after = object_versions_by_key(retention)
+    assert {k: t for k, t in after.items() if k in before} == before
+    assert len(after) == len(before) + 1
+
+    put_back(old_sms[-1])  # alone in its object: the very same batch again
+    with pytest.raises(ConflictError, match="already holds exactly these SMS"):
+        archive.run(retention)
+    assert object_versions_by_key(retention) == after

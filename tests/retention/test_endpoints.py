@@ -20,8 +20,15 @@ from functions.retention.context import Retention
 from shared import runtime
 from shared.settings import Settings
 from tests.functions.conftest import ROOT, serve
-from tests.retention.archive_state import ALICE, object_versions, traces
+from tests.retention.archive_state import (
+    ALICE,
+    days_ago,
+    insert_contact_sms,
+    object_versions,
+    traces,
+)
 from tests.retention.conftest import retention_settings
+from tests.support import Tenants
 
 pytestmark = pytest.mark.db
 
@@ -280,3 +287,14 @@ def test_the_command_line_erases_numbers_read_from_stdin(
     bad = run_cli(settings, "erase", "--requester", "dpo", "abc")
     assert bad.returncode == 2
     assert bad.stderr.strip() == "error: phone_numbers: item 0 is not a phone number"
+
+
+def test_erase_takes_numbers_ingest_would_refuse_today(
+    erase_url: str, settings: Settings, tenants: Tenants, clean: psycopg.Connection
+) -> None:
+    """The demo data's fiction range (+33 6 39 98) is not 'valid' for phonenumbers, yet
+    a number stored before its range changed must still be erasable."""
+    insert_contact_sms(clean, tenants.deployment_b, days_ago(1), "+33639980001", {})
+    response = post(erase_url, PRIVACY_KEY, {"phone_number": "06 39 98 00 01", "requester": "dpo"})
+    assert response.status_code == 200, response.text
+    assert response.json()["erasures"][0]["hot_rows"] == 1

@@ -11,7 +11,7 @@ import pytest
 
 from functions.retention import archive, erasure
 from functions.retention.context import Retention
-from shared.errors import UnavailableError
+from shared.errors import ConflictError
 from tests.retention.archive_state import (
     ALICE,
     BOB,
@@ -186,7 +186,7 @@ def test_an_archive_failure_leaves_it_incomplete_until_a_rerun_finishes_it(
     ).fetchall() == [("cut-short", True), ("rerun", True)]
 
 
-def test_an_erasure_waits_for_an_archive_batch_and_gives_up_with_a_503(
+def test_an_erasure_waits_for_an_archive_batch_then_says_it_is_incomplete(
     retention: Retention,
     alice_everywhere: list[str],
     database_url: str,
@@ -194,12 +194,43 @@ def test_an_erasure_waits_for_an_archive_batch_and_gives_up_with_a_503(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(erasure, "ARCHIVE_LOCK_WAIT_SECONDS", 0.2)
-    with psycopg.connect(database_url, autocommit=True) as batch:
-        batch.execute("SELECT pg_advisory_lock(private.archive_write_lock_key())")
-        with pytest.raises(UnavailableError, match="retry in a minute"):
-            erasure.erase(retention, [ALICE], requester="dpo", request_id="r")
-    assert clean.execute("SELECT count(*) FROM private.sms_erasures").fetchone() == (0,)
-    assert erasure.erase(retention, [ALICE], requester="dpo", request_id="r").complete
+    with psycopg.connect(database_url) as batch:
+        batch.execute("SELECT pg_advisory_xact_lock(private.archive_write_lock_key())")
+        receipt = erasure.erase(retention, [ALICE], requester="dpo", request_id="r")
+    result = receipt.erasures[0]
+    assert (receipt.complete, result.hot_rows, result.archived_rows) == (False, 2, 0)
+    assert result.incomplete_reason is not None
+    assert "retry in a minute" in result.incomplete_reason
+    finished = erasure.erase(retention, [ALICE], requester="dpo", request_id="r")
+    assert (finished.complete, finished.erasures[0].archived_rows) == (True, 4)
+    assert clean.execute(
+        "SELECT hot_rows, archived_rows, completed_at IS NOT NULL FROM private.sms_erasures"
+    ).fetchall() == [(2, 4, True)]
+
+
+def test_a_late_status_report_for_an_erased_sms_does_not_bring_the_number_back(
+    retention: Retention, alice_everywhere: list[str], clean: psycopg.Connection
+) -> None:
+    sid = alice_everywhere[2]
+    erasure.erase(retention, [ALICE], requester="dpo", request_id="r")
+    outcome = clean.execute(
+        "SELECT public.record_sms_status(%s, 'delivered', p_to => %s)", (sid, ALICE)
+    ).fetchone()
+    assert outcome == ({"pending": False, "changed": False},)
+    assert traces(clean, retention, alice_everywhere) == []
+
+
+def test_erasure_refuses_to_continue_another_requesters_request(
+    retention: Retention, alice_everywhere: list[str]
+) -> None:
+    erasure.erase(retention, [ALICE], requester="dpo", request_id="shared-id")
+    with pytest.raises(ConflictError, match="another requester"):
+        erasure.erase(retention, [BOB], requester="someone else", request_id="shared-id")
+
+
+def test_every_writer_stores_numbers_in_e164(tenants: Tenants, clean: psycopg.Connection) -> None:
+    with pytest.raises(psycopg.errors.CheckViolation):
+        insert_contact_sms(clean, tenants.deployment_b, days_ago(1), "06 12 34 50 01", {})
 
 
 def test_an_object_a_crash_left_behind_is_erased_too(
