@@ -16,7 +16,7 @@ import httpx
 import psycopg
 
 from tools.dev import FUNCTIONS_DIR, LocalFunction, serve
-from tools.embedded import embedded_postgres, throwaway_database
+from tools.embedded import embedded_postgres, throwaway_database, wait_for_port
 from tools.migrate import ROOT, apply, load_seed
 
 T = TypeVar("T")
@@ -100,15 +100,7 @@ def function_process(
     env = os.environ | {"PYTHONPATH": str(ROOT), "LOG_LEVEL": "WARNING"} | environment
     (process,) = serve([function], env)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or process.poll() is not None:
-                    raise RuntimeError(f"{name} did not start") from None
-                time.sleep(0.1)
+        wait_for_port(port, name, process)
         yield function.url
     finally:
         process.terminate()

@@ -41,6 +41,7 @@ from benchmarks.common import benchmark_database
 from functions.retention import archive, archive_format, erasure
 from functions.retention.context import Retention
 from shared.settings import Settings
+from tools.embedded import create_versioned_bucket, wait_for_port
 
 RECIPIENTS = 200_000
 SECONDS_BETWEEN_SMS = 60
@@ -260,15 +261,7 @@ def _moto_server() -> Iterator[str]:
         stderr=subprocess.DEVNULL,
     )
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError("moto's S3 server did not start") from None
-                time.sleep(0.1)
+        wait_for_port(port, "moto's S3 server", server)
         yield f"http://127.0.0.1:{port}"
     finally:
         server.terminate()
@@ -276,12 +269,8 @@ def _moto_server() -> Iterator[str]:
 
 
 def _fresh_bucket(endpoint: str) -> str:
-    import boto3
-
     name = f"bench-{uuid.uuid4().hex[:12]}"
-    s3 = boto3.client("s3", endpoint_url=endpoint)
-    s3.create_bucket(Bucket=name, CreateBucketConfiguration={"LocationConstraint": "eu-west-3"})
-    s3.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": "Enabled"})
+    create_versioned_bucket(endpoint, name)
     return name
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 import psycopg
 
 from tools import migrate
-from tools.embedded import embedded_postgres, moto_s3_server
+from tools.embedded import create_versioned_bucket, embedded_postgres, moto_s3_server
 
 FUNCTIONS_DIR = migrate.ROOT / "functions"
 FIRST_PORT = 8081
@@ -130,7 +130,13 @@ def main(argv: list[str] | None = None) -> int:
             }
             | {name: os.environ.get(name, value) for name, value in DEV_KEYS.items()}
         )
-        create_archive_bucket(s3_endpoint, environment)
+        create_versioned_bucket(
+            s3_endpoint,
+            environment["ARCHIVE_BUCKET"],
+            environment["AWS_DEFAULT_REGION"],
+            access_key=environment["AWS_ACCESS_KEY_ID"],
+            secret_key=environment["AWS_SECRET_ACCESS_KEY"],
+        )
         functions = discover_functions()
         print(f"database   {database_url}")
         print(f"s3         {s3_endpoint}")
@@ -152,25 +158,6 @@ def main(argv: list[str] | None = None) -> int:
         except KeyboardInterrupt:
             pass
     return 0
-
-
-def create_archive_bucket(endpoint: str, environment: dict[str, str]) -> None:
-    """The archive bucket, versioned as serverless.yml creates it."""
-    import boto3
-
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=endpoint,
-        region_name=environment["AWS_DEFAULT_REGION"],
-        aws_access_key_id=environment["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=environment["AWS_SECRET_ACCESS_KEY"],
-    )
-    name = environment["ARCHIVE_BUCKET"]
-    s3.create_bucket(
-        Bucket=name,
-        CreateBucketConfiguration={"LocationConstraint": environment["AWS_DEFAULT_REGION"]},  # type: ignore[typeddict-item]
-    )
-    s3.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": "Enabled"})
 
 
 def demo_token(environment: dict[str, str]) -> str:

@@ -10,7 +10,10 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import socket
+import subprocess
 import tempfile
+import time
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -65,3 +68,41 @@ def moto_s3_server(port: int = 0) -> Iterator[str]:
         yield f"http://{host}:{bound_port}"
     finally:
         server.stop()
+
+
+def create_versioned_bucket(
+    endpoint: str,
+    name: str,
+    region: str = "eu-west-3",
+    access_key: str | None = None,
+    secret_key: str | None = None,
+) -> None:
+    """A bucket with versioning on, as the deployed archive bucket is."""
+    import boto3
+
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name=region,
+        aws_access_key_id=access_key,
+        aws_secret_access_key=secret_key,
+    )
+    s3.create_bucket(
+        Bucket=name,
+        CreateBucketConfiguration={"LocationConstraint": region},  # type: ignore[typeddict-item]
+    )
+    s3.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": "Enabled"})
+
+
+def wait_for_port(port: int, what: str, process: subprocess.Popen[bytes] | None = None) -> None:
+    """Return once something listens on this local port; RuntimeError after 30 s, or
+    as soon as the process meant to listen there has exited."""
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline or (process is not None and process.poll() is not None):
+                raise RuntimeError(f"{what} did not start") from None
+            time.sleep(0.1)

@@ -16,7 +16,7 @@ from functions.retention.context import Retention
 from shared.settings import Settings
 from tests.retention.archive_state import ALICE, BOB, CAROL, at, days_ago, insert_contact_sms
 from tests.support import Tenants
-from tools.embedded import moto_s3_server
+from tools.embedded import create_versioned_bucket, moto_s3_server
 
 INDEX_SECRET = "archive-index-secret-for-tests-0123456789"
 AWS_TEST_ENVIRONMENT = {
@@ -37,12 +37,8 @@ def s3_endpoint() -> Iterator[str]:
 @pytest.fixture
 def bucket_name(s3_endpoint: str) -> str:
     """A fresh, versioned bucket for each test."""
-    import boto3
-
     name = f"archive-{uuid.uuid4().hex[:12]}"
-    s3 = boto3.client("s3", endpoint_url=s3_endpoint)
-    s3.create_bucket(Bucket=name, CreateBucketConfiguration={"LocationConstraint": "eu-west-3"})
-    s3.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": "Enabled"})
+    create_versioned_bucket(s3_endpoint, name)
     return name
 
 
