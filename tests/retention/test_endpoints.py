@@ -20,6 +20,7 @@ from functions.retention.context import Retention
 from shared import runtime
 from shared.settings import Settings
 from tests.functions.conftest import ROOT, serve
+from tests.lambda_events import body_of, function_url_event
 from tests.retention.archive_state import (
     ALICE,
     days_ago,
@@ -298,3 +299,22 @@ def test_erase_takes_numbers_ingest_would_refuse_today(
     response = post(erase_url, PRIVACY_KEY, {"phone_number": "06 39 98 00 01", "requester": "dpo"})
     assert response.status_code == 200, response.text
     assert response.json()["erasures"][0]["hot_rows"] == 1
+
+
+def test_on_lambda_the_schedule_runs_retention_and_erase_answers_its_url(
+    settings: Settings, old_sms: list[uuid.UUID], retention: Retention, clean: psycopg.Connection
+) -> None:
+    from functions.retention import aws_lambda
+
+    scheduled = {"source": "aws.events", "detail-type": "Scheduled Event", "detail": {}}
+    assert aws_lambda.retention(scheduled, None)["archived_rows"] == 9
+
+    event = function_url_event(
+        "POST",
+        headers={"Authorization": f"Bearer {PRIVACY_KEY}", "Content-Type": "application/json"},
+        body=json.dumps({"phone_numbers": [ALICE], "requester": "dpo"}).encode(),
+    )
+    response = aws_lambda.erase(event, None)
+    assert response["statusCode"] == 200, response
+    assert body_of(response)["erasures"][0]["archived_rows"] == 4
+    assert traces(clean, retention, [ALICE]) == []
