@@ -14,7 +14,7 @@ from shared.db import Caller
 from shared.errors import UnauthorizedError, UnavailableError
 
 if TYPE_CHECKING:
-    from flask import Request
+    from werkzeug.wrappers import Request
 
     from shared.settings import Settings
 

@@ -34,7 +34,7 @@ from shared.errors import (
 from shared.models import ErrorBody, ErrorDetail
 
 if TYPE_CHECKING:
-    from flask import Request, Response
+    from werkzeug.wrappers import Request, Response
 
 log = logging.getLogger("sms.http")
 
@@ -46,10 +46,16 @@ Handler = Callable[["Request"], "Response"]
 def json_response(
     body: Any, status: int = 200, headers: Mapping[str, str] | None = None
 ) -> Response:
-    from flask import Response
+    from werkzeug.wrappers import Response
 
     text = json.dumps(body, default=to_jsonable_python, separators=(",", ":"))
     return Response(text, status=status, headers=headers, mimetype="application/json")
+
+
+def empty_response(status: int = 200) -> Response:
+    from werkzeug.wrappers import Response
+
+    return Response(status=status)
 
 
 JSON_TYPES = ("application/json",)

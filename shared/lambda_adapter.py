@@ -3,8 +3,8 @@
 Each ``functions/<name>/main.py`` stays a functions-framework function: it runs
 under ``functions-framework`` locally and on Google Cloud Functions as it is. On
 Lambda, ``http_handler(entry_point)`` serves it behind a function URL: apig-wsgi turns
-the function-URL event (payload format 2.0) into a WSGI request for a one-route Flask
-app that calls the entry point, and the response back into what Lambda returns.
+the function-URL event (payload format 2.0) into a WSGI request for the entry point,
+and its response back into what Lambda returns.
 ``scheduled_handler(job)`` runs a job (reconcile, retention) on an EventBridge
 schedule, which invokes Lambda directly rather than over HTTP.
 """
@@ -18,29 +18,35 @@ from typing import TYPE_CHECKING, Any
 from shared import logs, runtime
 
 if TYPE_CHECKING:
-    from flask import Request, Response
+    from werkzeug.wrappers import Request, Response
 
     from shared.runtime import Services
 
 LambdaHandler = Callable[[dict[str, Any], Any], dict[str, Any]]
-# Every method reaches the entry point, whose @endpoint answers 405 with its own
-# Allow header and error body, as it does under functions-framework.
-_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
 
 def http_handler(entry_point: Callable[[Request], Response]) -> LambdaHandler:
-    """A Lambda handler for function-URL events that calls this entry point."""
+    """A Lambda handler for function-URL events that calls this entry point.
+
+    The entry point gets a werkzeug Request, the base of the Flask request that
+    functions-framework hands it: the same interface, without importing Flask (a
+    third of a cold start).
+    """
     from apig_wsgi import make_lambda_handler
-    from flask import Flask, request
+    from werkzeug.wrappers import Request
 
-    app = Flask(entry_point.__name__)
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        event = environ.get("apig_wsgi.full_event") or {}
+        if "rawPath" in event:
+            # The path as the client sent it, percent-escapes included, as gunicorn
+            # gives it in RAW_URI: Twilio's signature covers those exact bytes, and
+            # apig-wsgi passes only the decoded path.
+            query = event.get("rawQueryString") or ""
+            environ["RAW_URI"] = event["rawPath"] + (f"?{query}" if query else "")
+        response = entry_point(Request(environ))
+        return response(environ, start_response)
 
-    def view(path: str = "") -> Response:
-        return entry_point(request)
-
-    app.add_url_rule("/", "root", view, methods=_METHODS)
-    app.add_url_rule("/<path:path>", "path", view, methods=_METHODS)
-    handler: LambdaHandler = make_lambda_handler(_raw_uri(app), binary_support=True)
+    handler: LambdaHandler = make_lambda_handler(app, binary_support=True)
     return handler
 
 
@@ -55,21 +61,3 @@ def scheduled_handler(job: Callable[[Services], Any]) -> LambdaHandler:
         return result
 
     return handle
-
-
-WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
-
-
-def _raw_uri(app: WsgiApp) -> WsgiApp:
-    """Hand the app the path as the client sent it, percent-escapes included, as
-    gunicorn does in RAW_URI: Twilio's signature covers those exact bytes, and
-    apig-wsgi gives only the decoded path."""
-
-    def wrapped(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        event = environ.get("apig_wsgi.full_event") or {}
-        if "rawPath" in event:
-            query = event.get("rawQueryString") or ""
-            environ["RAW_URI"] = event["rawPath"] + (f"?{query}" if query else "")
-        return app(environ, start_response)
-
-    return wrapped

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from benchmarks import ingest, metrics, retention, status
+from benchmarks import coldstart, ingest, metrics, retention, status
 
 
 def test_the_ingest_benchmark_runs(capsys: pytest.CaptureFixture[str]) -> None:
@@ -32,3 +32,10 @@ def test_the_retention_benchmark_runs(capsys: pytest.CaptureFixture[str]) -> Non
     out = capsys.readouterr().out
     assert "peak memory above start" in out
     assert "full scan / index" in out
+
+
+def test_the_coldstart_benchmark_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    coldstart.main(["--repeat", "1"])
+    out = capsys.readouterr().out
+    assert "functions.ingest_sms.aws_lambda" in out
+    assert "everything / handler" in out

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from flask import Request, Response
+from typing import TYPE_CHECKING
 
 from functions.ingest_sms import recording
 from shared import runtime
 from shared.auth import require_api_key
 from shared.errors import ConfigurationError
 from shared.http import endpoint, json_response, read_json
+
+if TYPE_CHECKING:
+    from werkzeug.wrappers import Request, Response
 
 
 @endpoint("POST")

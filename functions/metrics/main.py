@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Request, Response
+from typing import TYPE_CHECKING
 
 from shared import runtime
 from shared.auth import bearer_token, matches_api_key, verify_access_token
@@ -10,6 +10,9 @@ from shared.db import SERVICE
 from shared.errors import UnauthorizedError
 from shared.http import endpoint, json_response
 from shared.models import MetricsQuery
+
+if TYPE_CHECKING:
+    from werkzeug.wrappers import Request, Response
 
 
 @endpoint("GET")

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-
-from flask import Request, Response
+from typing import TYPE_CHECKING
 
 from functions.retention import archive, erasure
 from functions.retention.context import Retention
@@ -13,6 +12,9 @@ from shared import logs, runtime
 from shared.auth import require_api_key
 from shared.http import endpoint, json_response, read_json
 from shared.models import ErasureRequest, RetentionRequest
+
+if TYPE_CHECKING:
+    from werkzeug.wrappers import Request, Response
 
 log = logging.getLogger("sms.retention")
 

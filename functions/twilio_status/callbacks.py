@@ -19,7 +19,7 @@ from shared.models import StatusReport
 from shared.phones import to_e164
 
 if TYPE_CHECKING:
-    from flask import Request
+    from werkzeug.wrappers import Request
 
     from shared.settings import Settings
 

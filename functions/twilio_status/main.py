@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from flask import Request, Response
+from typing import TYPE_CHECKING
 
 from functions.twilio_status import callbacks
 from functions.twilio_status import reconcile as reconciliation
 from shared import runtime
-from shared.http import endpoint, json_response
+from shared.http import empty_response, endpoint, json_response
+
+if TYPE_CHECKING:
+    from werkzeug.wrappers import Request, Response
 
 
 @endpoint("POST")
@@ -16,7 +19,7 @@ def twilio_status(request: Request) -> Response:
     params = callbacks.verified_params(request, services.settings)
     report = callbacks.parse(params)
     callbacks.record(services.db, report, services.settings.default_phone_region)
-    return Response(status=200)
+    return empty_response()
 
 
 @endpoint("POST")

@@ -6,10 +6,10 @@ import json
 import logging
 import uuid
 
-import flask
 import pytest
 from pydantic import BaseModel, ConfigDict, ValidationError
 from werkzeug.test import EnvironBuilder
+from werkzeug.wrappers import Request, Response
 
 from shared.db import PostgresFailure, classify
 from shared.errors import NotFoundError
@@ -22,35 +22,35 @@ class Payload(BaseModel):
     count: int
 
 
-def call(handler: object, method: str = "POST", **kwargs: object) -> flask.Response:
-    request = flask.Request(EnvironBuilder(method=method, **kwargs).get_environ())  # type: ignore[arg-type]
+def call(handler: object, method: str = "POST", **kwargs: object) -> Response:
+    request = Request(EnvironBuilder(method=method, **kwargs).get_environ())  # type: ignore[arg-type]
     response = handler(request)  # type: ignore[operator]
-    assert isinstance(response, flask.Response)
+    assert isinstance(response, Response)
     return response
 
 
 @endpoint("POST")
-def echo(request: flask.Request) -> flask.Response:
+def echo(request: Request) -> Response:
     payload = Payload.model_validate(request.get_json())
     return json_response({"count": payload.count}, 201)
 
 
 @endpoint("GET", "POST")
-def broken(request: flask.Request) -> flask.Response:
+def broken(request: Request) -> Response:
     raise RuntimeError("SELECT secret FROM agent_sms WHERE phone_number = '+33639980000'")
 
 
 @endpoint("POST")
-def database_down(request: flask.Request) -> flask.Response:
+def database_down(request: Request) -> Response:
     raise classify(PostgresFailure("08006", "connection to 10.0.0.5 lost"), retry_after=9)
 
 
 @endpoint("POST")
-def missing(request: flask.Request) -> flask.Response:
+def missing(request: Request) -> Response:
     raise NotFoundError("No SMS with that SID.", field="provider_message_sid")
 
 
-def body(response: flask.Response) -> object:
+def body(response: Response) -> object:
     return json.loads(response.get_data())
 
 
@@ -129,7 +129,7 @@ class Ids(BaseModel):
 
 
 @endpoint("POST")
-def ids(request: flask.Request) -> flask.Response:
+def ids(request: Request) -> Response:
     Ids.model_validate(request.get_json())
     return json_response({})
 
