@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -40,6 +41,10 @@ DEV_KEYS = {
     "ARCHIVE_INDEX_SECRET": "local-dev-archive-index-secret-0123456789",
     "ARCHIVE_BUCKET": "sms-archive-local",
 }
+SHARED_ENVIRONMENT = (
+    "DATABASE_URL", "S3_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
+    "AWS_DEFAULT_REGION",
+)  # fmt: skip
 DEMO_VIEWER = "e0000000-0000-4000-8000-000000000001"  # supabase/seed.sql: viewer of one client
 
 
@@ -142,8 +147,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"s3         {s3_endpoint}")
         for function in functions:
             print(f"{function.name:<15} {function.url}")
-        for name in DEV_KEYS:
-            print(f"{name}={environment[name]}")
+        # As shell exports, so that a second terminal can run the command-line tools
+        # (python -m functions.retention ...) against this same stack.
+        for name in (*SHARED_ENVIRONMENT, *DEV_KEYS):
+            print(f"export {name}={shlex.quote(environment[name])}")
         print(f"a demo viewer's access token (24 h): {demo_token(environment)}")
         if not functions:
             print("no function has an entry point yet; the database and S3 are up")
