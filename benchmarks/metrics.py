@@ -218,7 +218,9 @@ def run(url: str, args: argparse.Namespace) -> None:
         as_user = median(timed(lambda _: call_metrics(conn, "authenticated", period), [0] * n))
         one_pass = median(timed(lambda _: conn.execute(BASELINE, period).fetchone(), [0] * n))
         window = optimized["current_period"]["total_sms"]
-    print(f"agent_sms: {args.rows:,} rows; 30-day window: {window:,} SMS; medians of {n} runs")
+        version = conn.execute("SHOW server_version").fetchone()[0]  # type: ignore[index]
+    print(f"PostgreSQL {version}; agent_sms: {args.rows:,} rows; 30-day window: {window:,} SMS;"
+          f" medians of {n} runs")  # fmt: skip
     print(f"get_sms_metrics, service_role:   {as_service * 1000:9.1f} ms")
     print(f"one-pass baseline (same data):   {one_pass * 1000:9.1f} ms"
           f"   baseline / get_sms_metrics = {one_pass / as_service:.2f}x")  # fmt: skip
