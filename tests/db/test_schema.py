@@ -63,6 +63,10 @@ SEED_INDEXES = {
     # Beyond the seed: erasure and the contact timeline look up by phone.
     "idx_agent_sms_phone_number": "(phone_number)",
     "idx_agent_sms_sent_at": "(sent_at, id)",  # retention walks the table oldest first
+    # Beyond the seed: get_sms_metrics reads its periods from this index alone.
+    "idx_agent_sms_metrics": "(deployment_id, sent_at) INCLUDE (status, message_type,"
+    " character_count, billed_cost, provider_cost, voipia_margin, delivered_at, call_id,"
+    " workflow_id, phone_number)",
     # Backing the PRIMARY KEY and UNIQUE constraints.
     "agent_sms_pkey": "(id)",
     "agent_sms_provider_message_sid_key": "(provider_message_sid)",
