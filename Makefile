@@ -1,6 +1,6 @@
 # Two commands do all the setup on a fresh machine:
 #   make dev    run every function locally on an embedded Postgres and S3 (or DATABASE_URL)
-#   make test   lint, type-check and run the whole test suite
+#   make test   lint, type-check, package the AWS deployment and run the whole test suite
 # Both bootstrap the toolchain they need: uv (pinned, from PyPI) and the locked environment.
 
 PYTHON ?= python3
@@ -9,7 +9,7 @@ UV := .tools/bin/uv
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := .venv
 
-.PHONY: dev test lint format migrate clean
+.PHONY: dev test lint package format migrate clean
 
 $(UV):
 	$(PYTHON) -m venv .tools
@@ -22,8 +22,13 @@ $(UV):
 dev: .venv/.synced
 	.venv/bin/python -m tools.dev
 
-test: lint
+test: lint package
 	.venv/bin/python -m pytest
+
+# The AWS deployment, packaged offline and linted (osls from package-lock.json, the
+# layers' wheels for Lambda's arm64 from uv.lock): tests/test_deployment.py reads it.
+package: .venv/.synced
+	.venv/bin/python -m tools.package
 
 lint: .venv/.synced
 	.venv/bin/ruff check .
@@ -38,4 +43,4 @@ migrate: .venv/.synced
 	.venv/bin/python -m tools.migrate
 
 clean:
-	rm -rf .venv .tools .mypy_cache .pytest_cache .ruff_cache
+	rm -rf .venv .tools .mypy_cache .pytest_cache .ruff_cache build .serverless node_modules

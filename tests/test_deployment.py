@@ -1,0 +1,192 @@
+"""The packaged AWS deployment (`make package`, run by `make test` before pytest):
+the CloudFormation template osls wrote from serverless.yml, and its zips."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tools.migrate import ROOT
+from tools.package import FUNCTION_LAYERS, TEMPLATE, prune_pyarrow
+
+URL_FUNCTIONS = {"ingest_sms", "twilio_status", "metrics", "erase"}
+SCHEDULES = {"reconcile": "rate(15 minutes)", "retention": "rate(1 day)"}
+SOURCES = {"ingest_sms": "ingest_sms", "twilio_status": "twilio_status",
+           "reconcile": "twilio_status", "metrics": "metrics", "erase": "retention",
+           "retention": "retention"}  # fmt: skip
+# Variables that carry a secret: only ever a Secrets Manager reference.
+SECRETS = {"DATABASE_URL", "INGEST_API_KEYS", "TWILIO_AUTH_TOKEN", "TWILIO_SUBACCOUNTS",
+           "SUPABASE_JWT_SECRET", "METRICS_SERVICE_KEYS", "ARCHIVE_INDEX_SECRET",
+           "PRIVACY_API_KEYS"}  # fmt: skip
+TUNING = {"DATABASE_POOL_SIZE", "RETENTION_TIME_BUDGET_SECONDS"}
+
+
+@pytest.fixture(scope="module")
+def resources() -> dict[str, Any]:
+    if not TEMPLATE.exists():
+        pytest.fail("No packaged template: run `make package` (make test runs it first).")
+    template = json.loads(TEMPLATE.read_text(encoding="utf-8"))
+    found: dict[str, Any] = template["Resources"]
+    return found
+
+
+def of_type(resources: dict[str, Any], kind: str) -> dict[str, Any]:
+    return {name: r for name, r in resources.items() if r["Type"] == kind}
+
+
+def functions(resources: dict[str, Any]) -> dict[str, tuple[str, dict[str, Any]]]:
+    """serverless.yml's function name -> (logical id, properties)."""
+    found = {}
+    for logical_id, resource in of_type(resources, "AWS::Lambda::Function").items():
+        name = resource["Properties"]["FunctionName"].removeprefix("voipia-sms-tracking-ci-")
+        found[name] = (logical_id, resource["Properties"])
+    return found
+
+
+def target(reference: Any) -> str:
+    """The logical id a Ref or GetAtt points at."""
+    return str(reference["Ref"] if "Ref" in reference else reference["Fn::GetAtt"][0])
+
+
+def test_every_function_runs_its_own_handler_on_python_312_arm64(
+    resources: dict[str, Any],
+) -> None:
+    found = functions(resources)
+    assert set(found) == set(SOURCES)
+    for name, (_, properties) in found.items():
+        assert properties["Handler"].startswith(f"functions/{SOURCES[name]}/aws_lambda.")
+        assert (properties["Runtime"], properties["Architectures"]) == ("python3.12", ["arm64"])
+
+
+def test_http_functions_have_public_urls_with_both_permissions(
+    resources: dict[str, Any],
+) -> None:
+    ids = {logical_id: name for name, (logical_id, _) in functions(resources).items()}
+    urls = {ids[target(r["Properties"]["TargetFunctionArn"])]: r["Properties"]
+            for r in of_type(resources, "AWS::Lambda::Url").values()}  # fmt: skip
+    assert set(urls) == URL_FUNCTIONS
+    assert all(url["AuthType"] == "NONE" for url in urls.values())
+    granted: dict[str, set[str]] = {}
+    for permission in of_type(resources, "AWS::Lambda::Permission").values():
+        properties = permission["Properties"]
+        if properties["Principal"] != "*":
+            continue
+        via_url = properties.get("FunctionUrlAuthType") == "NONE" or properties.get(
+            "InvokedViaFunctionUrl"
+        )
+        assert via_url, properties
+        granted.setdefault(ids[target(properties["FunctionName"])], set()).add(properties["Action"])
+    both = {"lambda:InvokeFunctionUrl", "lambda:InvokeFunction"}
+    assert set(granted) == URL_FUNCTIONS
+    assert all(actions == both for actions in granted.values())
+
+
+def test_jobs_run_on_their_schedule(resources: dict[str, Any]) -> None:
+    ids = {logical_id: name for name, (logical_id, _) in functions(resources).items()}
+    schedules = {
+        ids[target(rule["Properties"]["Targets"][0]["Arn"])]: rule["Properties"][
+            "ScheduleExpression"
+        ]
+        for rule in of_type(resources, "AWS::Events::Rule").values()
+    }
+    assert schedules == SCHEDULES
+
+
+def test_the_archive_bucket_is_encrypted_private_versioned_and_expires(
+    resources: dict[str, Any],
+) -> None:
+    bucket = resources["ArchiveBucket"]
+    properties = bucket["Properties"]
+    assert bucket["DeletionPolicy"] == "Retain"
+    assert properties["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+    assert set(properties["PublicAccessBlockConfiguration"].values()) == {True}
+    assert properties["VersioningConfiguration"] == {"Status": "Enabled"}
+    rules = {rule["Id"]: rule for rule in properties["LifecycleConfiguration"]["Rules"]}
+    assert rules["cold-storage"]["Transitions"][0]["StorageClass"] == "GLACIER_IR"
+    assert rules["retention-horizon"]["ExpirationInDays"] == 1095 - 365
+    assert rules["retention-horizon"]["NoncurrentVersionExpiration"]["NoncurrentDays"] > 0
+    (statement,) = resources["ArchiveBucketPolicy"]["Properties"]["PolicyDocument"]["Statement"]
+    assert statement["Effect"] == "Deny"
+    assert statement["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+
+
+def test_only_erase_and_retention_may_touch_the_bucket(resources: dict[str, Any]) -> None:
+    s3_roles = set()
+    for logical_id, role in of_type(resources, "AWS::IAM::Role").items():
+        for policy in role["Properties"].get("Policies", []):
+            for statement in policy["PolicyDocument"]["Statement"]:
+                actions = statement["Action"]
+                if any(
+                    a.startswith("s3:")
+                    for a in ([actions] if isinstance(actions, str) else actions)
+                ):
+                    s3_roles.add(logical_id)
+    assert s3_roles == {"RetentionRole"}
+    users = {name for name, (_, p) in functions(resources).items() if target(p["Role"]) in s3_roles}
+    assert users == {"erase", "retention"}
+
+
+def test_configuration_comes_from_secrets_manager_and_ssm_never_literals(
+    resources: dict[str, Any],
+) -> None:
+    for name, (_, properties) in functions(resources).items():
+        for variable, value in properties["Environment"]["Variables"].items():
+            if variable in SECRETS:
+                assert str(value).startswith("{{resolve:secretsmanager:"), (name, variable)
+            elif variable not in TUNING:
+                assert isinstance(value, dict) or str(value).startswith("{{resolve:ssm:"), (
+                    name,
+                    variable,
+                )
+
+
+def test_each_function_ships_only_its_own_code_and_pyarrow_only_retention(
+    resources: dict[str, Any],
+) -> None:
+    for name, source in SOURCES.items():
+        with zipfile.ZipFile(ROOT / ".serverless" / f"{name}.zip") as zipped:
+            entries = zipped.namelist()
+        code = {e.split("/")[1] for e in entries if e.startswith("functions/") and e.count("/") > 1}
+        assert code == {source}, name
+        assert any(e.startswith("shared/") for e in entries)
+        assert not any(
+            e.startswith(("tests/", "tools/", "benchmarks/", "supabase/")) for e in entries
+        )
+    with_archive = {name for name, layers in FUNCTION_LAYERS.items() if "archive" in layers}
+    assert with_archive == {"erase", "retention"}
+    with zipfile.ZipFile(ROOT / ".serverless" / "common.zip") as common:
+        assert not any(e.startswith("python/pyarrow/") for e in common.namelist())
+    with zipfile.ZipFile(ROOT / ".serverless" / "archive.zip") as archive:
+        assert any(e.startswith("python/pyarrow/") for e in archive.namelist())
+
+
+def test_pyarrow_without_the_parts_left_out_still_writes_and_reads_the_archive(
+    tmp_path: Path,
+) -> None:
+    """The same pruning, on this machine's pyarrow: it must still import, and write and
+    read a zstd Parquet object (the tests of retention itself ran on it too)."""
+    import pyarrow
+
+    shutil.copytree(Path(pyarrow.__file__).parent, tmp_path / "pyarrow")
+    prune_pyarrow(tmp_path / "pyarrow")
+    script = (
+        "import sys, pyarrow as pa, pyarrow.parquet as pq, pyarrow.compute as pc;"
+        "assert pa.__file__.startswith(sys.argv[1]);"
+        "sink = pa.BufferOutputStream();"
+        "pq.write_table(pa.table({'n': ['+33612345678']}), sink, compression='zstd');"
+        "t = pq.read_table(pa.BufferReader(sink.getvalue()));"
+        "print(t.filter(pc.not_equal(t['n'], pa.scalar('x'))).num_rows)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path)], env={"PYTHONPATH": str(tmp_path)},
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "1"
