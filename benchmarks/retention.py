@@ -120,7 +120,7 @@ def _load(url: str, rows: int) -> None:
 
 def _archive_in_this_process() -> dict[str, Any]:
     """The child: baseline read, then the archive run, with this process's peak memory."""
-    retention = Retention.from_settings(Settings())
+    retention = Retention.from_settings(Settings.load())
     before = _peak_rss_mb()
     cutoff = datetime.now(UTC) - timedelta(days=retention.settings.archive_after_days)
     sent_at = archive_format.COLUMN_NAMES.index("sent_at")

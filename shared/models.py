@@ -25,8 +25,13 @@ from pydantic_core import PydanticCustomError
 
 from shared.phones import to_e164
 
+# Every model here is built on first use (defer_build): each function builds only the
+# models it validates, not all of them as it starts.
+
 
 class ErrorDetail(BaseModel):
+    model_config = ConfigDict(defer_build=True)
+
     code: str
     message: str
     field: str | None = None
@@ -34,6 +39,8 @@ class ErrorDetail(BaseModel):
 
 class ErrorBody(BaseModel):
     """Every error response: {"error": {"code", "message", "field"?}}."""
+
+    model_config = ConfigDict(defer_build=True)
 
     error: ErrorDetail
 
@@ -65,7 +72,7 @@ class SmsIn(BaseModel):
     ``SmsIn.model_validate(data, context={"region": "FR", "received_at": now})``.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     deployment_id: UUID
     phone_number: str
@@ -203,7 +210,7 @@ class SmsIn(BaseModel):
 
 
 class IngestBatch(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     messages: Annotated[list[Any], Field(min_length=1, max_length=MAX_BATCH)]
 
@@ -214,7 +221,7 @@ class IngestBatch(BaseModel):
 class StatusReport(BaseModel):
     """The part of a Twilio status callback we use; Twilio sends more, and may add fields."""
 
-    model_config = ConfigDict(extra="ignore", frozen=True)
+    model_config = ConfigDict(extra="ignore", frozen=True, defer_build=True)
 
     sid: Annotated[
         str,
@@ -261,7 +268,7 @@ AgentType = Literal["louis", "arthur", "alexandra"]
 class MetricsQuery(BaseModel):
     """The dashboard's query string. Without dates: the last 30 days."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     start: AwareDatetime | None = None
     end: AwareDatetime | None = None
@@ -303,7 +310,7 @@ class ErasureRequest(BaseModel):
     count. Numbers are normalised exactly as ingest normalises them; validation needs
     the default region in the context, as SmsIn does."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     phone_numbers: Annotated[
         list[str],
@@ -351,6 +358,6 @@ class ErasureRequest(BaseModel):
 class RetentionRequest(BaseModel):
     """The scheduled run's body: empty, or {"dry_run": true} to see what it would do."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     dry_run: bool = False

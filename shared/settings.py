@@ -8,18 +8,28 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import re
+from collections.abc import Mapping
 from typing import Annotated, Literal
 
-from pydantic import Field, HttpUrl, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    HttpUrl,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from shared.errors import ConfigurationError
 
 DatabaseBackend = Literal["postgres", "supabase"]
 MIN_KEY_LENGTH = 32
 # Comma-separated in the environment; several may be active at once so keys can rotate.
-ApiKeys = Annotated[tuple[SecretStr, ...], NoDecode]
+ApiKeys = tuple[SecretStr, ...]
 _API_KEY_FIELDS = (
     "ingest_api_keys",
     "metrics_service_keys",
@@ -28,8 +38,12 @@ _API_KEY_FIELDS = (
 )
 
 
-class Settings(BaseSettings):
-    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", frozen=True)
+class Settings(BaseModel):
+    """Each setting is the environment variable of its name in capitals. A plain model,
+    not pydantic-settings: reading a dozen variables is not worth a fifth of a cold
+    start."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
 
     database_url: SecretStr | None = None
     """Direct or pooled Postgres connection (postgresql://...). Takes precedence over Supabase."""
@@ -51,7 +65,7 @@ class Settings(BaseSettings):
     twilio_account_sid: Annotated[str, Field(pattern=r"^AC[0-9a-f]{32}$")] | None = None
     twilio_auth_token: SecretStr | None = None
     """The main account: signs callbacks without an AccountSid, and reads the API."""
-    twilio_subaccounts: Annotated[dict[str, SecretStr], NoDecode] = {}
+    twilio_subaccounts: dict[str, SecretStr] = {}
     """Subaccounts as ACxxx:token pairs, comma-separated."""
     twilio_api_base_url: HttpUrl = HttpUrl("https://api.twilio.com")
     public_base_url: HttpUrl | None = None
@@ -232,10 +246,12 @@ class Settings(BaseSettings):
         return "postgres" if self.database_url is not None else "supabase"
 
     @classmethod
-    def load(cls) -> Settings:
+    def load(cls, environment: Mapping[str, str] | None = None) -> Settings:
         """Read the environment, or raise ConfigurationError naming what is wrong."""
+        source = os.environ if environment is None else environment
+        values = {name: source[name.upper()] for name in cls.model_fields if name.upper() in source}
         try:
-            return cls()
+            return cls.model_validate(values)
         except ValidationError as exc:
             raise ConfigurationError(describe_validation_error(exc)) from None
 
