@@ -12,15 +12,19 @@ schedule, which invokes Lambda directly rather than over HTTP.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from shared import logs, runtime
+from shared.errors import ServiceError
 
 if TYPE_CHECKING:
     from werkzeug.wrappers import Request, Response
 
     from shared.runtime import Services
+
+log = logging.getLogger("sms.lambda")
 
 LambdaHandler = Callable[[dict[str, Any], Any], dict[str, Any]]
 
@@ -51,13 +55,29 @@ def http_handler(entry_point: Callable[[Request], Response]) -> LambdaHandler:
 
 
 def scheduled_handler(job: Callable[[Services], Any]) -> LambdaHandler:
-    """A Lambda handler for a scheduled job: runs it and returns its report."""
+    """A Lambda handler for a scheduled job: runs it and returns its report.
+
+    A failed run fails the invocation, so Lambda's metrics and alarms see it, but with
+    the error's code only: Lambda prints an uncaught exception's message and traceback
+    to the logs, and those could quote data.
+    """
 
     def handle(event: dict[str, Any], context: Any) -> dict[str, Any]:
         request_id = getattr(context, "aws_request_id", None) or "scheduled"
         with logs.bound_request_id(request_id):
-            report = job(runtime.services())
+            try:
+                report = job(runtime.services())
+            except ServiceError as exc:
+                log.error("scheduled run failed: %s", exc.message, extra={"code": exc.code})
+                raise ScheduledRunError(exc.code) from None
+            except Exception:
+                log.exception("scheduled run failed")
+                raise ScheduledRunError("internal") from None
         result: dict[str, Any] = json.loads(json.dumps(report, default=str))
         return result
 
     return handle
+
+
+class ScheduledRunError(Exception):
+    """What Lambda records for a failed scheduled run: the error code, nothing else."""

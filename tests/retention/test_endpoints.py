@@ -318,3 +318,18 @@ def test_on_lambda_the_schedule_runs_retention_and_erase_answers_its_url(
     assert response["statusCode"] == 200, response
     assert body_of(response)["erasures"][0]["archived_rows"] == 4
     assert traces(clean, retention, [ALICE]) == []
+
+
+def test_a_failed_scheduled_run_fails_the_invocation_with_its_code_only(
+    settings: Settings, old_sms: list[uuid.UUID], database_url: str
+) -> None:
+    from functions.retention import aws_lambda
+    from shared.lambda_adapter import ScheduledRunError
+
+    with psycopg.connect(database_url, autocommit=True) as other_run:
+        other_run.execute("SELECT pg_advisory_lock(private.retention_run_lock_key())")
+        with pytest.raises(ScheduledRunError) as failed:
+            aws_lambda.retention({"source": "aws.events"}, None)
+    assert str(failed.value) == "conflict"
+    assert failed.value.__cause__ is None
+    assert failed.value.__suppress_context__
