@@ -89,6 +89,21 @@ def test_retention_dry_run_over_http(
     assert object_versions(retention) == []
 
 
+@pytest.mark.parametrize("dry_run", [0, "false", "yes", None])
+def test_retention_takes_only_true_or_false_for_dry_run(
+    retention_url: str,
+    settings: Settings,
+    old_sms: list[uuid.UUID],
+    retention: Retention,
+    dry_run: Any,
+) -> None:
+    # A flag read loosely would run for real when a dry run was meant (found by Schemathesis).
+    response = post(retention_url, SCHEDULER_KEY, {"dry_run": dry_run})
+    assert response.status_code == 422, response.text
+    assert response.json()["error"]["field"] == "dry_run"
+    assert object_versions(retention) == []
+
+
 @pytest.mark.parametrize("key", [None, "wrong" * 10, PRIVACY_KEY])
 def test_retention_refuses_any_other_key(
     retention_url: str, settings: Settings, old_sms: list[uuid.UUID], key: str | None
@@ -191,6 +206,13 @@ def test_erase_reports_an_incomplete_erasure_as_503_with_its_receipt(
         ({"phone_numbers": [], "requester": "dpo"}, "phone_numbers", None),
         ({"phone_numbers": [ALICE], "requester": "dpo", "extra": 1}, "extra",
          "extra: unknown field"),
+        # Only true or false: a flag read loosely ("no", 0) would erase for real
+        # (found by Schemathesis).
+        ({"phone_numbers": [ALICE], "requester": "dpo", "dry_run": 0}, "dry_run", None),
+        ({"phone_numbers": [ALICE], "requester": "dpo", "dry_run": "no"}, "dry_run", None),
+        # Postgres text cannot hold NUL: refused here rather than failing as a 500
+        # (found by Schemathesis).
+        ({"phone_numbers": [ALICE], "requester": "dpo\x00"}, "requester", None),
     ],
 )  # fmt: skip
 def test_erase_rejects_bad_requests_naming_the_field(
