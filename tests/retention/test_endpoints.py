@@ -93,6 +93,21 @@ def test_retention_dry_run_over_http(
     assert object_versions(retention) == []
 
 
+def test_a_chunked_dry_run_is_still_a_dry_run(
+    retention_url: str, settings: Settings, old_sms: list[uuid.UUID], retention: Retention
+) -> None:
+    # A chunked body has no Content-Length; it was taken for no body, and the run
+    # went ahead for real.
+    def chunks() -> Iterator[bytes]:
+        yield b'{"dry_run": true}'
+
+    headers = {"Authorization": f"Bearer {SCHEDULER_KEY}", "Content-Type": "application/json"}
+    response = httpx.post(retention_url, content=chunks(), headers=headers, timeout=30)
+    assert response.request.headers["Transfer-Encoding"] == "chunked"
+    assert (response.status_code, response.json()["dry_run"]) == (200, True), response.text
+    assert object_versions(retention) == []
+
+
 @pytest.mark.parametrize("dry_run", [0, "false", "yes", None])
 def test_retention_takes_only_true_or_false_for_dry_run(
     retention_url: str,
