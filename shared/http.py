@@ -61,18 +61,25 @@ def empty_response(status: int = 200) -> Response:
 JSON_TYPES = ("application/json",)
 
 
-def read_json(request: Request, *, max_bytes: int) -> Any:
-    """The request's JSON body, or the error that says what is wrong with it."""
+_REQUIRED: Any = object()
+
+
+def read_json(request: Request, *, max_bytes: int, if_empty: Any = _REQUIRED) -> Any:
+    """The request's JSON body, or the error that says what is wrong with it.
+
+    With if_empty, a request without a body gets that instead. Whether there is one is
+    read from the body itself: a chunked body has no Content-Length.
+    """
+    if if_empty is not _REQUIRED:
+        data = _read_body(request, max_bytes)
+        if not data:
+            return if_empty
     if request.mimetype not in JSON_TYPES:
         raise UnsupportedMediaTypeError(
             "Send the body as JSON with 'Content-Type: application/json'."
         )
-    too_large = PayloadTooLargeError(f"The body must be at most {max_bytes} bytes.")
-    if request.content_length is not None and request.content_length > max_bytes:
-        raise too_large
-    data = request.stream.read(max_bytes + 1)
-    if len(data) > max_bytes:
-        raise too_large
+    if if_empty is _REQUIRED:
+        data = _read_body(request, max_bytes)
     try:
         return json.loads(data, parse_constant=_not_json)
     except (ValueError, RecursionError) as exc:
@@ -83,6 +90,16 @@ def read_json(request: Request, *, max_bytes: int) -> Any:
             else ""
         )
         raise BadRequestError(f"The body is not valid JSON{where}.") from None
+
+
+def _read_body(request: Request, max_bytes: int) -> bytes:
+    too_large = PayloadTooLargeError(f"The body must be at most {max_bytes} bytes.")
+    if request.content_length is not None and request.content_length > max_bytes:
+        raise too_large
+    data: bytes = request.stream.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise too_large
+    return data
 
 
 def _not_json(constant: str) -> Any:

@@ -25,6 +25,20 @@ from pydantic_core import PydanticCustomError
 
 from shared.phones import to_e164
 
+# A number, or text that is one: pydantic would read it as Unix time (seconds, or
+# milliseconds when large), so `"sent_at": 0` or `?end=0.5` would quietly mean 1970.
+_NUMERIC = re.compile(r"\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*")
+
+
+def text_datetime(value: object) -> object:
+    """Let only text (or a datetime) through to datetime parsing, never a number."""
+    if value is None or isinstance(value, datetime):
+        return value
+    if not isinstance(value, str) or _NUMERIC.fullmatch(value):
+        raise ValueError("must be an ISO 8601 date and time with an offset")
+    return value
+
+
 # Every model here is built on first use (defer_build): each function builds only the
 # models it validates, not all of them as it starts.
 
@@ -50,6 +64,7 @@ class ErrorBody(BaseModel):
 MAX_MESSAGE_LENGTH = 1600  # Twilio's limit for one message body
 MAX_METADATA_BYTES = 16_384
 MAX_BATCH = 500
+SENT_AT_RANGE = (datetime(2000, 1, 1, tzinfo=UTC), datetime(2100, 1, 1, tzinfo=UTC))
 
 MessageType = Literal["transactional", "marketing", "notification", "appointment_reminder"]
 Money = Annotated[Decimal, Field(ge=0, max_digits=10, decimal_places=4)]
@@ -136,11 +151,15 @@ class SmsIn(BaseModel):
                 return parsedate_to_datetime(value)
             except (TypeError, ValueError):
                 return value
-        return value
+        return text_datetime(value)
 
     @field_validator("sent_at")
     @classmethod
     def _default_to_receipt(cls, value: datetime | None, info: ValidationInfo) -> datetime:
+        if value is not None and not SENT_AT_RANGE[0] <= value < SENT_AT_RANGE[1]:
+            # Nearly always a mapping mistake; and a time before year 1 in UTC, which
+            # Postgres stores but Python cannot read back, would stop every retention run.
+            raise ValueError("must be from 2000 to 2099")
         return value or (info.context or {}).get("received_at") or datetime.now(UTC)
 
     @field_validator("provider_cost", "voipia_margin", mode="before")
@@ -190,6 +209,12 @@ class SmsIn(BaseModel):
             raise ValueError(f"must be at most {MAX_METADATA_BYTES} bytes of JSON")
         if "\\u0000" in text:
             raise ValueError("must not contain NUL characters")
+        try:
+            json.dumps(value, ensure_ascii=False).encode()
+        except UnicodeEncodeError:
+            # JSON can escape half a surrogate pair ("\ud800"), which is no character
+            # and cannot be stored; pydantic checks this for str fields, not inside Any.
+            raise ValueError("must be valid Unicode text (no lone surrogates)") from None
         return value
 
     @field_validator("*")
@@ -277,10 +302,18 @@ class MetricsQuery(BaseModel):
     agent_type: AgentType | None = None
     series: Literal["day", "week"] | None = None
 
+    @field_validator("start", "end", mode="before")
+    @classmethod
+    def _text_only(cls, value: object) -> object:
+        return text_datetime(value)
+
     @model_validator(mode="after")
     def _period(self) -> MetricsQuery:
         end = self.end or datetime.now(UTC)
-        start = self.start or end - timedelta(days=DEFAULT_METRICS_DAYS)
+        try:
+            start = self.start or end - timedelta(days=DEFAULT_METRICS_DAYS)
+        except OverflowError:  # 30 days before an end in January of year 1
+            raise PydanticCustomError("period", "end is too early to count back from") from None
         if end <= start:
             raise PydanticCustomError("period", "end must be after start")
         if end - start > timedelta(days=MAX_METRICS_DAYS):
@@ -303,6 +336,8 @@ class MetricsQuery(BaseModel):
 
 
 MAX_ERASURE_NUMBERS = 100
+# JSON true or false only: read loosely, 0, "no" or "off" would mean "do it for real".
+StrictFlag = Annotated[bool, Field(strict=True)]
 
 
 class ErasureRequest(BaseModel):
@@ -324,7 +359,15 @@ class ErasureRequest(BaseModel):
         str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)
     ]
     """Who asked, for the audit record: a ticket number, a team, never the data subject."""
-    dry_run: bool = False
+    dry_run: StrictFlag = False
+
+    @field_validator("requester")
+    @classmethod
+    def _no_nul(cls, value: str) -> str:
+        # Postgres text cannot hold NUL: the audit insert would fail as a 500.
+        if "\x00" in value:
+            raise ValueError("must not contain NUL characters")
+        return value
 
     @field_validator("phone_numbers", mode="before")
     @classmethod
@@ -360,4 +403,4 @@ class RetentionRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
-    dry_run: bool = False
+    dry_run: StrictFlag = False

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 
+from tests import openapi_contract
 from tests.support import Shop, Tenants, create_shop, create_tenants
 from tools.embedded import embedded_postgres, throwaway_database
 from tools.migrate import apply
@@ -62,3 +63,12 @@ def tenants(clean: psycopg.Connection) -> Tenants:
 def shop(clean: psycopg.Connection) -> Shop:
     """Two clients' SMS whose metrics are known by construction."""
     return create_shop(clean)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked after_all go last: they read what every other test observed."""
+    items.sort(key=lambda item: item.get_closest_marker("after_all") is not None)
+
+
+def pytest_deselected(items: list[pytest.Item]) -> None:
+    openapi_contract.DESELECTED.extend(item.nodeid for item in items)

@@ -25,7 +25,7 @@ MAX_BODY_BYTES = 65_536
 def retention(request: Request) -> Response:
     settings = runtime.services().settings
     require_api_key(request, settings.retention_api_keys)
-    body = read_json(request, max_bytes=MAX_BODY_BYTES) if request.content_length else {}
+    body = read_json(request, max_bytes=MAX_BODY_BYTES, if_empty={})
     options = RetentionRequest.model_validate(body)
     report = archive.run(
         Retention.from_settings(settings), dry_run=options.dry_run, progress=_log_progress

@@ -69,6 +69,10 @@ def verified_params(request: Request, settings: Settings) -> dict[str, str]:
     if request.mimetype not in FORM_TYPES:
         raise ForbiddenError("Not a Twilio status callback.")
     params = request.form  # a MultiDict: the validator signs every value of every name
+    if None in params:
+        # A multipart part without a name: Twilio never sends one, and the validator
+        # cannot sort it among the names it signs.
+        raise ForbiddenError("Not a Twilio status callback.")
     signature = request.headers.get(SIGNATURE_HEADER)
     account = params.get("AccountSid")
     token = settings.twilio_token_for(account)

@@ -9,6 +9,7 @@ import functions_framework
 import pytest
 
 from shared.db import PostgresDatabase
+from tests import openapi_contract
 from tests.loopback import LoopbackServer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -19,7 +20,10 @@ class LocalFunction(LoopbackServer):
 
     def __init__(self, name: str, target: str | None = None) -> None:
         source = ROOT / "functions" / name / "main.py"
-        super().__init__(functions_framework.create_app(target=target or name, source=str(source)))
+        target = target or name
+        app = functions_framework.create_app(target=target, source=str(source))
+        # Every answer is noted, so that tests/test_openapi.py can hold the spec to them.
+        super().__init__(openapi_contract.record(target, app))
 
     @property
     def url(self) -> str:

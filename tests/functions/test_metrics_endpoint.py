@@ -164,6 +164,10 @@ def test_tokens_that_are_not_valid_are_401(metrics_url: str, shop: Shop, bad: st
         ({"deployment_id": "42"}, "deployment_id"),
         ({"start": "yesterday"}, "start"),
         ({"end": "2026-13-01T00:00:00Z"}, "end"),
+        # A number would otherwise be read as Unix time: a period in 1970 (found by
+        # Schemathesis).
+        ({"end": "0.5"}, "end"),
+        ({"start": "1764000000"}, "start"),
         ({"agent_type": "robert"}, "agent_type"),
         ({"surprise": "1"}, "surprise"),
     ],
@@ -187,6 +191,16 @@ def test_a_period_backwards_or_too_long_is_422(
     response = get(metrics_url, token(shop.viewer_a), start=start, end=end)
     assert response.status_code == 422
     assert words in response.json()["error"]["message"]
+
+
+def test_an_end_too_early_for_a_default_start_is_422_not_500(metrics_url: str, shop: Shop) -> None:
+    # The default start, 30 days before, is before year 1 (found by Schemathesis).
+    headers = {"Authorization": f"Bearer {token(shop.viewer_a)}"}
+    response = httpx.get(
+        metrics_url, params={"end": "0001-01-11T00:00:00Z"}, headers=headers, timeout=30
+    )
+    assert response.status_code == 422, response.text
+    assert "end" in response.json()["error"]["message"]
 
 
 def test_without_dates_it_is_the_last_30_days(metrics_url: str, shop: Shop) -> None:

@@ -173,6 +173,52 @@ def test_a_valid_callback_is_200_with_an_empty_body(
     assert row(clean, sms_sid)["status"] == "delivered"
 
 
+def test_both_take_only_post(status_url: str, reconcile_url: str) -> None:
+    for url in (status_url + "/", reconcile_url):
+        response = httpx.get(url, timeout=30)
+        assert (response.status_code, response.headers["Allow"]) == (405, "POST")
+
+
+def test_a_form_part_without_a_name_is_403_not_500(status_url: str, sms_sid: str) -> None:
+    # Twilio never sends one, and the signature check cannot sort a nameless parameter
+    # (found by Schemathesis, as a 500).
+    body = (
+        b"--b\r\nContent-Disposition: form-data\r\n\r\nx\r\n"
+        b'--b\r\nContent-Disposition: form-data; name="MessageSid"\r\n\r\n'
+        + sms_sid.encode()
+        + b"\r\n--b--\r\n"
+    )
+    response = httpx.post(
+        status_url + "/",
+        content=body,
+        headers={
+            "Content-Type": "multipart/form-data; boundary=b",
+            "X-Twilio-Signature": "c2lnbmF0dXJl",
+        },
+        timeout=30,
+    )
+    assert response.status_code == 403, response.text
+    assert response.json()["error"]["code"] == "forbidden"
+
+
+def test_an_unreachable_database_is_503_with_retry_after(
+    status_url: str, services: runtime.Services, sms_sid: str
+) -> None:
+    # Twilio retries on a 5xx (with the connection overrides the README gives).
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        down = f"postgresql://postgres@127.0.0.1:{probe.getsockname()[1]}/x"
+    unreachable = runtime.Services(
+        settings_for(down, database_timeout_seconds=1, retry_after_seconds=13)
+    )
+    runtime.use(unreachable)
+    response = post(status_url, callback(sms_sid, "delivered"))
+    unreachable.db.close()
+    assert response.status_code == 503
+    assert response.headers["Retry-After"] == "13"
+    assert response.json()["error"]["code"] == "unavailable"
+
+
 @pytest.mark.parametrize(
     "forgery",
     ["tampered", "wrong_token", "wrong_url", "missing_header", "unknown_account", "json"],

@@ -66,8 +66,12 @@ def settings(
     runtime.use(None)
 
 
-def post(url: str, key: str | None, body: Any = None) -> httpx.Response:
+def post(
+    url: str, key: str | None, body: Any = None, request_id: str | None = None
+) -> httpx.Response:
     headers = {"Authorization": f"Bearer {key}"} if key else {}
+    if request_id is not None:
+        headers["X-Request-Id"] = request_id
     if body is None:
         return httpx.post(url, headers=headers, timeout=30)
     return httpx.post(url, json=body, headers=headers, timeout=30)
@@ -87,6 +91,36 @@ def test_retention_dry_run_over_http(
 ) -> None:
     response = post(retention_url, SCHEDULER_KEY, {"dry_run": True})
     assert (response.json()["dry_run"], response.json()["archived_rows"]) == (True, 9)
+    assert object_versions(retention) == []
+
+
+def test_a_chunked_dry_run_is_still_a_dry_run(
+    retention_url: str, settings: Settings, old_sms: list[uuid.UUID], retention: Retention
+) -> None:
+    # A chunked body has no Content-Length; it was taken for no body, and the run
+    # went ahead for real.
+    def chunks() -> Iterator[bytes]:
+        yield b'{"dry_run": true}'
+
+    headers = {"Authorization": f"Bearer {SCHEDULER_KEY}", "Content-Type": "application/json"}
+    response = httpx.post(retention_url, content=chunks(), headers=headers, timeout=30)
+    assert response.request.headers["Transfer-Encoding"] == "chunked"
+    assert (response.status_code, response.json()["dry_run"]) == (200, True), response.text
+    assert object_versions(retention) == []
+
+
+@pytest.mark.parametrize("dry_run", [0, "false", "yes", None])
+def test_retention_takes_only_true_or_false_for_dry_run(
+    retention_url: str,
+    settings: Settings,
+    old_sms: list[uuid.UUID],
+    retention: Retention,
+    dry_run: Any,
+) -> None:
+    # A flag read loosely would run for real when a dry run was meant (found by Schemathesis).
+    response = post(retention_url, SCHEDULER_KEY, {"dry_run": dry_run})
+    assert response.status_code == 422, response.text
+    assert response.json()["error"]["field"] == "dry_run"
     assert object_versions(retention) == []
 
 
@@ -192,6 +226,13 @@ def test_erase_reports_an_incomplete_erasure_as_503_with_its_receipt(
         ({"phone_numbers": [], "requester": "dpo"}, "phone_numbers", None),
         ({"phone_numbers": [ALICE], "requester": "dpo", "extra": 1}, "extra",
          "extra: unknown field"),
+        # Only true or false: a flag read loosely ("no", 0) would erase for real
+        # (found by Schemathesis).
+        ({"phone_numbers": [ALICE], "requester": "dpo", "dry_run": 0}, "dry_run", None),
+        ({"phone_numbers": [ALICE], "requester": "dpo", "dry_run": "no"}, "dry_run", None),
+        # Postgres text cannot hold NUL: refused here rather than failing as a 500
+        # (found by Schemathesis).
+        ({"phone_numbers": [ALICE], "requester": "dpo\x00"}, "requester", None),
     ],
 )  # fmt: skip
 def test_erase_rejects_bad_requests_naming_the_field(
@@ -213,6 +254,50 @@ def test_erase_rejects_bad_requests_naming_the_field(
     assert clean.execute("SELECT count(*) FROM private.sms_erasures").fetchone() == (0,)
 
 
+def test_erase_refuses_a_request_id_another_requester_used(
+    erase_url: str, settings: Settings, old_sms: list[uuid.UUID], clean: psycopg.Connection
+) -> None:
+    body = {"phone_numbers": [ALICE], "requester": "DPO ticket 1"}
+    first = post(erase_url, PRIVACY_KEY, body, request_id="DPO-1")
+    assert first.status_code == 200, first.text
+    other = post(erase_url, PRIVACY_KEY, body | {"requester": "someone else"}, request_id="DPO-1")
+    assert other.status_code == 409
+    assert other.json()["error"]["code"] == "conflict"
+    requesters = clean.execute(
+        "SELECT DISTINCT requester FROM private.sms_erasures WHERE request_id = 'DPO-1'"
+    ).fetchall()
+    assert requesters == [("DPO ticket 1",)]
+
+
+def test_retention_with_the_archive_unreachable_is_503_and_deletes_nothing(
+    retention_url: str,
+    settings: Settings,
+    old_sms: list[uuid.UUID],
+    database_url: str,
+    bucket_name: str,
+    clean: psycopg.Connection,
+) -> None:
+    broken = retention_settings(
+        database_url, "http://127.0.0.1:9", bucket_name, retention_api_keys=SCHEDULER_KEY
+    )
+    runtime.use(runtime.Services(broken))
+    response = post(retention_url, SCHEDULER_KEY)
+    assert response.status_code == 503
+    assert response.headers["Retry-After"] == str(broken.retry_after_seconds)
+    assert clean.execute("SELECT count(*) FROM agent_sms").fetchone() == (len(old_sms) + 8,)
+
+
+@pytest.mark.parametrize("target", ["retention", "erase"])
+def test_a_body_over_64_kib_is_413(
+    retention_url: str, erase_url: str, settings: Settings, target: str
+) -> None:
+    url, key = (retention_url, SCHEDULER_KEY) if target == "retention" else (erase_url, PRIVACY_KEY)
+    body = {"requester": "x" * 70_000}
+    response = post(url, key, body)
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "payload_too_large"
+
+
 @pytest.mark.parametrize("key", [None, "wrong" * 10, SCHEDULER_KEY])
 def test_erase_refuses_any_other_key_and_erases_nothing(
     erase_url: str,
@@ -226,6 +311,26 @@ def test_erase_refuses_any_other_key_and_erases_nothing(
     assert clean.execute(
         "SELECT count(*) FROM agent_sms WHERE phone_number = %s", (ALICE,)
     ).fetchone() == (5,)
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body", "status"),
+    [("text/plain", b'{"dry_run": true}', 415), ("application/json", b'{"dry_run": tru', 400)],
+)
+def test_both_refuse_a_body_that_is_not_json(
+    retention_url: str,
+    erase_url: str,
+    settings: Settings,
+    clean: psycopg.Connection,
+    content_type: str,
+    body: bytes,
+    status: int,
+) -> None:
+    for url, key in ((retention_url, SCHEDULER_KEY), (erase_url, PRIVACY_KEY)):
+        headers = {"Authorization": f"Bearer {key}", "Content-Type": content_type}
+        response = httpx.post(url, content=body, headers=headers, timeout=30)
+        assert response.status_code == status, response.text
+    assert clean.execute("SELECT count(*) FROM private.sms_erasures").fetchone() == (0,)
 
 
 def test_both_accept_only_post(retention_url: str, erase_url: str, settings: Settings) -> None:
