@@ -13,12 +13,15 @@ import psycopg
 import pytest
 
 from functions.retention.context import Retention
+from shared import runtime
 from shared.settings import Settings
 from tests.retention.archive_state import ALICE, BOB, CAROL, at, days_ago, insert_contact_sms
 from tests.support import Tenants
 from tools.embedded import create_versioned_bucket, moto_s3_server
 
 INDEX_SECRET = "archive-index-secret-for-tests-0123456789"
+SCHEDULER_KEY = "s" * 40
+PRIVACY_KEY = "p" * 40
 AWS_TEST_ENVIRONMENT = {
     "AWS_ACCESS_KEY_ID": "testing",
     "AWS_SECRET_ACCESS_KEY": "testing",
@@ -85,3 +88,21 @@ def old_sms(tenants: Tenants, clean: psycopg.Connection) -> list[uuid.UUID]:
     ]
     insert_contact_sms(clean, a, days_ago(359), ALICE, {})  # not due yet
     return ids
+
+
+@pytest.fixture
+def served_settings(
+    tenants: Tenants, database_url: str, s3_endpoint: str, bucket_name: str
+) -> Iterator[Settings]:
+    """What the served retention and erase functions run with: the test's database and
+    bucket, and both kinds of key."""
+    settings = retention_settings(
+        database_url,
+        s3_endpoint,
+        bucket_name,
+        retention_api_keys=SCHEDULER_KEY,
+        privacy_api_keys=PRIVACY_KEY,
+    )
+    runtime.use(runtime.Services(settings))
+    yield settings
+    runtime.use(None)

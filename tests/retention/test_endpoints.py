@@ -28,13 +28,10 @@ from tests.retention.archive_state import (
     object_versions,
     traces,
 )
-from tests.retention.conftest import retention_settings
+from tests.retention.conftest import PRIVACY_KEY, SCHEDULER_KEY, retention_settings
 from tests.support import Tenants
 
 pytestmark = pytest.mark.db
-
-SCHEDULER_KEY = "s" * 40
-PRIVACY_KEY = "p" * 40
 
 
 @pytest.fixture(scope="module")
@@ -50,20 +47,8 @@ def erase_url() -> Iterator[str]:
 
 
 @pytest.fixture
-def settings(
-    tenants: object, database_url: str, s3_endpoint: str, bucket_name: str
-) -> Iterator[Settings]:
-    """The functions' settings: the test's database and bucket, and both kinds of key."""
-    current = retention_settings(
-        database_url,
-        s3_endpoint,
-        bucket_name,
-        retention_api_keys=SCHEDULER_KEY,
-        privacy_api_keys=PRIVACY_KEY,
-    )
-    runtime.use(runtime.Services(current))
-    yield current
-    runtime.use(None)
+def settings(served_settings: Settings) -> Settings:
+    return served_settings
 
 
 def post(

@@ -12,17 +12,13 @@ import pytest
 
 from functions.retention import archive
 from functions.retention.context import Retention
-from shared import runtime
 from shared.settings import Settings
 from tests.functions.conftest import LocalFunction
 from tests.openapi_fuzz import SCHEMA, Case, bounded, call_and_check
 from tests.retention.archive_state import ALICE
-from tests.retention.conftest import retention_settings
+from tests.retention.conftest import PRIVACY_KEY, SCHEDULER_KEY
 
 pytestmark = pytest.mark.db
-
-SCHEDULER_KEY = "s" * 40
-PRIVACY_KEY = "p" * 40
 
 
 @pytest.fixture(scope="module")
@@ -35,20 +31,9 @@ def urls() -> Iterator[dict[str, str]]:
 
 
 @pytest.fixture
-def services(
-    old_sms: list[uuid.UUID], database_url: str, s3_endpoint: str, bucket_name: str
-) -> Iterator[Settings]:
+def services(old_sms: list[uuid.UUID], served_settings: Settings) -> Settings:
     """SMS due for archiving, a fresh bucket, and both kinds of key."""
-    settings = retention_settings(
-        database_url,
-        s3_endpoint,
-        bucket_name,
-        retention_api_keys=SCHEDULER_KEY,
-        privacy_api_keys=PRIVACY_KEY,
-    )
-    runtime.use(runtime.Services(settings))
-    yield settings
-    runtime.use(None)
+    return served_settings
 
 
 @SCHEMA.include(operation_id="retention").parametrize()
