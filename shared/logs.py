@@ -66,11 +66,18 @@ if not getattr(logging.getLogRecordFactory(), "stamps_request_id", False):
 
 
 def configure(level: str = "INFO") -> None:
+    """Every record through the redacting JSON formatter, once.
+
+    A host may have put its own handler on the root logger first (AWS Lambda's Python
+    runtime does): that handler gets our formatter rather than a second handler beside
+    it, which would write every record again, unredacted.
+    """
     root = logging.getLogger()
-    if not any(isinstance(h.formatter, JsonFormatter) for h in root.handlers):
-        handler = logging.StreamHandler()
-        handler.setFormatter(JsonFormatter())
-        root.addHandler(handler)
+    if not root.handlers:
+        root.addHandler(logging.StreamHandler())
+    for handler in root.handlers:
+        if not isinstance(handler.formatter, JsonFormatter):
+            handler.setFormatter(JsonFormatter())
     root.setLevel(level)
     # The twilio library logs every request it makes, headers included, at INFO.
     logging.getLogger("twilio.http_client").setLevel(max(logging.WARNING, root.level))

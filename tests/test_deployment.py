@@ -87,8 +87,21 @@ def test_http_functions_have_public_urls_with_both_permissions(
     assert all(actions == both for actions in granted.values())
 
 
-def test_jobs_run_on_their_schedule(resources: dict[str, Any]) -> None:
-    ids = {logical_id: name for name, (logical_id, _) in functions(resources).items()}
+def test_jobs_run_on_their_schedule_one_at_a_time_without_retries(
+    resources: dict[str, Any],
+) -> None:
+    found = functions(resources)
+    ids = {logical_id: name for name, (logical_id, _) in found.items()}
+    retries = {
+        ids[target(config["Properties"]["FunctionName"])]: config["Properties"][
+            "MaximumRetryAttempts"
+        ]
+        for config in of_type(resources, "AWS::Lambda::EventInvokeConfig").values()
+    }
+    assert retries == dict.fromkeys(SCHEDULES, 0)
+    assert {name: found[name][1].get("ReservedConcurrentExecutions") for name in SCHEDULES} == (
+        dict.fromkeys(SCHEDULES, 1)
+    )
     schedules = {
         ids[target(rule["Properties"]["Targets"][0]["Arn"])]: rule["Properties"][
             "ScheduleExpression"
@@ -152,6 +165,7 @@ def test_each_function_ships_only_its_own_code_and_pyarrow_only_retention(
     for name, source in SOURCES.items():
         with zipfile.ZipFile(ROOT / ".serverless" / f"{name}.zip") as zipped:
             entries = zipped.namelist()
+        assert not any("__pycache__" in e for e in entries), name
         code = {e.split("/")[1] for e in entries if e.startswith("functions/") and e.count("/") > 1}
         assert code == {source}, name
         assert any(e.startswith("shared/") for e in entries)
