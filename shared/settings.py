@@ -100,7 +100,7 @@ class Settings(BaseModel):
     pending_events_max_age_days: Annotated[int, Field(ge=1)] = 30
     """Status reports for an SMS never recorded are dropped after this long."""
     retention_time_budget_seconds: Annotated[int, Field(ge=5, le=900)] = 600
-    """A run starts no new batch after this long; the next run resumes."""
+    """A run archives or expires no new object after this long; the next run resumes."""
     retention_api_keys: ApiKeys = ()
     """Bearer keys the scheduler presents to retention."""
     privacy_api_keys: ApiKeys = ()

@@ -37,7 +37,8 @@ class RetentionReport:
     unfinished_objects_removed: int = 0
     pending_events_purged: int = 0
     complete: bool = True
-    """False when the time budget ended the run early; the next run resumes."""
+    """False when the time budget ended the run early (archive or expiry); the next
+    run resumes."""
 
     def as_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -59,8 +60,9 @@ def run(
             )
         sessions.hold_run_lock()
         report.unfinished_objects_removed = sessions.remove_unfinished_objects(retention.bucket)
-        _archive(retention, sessions, report, archive_before, progress)
-        _expire(retention, sessions, report, expire_before)
+        deadline = clock() + settings.retention_time_budget_seconds
+        _archive(retention, sessions, report, archive_before, progress, deadline)
+        _expire(retention, sessions, report, expire_before, deadline)
         report.pending_events_purged = _purge_pending_events(sessions, pending_before)
     log.info("retention run finished", extra=report.as_json())
     return report
@@ -72,8 +74,8 @@ def _archive(
     report: RetentionReport,
     archive_before: datetime,
     progress: Progress,
+    deadline: float,
 ) -> None:
-    deadline = clock() + retention.settings.retention_time_budget_seconds
     due = _rows_due(sessions, archive_before)
     progress(0, due)
     while True:
@@ -133,7 +135,11 @@ def _archive_one_object(retention: Retention, sessions: Sessions, archive_before
 
 
 def _expire(
-    retention: Retention, sessions: Sessions, report: RetentionReport, expire_before: datetime
+    retention: Retention,
+    sessions: Sessions,
+    report: RetentionReport,
+    expire_before: datetime,
+    deadline: float,
 ) -> None:
     """Delete every archived object whose newest SMS is past the retention horizon."""
     expired = sessions.control.execute(
@@ -142,6 +148,9 @@ def _expire(
         (expire_before,),
     ).fetchall()
     for key, rows in expired:
+        if clock() > deadline:
+            report.complete = False
+            return
         with sessions.archive_write_lock():
             # The object first: a crash before the manifest follows leaves an entry
             # whose object is already gone, which the next run deletes again.

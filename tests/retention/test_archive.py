@@ -376,3 +376,33 @@ def test_an_archived_sms_put_back_never_overwrites_its_archived_object(
     with pytest.raises(ConflictError, match="already holds exactly these SMS"):
         archive.run(retention)
     assert object_versions_by_key(retention) == after
+
+
+def test_the_time_budget_also_bounds_expiry_and_the_next_run_resumes(
+    tenants: Tenants,
+    clean: psycopg.Connection,
+    database_url: str,
+    s3_endpoint: str,
+    bucket_name: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    retention = Retention.from_settings(retention_settings(database_url, s3_endpoint, bucket_name))
+    for days in (1300, 1200):  # two months, two objects, both past the horizon
+        insert_old_sms(clean, tenants.deployment_b, days, phone_number=ALICE)
+    expired: list[str] = []
+    real_delete = retention.bucket.delete_versions
+
+    def delete_versions(key: str, *, keep_current: bool) -> int:
+        expired.append(key)
+        return real_delete(key, keep_current=keep_current)
+
+    monkeypatch.setattr(retention.bucket, "delete_versions", delete_versions)
+    # Time stands still until the first object has expired, then the budget is gone.
+    monkeypatch.setattr(archive, "clock", lambda: 10_000 if expired else 0)
+    first = archive.run(retention)
+    assert (first.archived_objects, first.expired_objects, first.complete) == (2, 1, False)
+
+    monkeypatch.undo()
+    second = archive.run(retention)
+    assert (second.expired_objects, second.complete) == (1, True)
+    assert object_versions(retention) == []
