@@ -134,7 +134,6 @@ def _table_from_rows(rows: Sequence[Sequence[Any]]) -> pa.Table:
 class Encoded:
     data: bytes
     sha256: str
-    rows: int
 
 
 def encode(table: pa.Table) -> Encoded:
@@ -144,7 +143,7 @@ def encode(table: pa.Table) -> Encoded:
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink, compression="zstd")
     data = sink.getvalue().to_pybytes()
-    return Encoded(data, hashlib.sha256(data).hexdigest(), table.num_rows)
+    return Encoded(data, hashlib.sha256(data).hexdigest())
 
 
 def decode(data: bytes) -> pa.Table:

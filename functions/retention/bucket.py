@@ -24,10 +24,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("sms.retention.bucket")
 
 
-class VerificationError(UnavailableError):
-    """What S3 gave back is not what was written."""
-
-
 class ArchiveBucket:
     def __init__(self, client: S3Client, name: str) -> None:
         self.client = client
@@ -64,7 +60,7 @@ class ArchiveBucket:
             )
         stored = self.read(key)
         if stored is None or hashlib.sha256(stored).hexdigest() != sha256:
-            raise VerificationError("The archive did not return what was written; retry later.")
+            raise UnavailableError("The archive did not return what was written; retry later.")
 
     def read(self, key: str) -> bytes | None:
         """The object's current bytes; None if it does not exist."""

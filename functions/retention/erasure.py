@@ -100,18 +100,14 @@ def _erase_one(
     retention: Retention, sessions: Sessions, request_id: str, number: str, phone_hash: bytes
 ) -> NumberErasure:
     result = NumberErasure(phone_hash=phone_hash.hex())
-    audit = _Audit(sessions, request_id, phone_hash)
+    audit = _Audit(sessions, request_id, phone_hash, result)
     with sessions.work.transaction():
         row = sessions.work.execute(
             "SELECT hot_rows, status_events, pending_events FROM private.erase_hot_sms(%s)",
             (number,),
         ).fetchone()
-        result.hot_rows, result.status_events, result.pending_events = row or (0, 0, 0)
-        audit.add(
-            hot_rows=result.hot_rows,
-            status_events=result.status_events,
-            pending_events=result.pending_events,
-        )
+        hot_rows, status_events, pending_events = row or (0, 0, 0)
+        audit.add(hot_rows=hot_rows, status_events=status_events, pending_events=pending_events)
     try:
         # A batch a crash cut short may hold rows just deleted above.
         sessions.remove_unfinished_objects(retention.bucket, ARCHIVE_LOCK_WAIT_SECONDS)
@@ -121,7 +117,7 @@ def _erase_one(
             (phone_hash,),
         ).fetchall()
         for (key,) in keys:
-            _erase_from_object(retention, sessions, audit, key, number, result)
+            _erase_from_object(retention, sessions, audit, key, number)
     except UnavailableError as exc:
         result.complete = False
         result.incomplete_reason = f"{exc.message} Send the same request again to finish it."
@@ -142,7 +138,6 @@ def _erase_from_object(
     audit: _Audit,
     key: str,
     number: str,
-    result: NumberErasure,
 ) -> None:
     """Rewrite one archived object without the number's rows; delete its older versions."""
     bucket, work = retention.bucket, sessions.work
@@ -159,7 +154,6 @@ def _erase_from_object(
             audit.add(
                 archived_rows=removed, objects_deleted=deleted, object_versions_deleted=versions
             )
-            result.objects_deleted += deleted
         else:
             removed = table.num_rows - kept.num_rows
             if removed:
@@ -182,15 +176,11 @@ def _erase_from_object(
                 " WHERE phone_hash = %s AND object_key = %s",
                 (audit.phone_hash, key),
             )
-            rewritten = 1 if removed else 0
             audit.add(
                 archived_rows=removed,
-                objects_rewritten=rewritten,
+                objects_rewritten=1 if removed else 0,
                 object_versions_deleted=versions,
             )
-            result.objects_rewritten += rewritten
-    result.archived_rows += removed
-    result.object_versions_deleted += versions
 
 
 @dataclass
@@ -198,15 +188,20 @@ class _Audit:
     sessions: Sessions
     request_id: str
     phone_hash: bytes
+    result: NumberErasure
+    """The receipt's entry, which counts what the audit record counts."""
 
     def add(self, **counts: int) -> None:
-        """Add to this erasure's audit counts, in the work session's open transaction."""
+        """Add to this erasure's counts: in the audit record, in the work session's open
+        transaction, and in the receipt's entry."""
         assignments = ", ".join(f"{name} = {name} + %s" for name in counts)
         self.sessions.work.execute(
             f"UPDATE private.sms_erasures SET {assignments}"  # noqa: S608 (field names)
             " WHERE request_id = %s AND phone_hash = %s",
             (*counts.values(), self.request_id, self.phone_hash),
         )
+        for name, count in counts.items():
+            setattr(self.result, name, getattr(self.result, name) + count)
 
 
 def _forecast(retention: Retention, sessions: Sessions, number: str) -> NumberErasure:

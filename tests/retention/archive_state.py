@@ -40,12 +40,6 @@ def days_ago(days: float) -> datetime:
     return datetime.now(UTC) - timedelta(days=days)
 
 
-def insert_old_sms(
-    conn: psycopg.Connection, deployment_id: uuid.UUID, days: float, **values: Any
-) -> uuid.UUID:
-    return insert_sms(conn, deployment_id, sent_at=days_ago(days), **values)
-
-
 @dataclass(frozen=True)
 class ObjectVersion:
     key: str

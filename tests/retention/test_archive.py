@@ -24,7 +24,8 @@ from tests.retention.archive_state import (
     ALICE,
     BOB,
     copies,
-    insert_old_sms,
+    days_ago,
+    insert_contact_sms,
     manifest,
     object_versions,
 )
@@ -197,9 +198,9 @@ def test_objects_past_the_horizon_expire_with_every_version_and_their_index(
     retention = Retention.from_settings(
         retention_settings(database_url, s3_endpoint, bucket_name, archive_expire_after_days=1095)
     )
-    insert_old_sms(clean, tenants.deployment_b, 1200, phone_number=ALICE)
-    insert_old_sms(clean, tenants.deployment_b, 1199, phone_number=BOB)
-    kept = insert_old_sms(clean, tenants.deployment_b, 500, phone_number=ALICE)
+    insert_contact_sms(clean, tenants.deployment_b, days_ago(1200), ALICE, {})
+    insert_contact_sms(clean, tenants.deployment_b, days_ago(1199), BOB, {})
+    kept = insert_contact_sms(clean, tenants.deployment_b, days_ago(500), ALICE, {})
 
     report = archive.run(retention)
 
@@ -388,7 +389,7 @@ def test_the_time_budget_also_bounds_expiry_and_the_next_run_resumes(
 ) -> None:
     retention = Retention.from_settings(retention_settings(database_url, s3_endpoint, bucket_name))
     for days in (1300, 1200):  # two months, two objects, both past the horizon
-        insert_old_sms(clean, tenants.deployment_b, days, phone_number=ALICE)
+        insert_contact_sms(clean, tenants.deployment_b, days_ago(days), ALICE, {})
     expired: list[str] = []
     real_delete = retention.bucket.delete_versions
 
