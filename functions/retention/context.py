@@ -62,11 +62,15 @@ class Retention:
         """Two connections, closed after; a database failure becomes the service's error."""
         import psycopg
 
+        connect_timeout = max(1, int(self.settings.database_timeout_seconds))
         try:
             with (
-                psycopg.connect(self.database_url, autocommit=True, connect_timeout=10) as control,
-                psycopg.connect(self.database_url, connect_timeout=10) as work,
+                psycopg.connect(
+                    self.database_url, autocommit=True, connect_timeout=connect_timeout
+                ) as control,
+                psycopg.connect(self.database_url, connect_timeout=connect_timeout) as work,
             ):
+                # A batch's statements move thousands of rows, not one API call's worth.
                 timeout = f"{int(self.settings.database_timeout_seconds * 6000)}ms"
                 for conn in (control, work):
                     conn.execute("SELECT set_config('statement_timeout', %s, false)", (timeout,))

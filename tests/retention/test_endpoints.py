@@ -157,16 +157,8 @@ def test_erase_continues_an_incomplete_request_under_the_same_request_id(
     clean: psycopg.Connection,
 ) -> None:
     body = {"phone_numbers": [ALICE], "requester": "dpo"}
-    first = httpx.post(
-        erase_url,
-        json=body,
-        headers={"Authorization": f"Bearer {PRIVACY_KEY}", "X-Request-Id": "dpo-7"},
-    )
-    again = httpx.post(
-        erase_url,
-        json=body,
-        headers={"Authorization": f"Bearer {PRIVACY_KEY}", "X-Request-Id": "dpo-7"},
-    )
+    first = post(erase_url, PRIVACY_KEY, body, request_id="dpo-7")
+    again = post(erase_url, PRIVACY_KEY, body, request_id="dpo-7")
     assert (first.json()["erasures"][0]["hot_rows"], again.json()["erasures"][0]["hot_rows"]) == (
         5,
         0,
