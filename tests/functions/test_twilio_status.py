@@ -423,6 +423,26 @@ def test_a_callback_before_ingest_is_kept_and_applied_when_the_sms_arrives(
     ]
 
 
+def test_an_ingest_applies_every_pending_report_however_many(
+    status_url: str, tenants: Tenants, clean: psycopg.Connection, services: runtime.Services
+) -> None:
+    # Found by benchmarks/soak: past ten pending reports in one ingest (PL/pgSQL reads
+    # a loop's rows ten at a time), the later ones stayed pending and the SMS stale.
+    sids = [new_sid() for _ in range(4)]
+    for sid in sids:
+        for status in ("queued", "sent", "delivered"):
+            post(status_url, callback(sid, status, RawDlrDoneDate="2611241032"))
+    services.db.rpc("ingest_sms", {"p_messages": [
+        {"deployment_id": str(tenants.deployment_b), "phone_number": "+33612345678",
+         "message_content": "Bonjour", "provider_message_sid": sid,
+         "sent_at": "2026-11-24T10:30:00Z"}
+        for sid in sids
+    ]})  # fmt: skip
+    for sid in sids:
+        assert row(clean, sid)["status"] == "delivered"
+        assert [applied for _, _, applied, _, _ in events(clean, sid)] == [True, True, True]
+
+
 def test_delivered_and_sent_racing_always_end_delivered(
     status_url: str, tenants: Tenants, clean: psycopg.Connection
 ) -> None:
