@@ -61,6 +61,12 @@ class ConflictError(ServiceError):
     default_message = "This record already exists."
 
 
+class GoneError(ServiceError):
+    status = 410
+    code = "gone"
+    default_message = "This record was erased and may not be recorded again."
+
+
 class PayloadTooLargeError(ServiceError):
     status = 413
     code = "payload_too_large"

@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from shared.db import Database
-from shared.errors import ConflictError, InvalidInputError, ServiceError
+from shared.errors import ConflictError, GoneError, InvalidInputError, ServiceError
 from shared.http import invalid_input
 from shared.models import ErrorDetail, IngestBatch, SmsIn
 
@@ -93,6 +93,12 @@ def record(db: Database, checked: list[SmsIn | ServiceError]) -> list[Outcome]:
             outcomes.append(
                 Outcome(error=InvalidInputError(_REJECTED_MESSAGES[rejected], field=rejected))
             )
+        elif field := result.get("gone"):
+            message = (
+                "This SMS was erased at its recipient's request (GDPR): it is not recorded"
+                " again. Nothing to fix in the workflow; do not retry."
+            )
+            outcomes.append(Outcome(error=GoneError(message, field=field)))
         elif field := result.get("conflict"):
             message = f"{field} is already recorded for another deployment."
             outcomes.append(Outcome(error=ConflictError(message, field=field)))

@@ -166,11 +166,11 @@ _PENDING_STALE = "FROM public.agent_sms_events WHERE applied_at IS NULL AND rece
 
 
 def _purge_pending_events(sessions: Sessions, before: datetime) -> int:
-    """Status reports for an SMS that was never recorded: they will never apply. The
-    SIDs erased as long ago go too: their last late report is long past."""
-    control = sessions.control
-    control.execute("DELETE FROM private.sms_erased_sids WHERE erased_at < %s", (before,))
-    return control.execute("DELETE " + _PENDING_STALE, (before,)).rowcount
+    """Status reports for an SMS that was never recorded: they will never apply.
+
+    Erased SIDs are kept for good (digests of random ids, nothing personal): they stop
+    an erased SMS from coming back through a late report or an n8n replay."""
+    return sessions.control.execute("DELETE " + _PENDING_STALE, (before,)).rowcount
 
 
 def _rows_due(sessions: Sessions, archive_before: datetime) -> int:

@@ -539,6 +539,47 @@ def test_concurrent_overlapping_batches_never_duplicate(
     assert rows == (50, 50)
 
 
+# Found by benchmarks/soak: n8n posting an erased SMS again brought the number back.
+
+
+def test_an_erased_sms_posted_again_is_gone_and_not_recorded(
+    ingest_url: str, tenants: Tenants, clean: psycopg.Connection
+) -> None:
+    erased, other = sms(tenants), sms(tenants, phone_number="+33698765432")
+    assert post(ingest_url, erased).status_code == 201
+    clean.execute("SELECT private.erase_hot_sms('+33612345678')")
+
+    again = post(ingest_url, erased)
+    assert again.status_code == 410
+    assert again.json()["error"]["code"] == "gone"
+    assert again.json()["error"]["field"] == "provider_message_sid"
+    batch = post(ingest_url, {"messages": [erased, other]})
+    assert batch.status_code == 207
+    assert batch.json()["results"][0]["error"]["code"] == "gone"
+    assert batch.json()["results"][1]["created"] is True
+    assert stored(clean, erased["provider_message_sid"]) is None
+
+
+def test_an_erasure_committing_while_an_ingest_waits_does_not_let_the_sms_back(
+    ingest_url: str, tenants: Tenants, clean: psycopg.Connection, database_url: str
+) -> None:
+    body = sms(tenants)
+    assert post(ingest_url, body).status_code == 201
+    with (
+        psycopg.connect(database_url) as erasing,
+        concurrent.futures.ThreadPoolExecutor(1) as pool,
+    ):
+        erasing.execute("SELECT private.erase_hot_sms('+33612345678')")  # not committed yet
+        # The retry's insert waits on the row the erasure is deleting, then goes ahead.
+        retry = pool.submit(post, ingest_url, body)
+        time.sleep(0.5)
+        assert not retry.done()
+        erasing.commit()
+        assert retry.result().status_code == 503
+    assert stored(clean, body["provider_message_sid"]) is None
+    assert post(ingest_url, body).status_code == 410
+
+
 def test_blank_optional_fields_count_as_absent(
     ingest_url: str, tenants: Tenants, clean: psycopg.Connection
 ) -> None:
