@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import statistics
 import threading
 import time
@@ -16,7 +15,7 @@ import httpx
 import psycopg
 
 from tools.dev import FUNCTIONS_DIR, LocalFunction, serve
-from tools.embedded import embedded_postgres, throwaway_database, wait_for_port
+from tools.embedded import embedded_postgres, free_port, throwaway_database, wait_for_port
 from tools.migrate import ROOT, apply, load_seed
 
 T = TypeVar("T")
@@ -93,14 +92,11 @@ def function_process(
 ) -> Iterator[str]:
     """Run one function as `make dev` does (functions-framework, gunicorn) in its own
     process, so the benchmark's client never competes with it for the GIL."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = int(probe.getsockname()[1])
-    function = LocalFunction(name, source or FUNCTIONS_DIR / name / "main.py", port)
+    function = LocalFunction(name, source or FUNCTIONS_DIR / name / "main.py", free_port())
     env = os.environ | {"PYTHONPATH": str(ROOT), "LOG_LEVEL": "WARNING"} | environment
     (process,) = serve([function], env)
     try:
-        wait_for_port(port, name, process)
+        wait_for_port(function.port, name, process)
         yield function.url
     finally:
         process.terminate()

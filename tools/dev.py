@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import psycopg
 
@@ -97,8 +98,9 @@ def prepare(url: str) -> None:
 
 
 def serve(
-    functions: list[LocalFunction], environment: dict[str, str]
+    functions: list[LocalFunction], environment: dict[str, str], output: IO[bytes] | None = None
 ) -> list[subprocess.Popen[bytes]]:
+    """Start each function; their logs go to `output` when given, else to ours."""
     processes = []
     for function in functions:
         command = [
@@ -106,7 +108,14 @@ def serve(
             "--source", str(function.source), "--target", function.name,
             "--host", "127.0.0.1", "--port", str(function.port),
         ]  # fmt: skip
-        processes.append(subprocess.Popen(command, env=environment))
+        processes.append(
+            subprocess.Popen(
+                command,
+                env=environment,
+                stdout=output,
+                stderr=subprocess.STDOUT if output else None,
+            )
+        )
     return processes
 
 

@@ -94,6 +94,13 @@ def create_versioned_bucket(
     s3.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": "Enabled"})
 
 
+def free_port() -> int:
+    """A local TCP port nothing listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
 def wait_for_port(port: int, what: str, process: subprocess.Popen[bytes] | None = None) -> None:
     """Return once something listens on this local port; RuntimeError after 30 s, or
     as soon as the process meant to listen there has exited."""

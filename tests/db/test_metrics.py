@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from collections.abc import Iterator
 from datetime import timedelta
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal
 from typing import Any
 
 import psycopg
@@ -13,6 +13,11 @@ import pytest
 
 from shared.db import Caller, PostgresDatabase
 from shared.errors import ForbiddenError, InvalidInputError
+from tests.metrics_reference import (
+    as_json_numbers,
+    reference_by_message_type,
+    reference_period,
+)
 from tests.support import NOV_1, WEEK, Shop, acting_as, build_shop, insert_sms, metrics, one
 
 
@@ -200,55 +205,6 @@ def test_the_enriched_view_computes_its_columns(shop: Shop, clean: psycopg.Conne
 # --- against an independent reference, on random data ------------------------------------
 
 
-def money(value: Decimal) -> Decimal:
-    return value.quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
-
-
-def pct(part: Decimal | int, base: Decimal | int) -> Decimal | None:
-    return money(Decimal(100) * Decimal(part) / Decimal(base)) if base else None
-
-
-def reference_period(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    total = len(rows)
-    by = {s: sum(r["status"] == s for r in rows) for s in ("delivered", "failed", "sent")}
-    billed = [
-        r["provider_cost"] + r["voipia_margin"] for r in rows if r["provider_cost"] is not None
-    ]
-    cost = sum(billed, Decimal(0))
-    margin = sum((r["voipia_margin"] for r in rows), Decimal(0))
-    chars = [len(r["message_content"]) for r in rows]
-    delays = [(r["delivered_at"] - r["sent_at"]).total_seconds() for r in rows
-              if r["status"] == "delivered" and r["delivered_at"] is not None]  # fmt: skip
-    linked = sum(r["call_id"] is not None for r in rows)
-    return {
-        "total_sms": total, "delivered_sms": by["delivered"], "failed_sms": by["failed"],
-        "sent_sms": by["sent"], "delivery_rate": pct(by["delivered"], total),
-        "failure_rate": pct(by["failed"], total), "total_cost": money(cost),
-        "total_provider_cost": money(sum((r["provider_cost"] for r in rows
-                                          if r["provider_cost"] is not None), Decimal(0))),
-        "total_margin": money(margin),
-        # As the seed's figures imply: total_margin / total_cost.
-        "margin_percentage": pct(margin, cost) if billed else None,
-        "avg_cost_per_sms": money(cost / total) if total and billed else None,
-        "avg_characters": int((Decimal(sum(chars)) / total).quantize(Decimal(1), ROUND_HALF_UP))
-        if total else None,
-        "min_characters": min(chars, default=None), "max_characters": max(chars, default=None),
-        "unique_recipients": len({r["phone_number"] for r in rows}),
-        "active_deployments": len({r["deployment_id"] for r in rows}),
-        "active_workflows": len({r["workflow_id"] for r in rows if r["workflow_id"]}),
-        "sms_linked_to_calls": linked, "call_linkage_rate": pct(linked, total),
-        "avg_delivery_time_seconds": money(Decimal(sum(delays)) / len(delays)) if delays else None,
-    }  # fmt: skip
-
-
-def as_json_numbers(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: as_json_numbers(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [as_json_numbers(v) for v in value]
-    return float(value) if isinstance(value, Decimal) else value
-
-
 @pytest.mark.parametrize("seed", [1, 2, 3, 4, 5])
 def test_matches_a_reference_computed_in_python(
     db: PostgresDatabase, clean: psycopg.Connection, seed: int
@@ -285,26 +241,7 @@ def test_matches_a_reference_computed_in_python(
     assert {
         k: v for k, v in result["current_period"].items() if k != "by_message_type"
     } == as_json_numbers(expected)
-    kinds = sorted(
-        {r["message_type"] for r in current},
-        key=lambda kind: (-sum(r["message_type"] == kind for r in current), kind),
-    )
-    expected_types = []
-    for kind in kinds:
-        of = [r for r in current if r["message_type"] == kind]
-        delivered = sum(r["status"] == "delivered" for r in of)
-        billed = [
-            r["provider_cost"] + r["voipia_margin"] for r in of if r["provider_cost"] is not None
-        ]
-        expected_types.append(
-            {
-                "message_type": kind,
-                "count": len(of),
-                "delivered": delivered,
-                "delivery_rate": pct(delivered, len(of)),
-                "cost": money(sum(billed, Decimal(0))),
-            }
-        )
+    expected_types = reference_by_message_type(current)
     assert result["current_period"]["by_message_type"] == as_json_numbers(expected_types)
     before = reference_period(previous)
     assert result["previous_period"] == as_json_numbers(

@@ -1,0 +1,310 @@
+"""The campaign day, driven step by step against the running stack.
+
+Step k ingests wave k while Twilio reports on wave k-1 (reordered, some twice) and
+sends the early callbacks of wave k+1, dashboard users read their metrics, reconcile
+runs as its schedule would, and the step's fault is injected once the step's traffic
+is under way. Without faults, the same day is the baseline.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from twilio.request_validator import RequestValidator
+
+from benchmarks.soak import faults
+from benchmarks.soak.clients import RetryingClient, Scoreboard
+from benchmarks.soak.plan import Plan, Sms
+from benchmarks.soak.stack import KEYS, Stack
+
+Job = Callable[[RetryingClient], None]
+GONE = 410  # an erased SMS posted again
+
+
+@dataclass
+class FaultLog:
+    sessions_terminated: int = 0
+    database_outages: int = 0
+    s3_outages: int = 0
+    workers_killed: int = 0
+    events: list[str] = field(default_factory=list)
+
+
+class Driver:
+    def __init__(
+        self, plan: Plan, stack: Stack, *, inject_faults: bool = True, clients: int = 8,
+        seed: int = 1,
+    ) -> None:  # fmt: skip
+        self.plan = plan
+        self._inject_faults = inject_faults
+        self.stack = stack
+        self.scoreboard = Scoreboard()
+        self.faults = FaultLog()
+        self._clients = clients
+        self._random = random.Random(seed)
+        self._local = threading.local()
+        self._validator = RequestValidator(KEYS["TWILIO_AUTH_TOKEN"])
+        self._background: list[threading.Thread] = []
+
+    # --- the day -------------------------------------------------------------------------
+
+    def record_old_sms(self) -> None:
+        """Before the day: SMS from last year, due for the archive."""
+        old = self.plan.old
+        self._run([self._bulk(old[n : n + 500]) for n in range(0, len(old), 500)])
+
+    def campaign(self, progress: Callable[[str], None] = print) -> None:
+        stop = threading.Event()
+        readers = [
+            threading.Thread(target=self._read_metrics, args=(stop, random.Random(n)))
+            for n in range(2)
+        ]
+        for reader in readers:
+            reader.start()
+        try:
+            # Step -1 only sends wave 0's early callbacks; the last two finish the callbacks.
+            for step in range(-1, self.plan.waves + 2):
+                jobs = self._ingest_jobs(step) + self._callback_jobs(step)
+                self._random.shuffle(jobs)
+                jobs.append(self._reconcile)
+                self._run(jobs, self._scheduled(step))
+                progress(f"step {step + 2}/{self.plan.waves + 3}: {len(jobs)} requests")
+        finally:
+            stop.set()
+            for thread in (*readers, *self._background):
+                thread.join()
+
+    def drain(self, progress: Callable[[str], None] = print, max_runs: int = 200) -> int:
+        """Run reconcile until Twilio has nothing left to tell: the schedule's steady state."""
+        client = self._client()
+        for run in range(1, max_runs + 1):
+            response = client.request("reconcile", "POST", self.stack.urls["reconcile"], json={})
+            if response is None or response.status_code != 200:
+                self.scoreboard.wrong(f"reconcile answered {_status(response)}")
+                continue
+            if response.json()["candidates"] == 0:
+                progress(f"reconcile: nothing left after {run} runs")
+                return run
+        self.scoreboard.wrong(f"reconcile still had candidates after {max_runs} runs")
+        return max_runs
+
+    # --- traffic ---------------------------------------------------------------------------
+
+    def _ingest_jobs(self, step: int) -> list[Job]:
+        jobs: list[Job] = []
+        fresh = self.plan.wave(step)
+        again = [s for s in self.plan.wave(step - 1) if s.posted_twice]
+        for batch in (fresh, again):
+            self._random.shuffle(batch)
+            bulk = batch[: len(batch) // 2]
+            while bulk:  # campaigns post in bulk, of any size up to 500
+                size = self._random.randint(20, 500)
+                jobs.append(self._bulk(bulk[:size]))
+                bulk = bulk[size:]
+            jobs.extend(self._single(s) for s in batch[len(batch) // 2 :])
+        return jobs
+
+    def _callback_jobs(self, step: int) -> list[Job]:
+        forms = [f for s in self.plan.wave(step - 1) if not s.early for f in s.callbacks()]
+        forms += [f for s in self.plan.wave(step + 1) if s.early for f in s.callbacks()]
+        # Twilio sends some twice: the copy comes a step later.
+        forms += [
+            self._random.choice(s.callbacks())
+            for s in self.plan.wave(step - 2)
+            if s.duplicated_callback and not s.early
+        ]
+        return [self._callback(f) for f in forms]
+
+    def _single(self, sms: Sms) -> Job:
+        def post(client: RetryingClient) -> None:
+            response = client.request(
+                "ingest_sms", "POST", self.stack.urls["ingest_sms"],
+                json=sms.ingest_item(), headers=self._ingest_auth(),
+            )  # fmt: skip
+            if response is None:
+                return
+            if response.status_code == GONE and sms.erased:
+                return
+            if response.status_code not in (200, 201):
+                self.scoreboard.wrong(f"ingest {sms.sid}: {response.text}")
+
+        return post
+
+    def _bulk(self, batch: list[Sms]) -> Job:
+        def post(client: RetryingClient) -> None:
+            response = client.request(
+                "ingest_sms", "POST", self.stack.urls["ingest_sms"],
+                json={"messages": [s.ingest_item() for s in batch]},
+                headers=self._ingest_auth(),
+            )  # fmt: skip
+            if response is None:
+                return
+            if response.status_code not in (200, 201, 207, 422):
+                self.scoreboard.wrong(f"bulk ingest: {response.status_code}")
+                return
+            for sms, result in zip(batch, response.json()["results"], strict=True):
+                error = result.get("error")
+                if error and not (error["code"] == "gone" and sms.erased):
+                    self.scoreboard.wrong(f"bulk ingest {sms.sid}: {error}")
+
+        return post
+
+    def _callback(self, form: dict[str, str]) -> Job:
+        url = self.stack.urls["twilio_status"]
+        signature = self._validator.compute_signature(url, form)
+
+        def post(client: RetryingClient) -> None:
+            response = client.request(
+                "twilio_status", "POST", url, data=form,
+                headers={"X-Twilio-Signature": signature},
+            )  # fmt: skip
+            if response is not None and response.status_code != 200:
+                self.scoreboard.wrong(f"callback {form['MessageSid']}: {response.status_code}")
+
+        return post
+
+    def _reconcile(self, client: RetryingClient) -> None:
+        response = client.request("reconcile", "POST", self.stack.urls["reconcile"], json={})
+        if response is not None and response.status_code != 200:
+            self.scoreboard.wrong(f"reconcile: {response.status_code}")
+
+    def _read_metrics(self, stop: threading.Event, rng: random.Random) -> None:
+        client = self._client()
+        while not stop.is_set():
+            user = rng.choice(self.plan.users)
+            response = client.request(
+                "metrics", "GET", self.stack.urls["metrics"],
+                params={"series": "day"} if rng.random() < 0.3 else None,
+                headers={"Authorization": f"Bearer {self.stack.token(user.user_id)}"},
+            )  # fmt: skip
+            if response is not None and response.status_code != 200:
+                self.scoreboard.wrong(f"metrics: {response.status_code}")
+            stop.wait(0.2)
+
+    # --- retention and erasure, in the background of their step ----------------------------
+
+    def _archive(self) -> None:
+        """The daily run; if S3 fails it, the next scheduled run (here: a retry) resumes."""
+        client = self._client()
+        response = client.request(
+            "retention", "POST", self.stack.urls["retention"], json={},
+            headers={"Authorization": f"Bearer {KEYS['RETENTION_API_KEYS']}"},
+        )  # fmt: skip
+        if response is None or response.status_code != 200:
+            self.scoreboard.wrong(f"retention run: {_status(response)}")
+        else:
+            self.faults.events.append(f"archive run: {response.json()}")
+
+    def _erase(self, numbers: list[str]) -> None:
+        client = self._client()
+        request_id = uuid.uuid4().hex  # the same on every retry: one audit record
+        response = client.request(
+            "erase", "POST", self.stack.urls["erase"],
+            json={"phone_numbers": numbers, "requester": "soak-gauntlet"},
+            headers={"Authorization": f"Bearer {KEYS['PRIVACY_API_KEYS']}",
+                     "X-Request-Id": request_id},
+        )  # fmt: skip
+        if response is None or response.status_code != 200 or not response.json()["complete"]:
+            self.scoreboard.wrong(f"erasure: {_status(response)}")
+            return
+        # Someone re-runs an old n8n execution: what was erased must not come back.
+        replayed = [s for s in self.plan.sms if s.phone in numbers and not s.old]
+        self._run([self._single(s) for s in replayed])
+
+    def _in_background(self, action: Callable[[], None]) -> None:
+        thread = threading.Thread(target=action)
+        thread.start()
+        self._background.append(thread)
+
+    # --- what happens at a third of each step ---------------------------------------------
+
+    def _scheduled(self, step: int) -> list[Callable[[], None]]:
+        """The day's events (the archive run, erasures) and, unless this is the baseline
+        day, its faults: each kind at least once, most twice."""
+        waves, erasure = self.plan.waves, self.plan.erasure_wave
+        events: dict[int, list[Callable[[], None]]] = {
+            2: [lambda: self._in_background(self._archive)],
+            erasure: [self._erasures],
+        }
+        faults_at: dict[int, list[Callable[[], None]]] = {
+            1: [self._terminate_sessions],
+            2: [self._s3_outage],  # starts just before the archive run
+            3: [self._database_outage],
+            erasure + 1: [self._kill_workers],
+            waves - 2: [self._terminate_sessions],
+            waves - 1: [self._database_outage],
+        }
+        planned = faults_at.get(step, []) if self._inject_faults else []
+        return planned + events.get(step, [])
+
+    def _terminate_sessions(self) -> None:
+        killed = faults.terminate_sessions(self.stack.database_url)
+        self.faults.sessions_terminated += killed
+        self.faults.events.append(f"pg_terminate_backend: {killed} sessions")
+
+    def _database_outage(self) -> None:
+        self.faults.database_outages += 1
+        self.faults.events.append("database unreachable for 2 s")
+        self.stack.database_link.cut(2.0)
+
+    def _s3_outage(self) -> None:
+        self.faults.s3_outages += 1
+        self.faults.events.append("S3 unreachable for 3 s")
+        self._in_background(lambda: self.stack.s3_link.cut(3.0))
+        time.sleep(0.1)
+
+    def _erasures(self) -> None:
+        numbers = self.plan.erased_numbers
+        self._in_background(lambda: self._erase(numbers[:2]))
+        self._in_background(lambda: self._erase(numbers[2:]))
+
+    def _kill_workers(self) -> None:
+        for name in ("ingest_sms", "twilio_status"):
+            killed = faults.kill_workers(self.stack.masters[name])
+            self.faults.workers_killed += len(killed)
+            self.faults.events.append(f"killed {name}'s {len(killed)} workers mid-traffic")
+
+    # --- plumbing ----------------------------------------------------------------------------
+
+    def _run(self, jobs: list[Job], actions: list[Callable[[], None]] | None = None) -> None:
+        """Run the jobs on the client threads; the actions, in order, a third of the way in."""
+        done = 0
+        lock = threading.Lock()
+        third = threading.Event()
+
+        def work(job: Job) -> None:
+            nonlocal done
+            job(self._client())
+            with lock:
+                done += 1
+                if done * 3 >= len(jobs):
+                    third.set()
+
+        with ThreadPoolExecutor(self._clients) as pool:
+            futures = [pool.submit(work, job) for job in jobs]
+            if actions:
+                third.wait()
+                for action in actions:
+                    action()
+            for future in futures:
+                future.result()
+
+    def _client(self) -> RetryingClient:
+        if not hasattr(self._local, "client"):
+            self._local.client = RetryingClient(self.scoreboard)
+        client: RetryingClient = self._local.client
+        return client
+
+    def _ingest_auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {KEYS['INGEST_API_KEYS']}"}
+
+
+def _status(response: Any) -> str:
+    return "no answer" if response is None else str(response.status_code)

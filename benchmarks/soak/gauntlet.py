@@ -1,0 +1,144 @@
+"""Run the gauntlet and report: throughput, latency, retries, faults, and what was lost."""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from benchmarks.soak import verify
+from benchmarks.soak.clients import Scoreboard
+from benchmarks.soak.driver import Driver, FaultLog
+from benchmarks.soak.plan import make_plan
+from benchmarks.soak.stack import running_stack
+
+
+@dataclass
+class Report:
+    sms: int
+    seconds: float
+    scoreboard: Scoreboard
+    faults: FaultLog
+    findings: verify.Findings
+    reconcile_runs: int
+
+    @property
+    def unrecovered(self) -> int:
+        return sum(stats.unrecovered for stats in self.scoreboard.endpoints.values())
+
+    @property
+    def clean(self) -> bool:
+        return not (self.findings.problems or self.unrecovered or self.scoreboard.unexpected)
+
+    def lines(self) -> list[str]:
+        out = [f"{self.sms} SMS in {self.seconds:.1f} s ({self.sms / self.seconds:.0f} SMS/s)", ""]
+        out.append(
+            f"{'endpoint':<14}{'requests':>9}{'req/s':>8}{'p50 ms':>8}{'p95 ms':>8}"
+            f"{'p99 ms':>8}{'retries':>8}{'5xx':>6}{'reset':>6}{'gave up':>8}"
+        )
+        for name, stats in sorted(self.scoreboard.endpoints.items()):
+            p50, p95, p99 = _percentiles(stats.latencies)
+            out.append(
+                f"{name:<14}{stats.attempts:>9}{stats.attempts / self.seconds:>8.1f}"
+                f"{p50:>8.1f}{p95:>8.1f}{p99:>8.1f}{stats.retries:>8}"
+                f"{stats.server_errors:>6}{stats.transport_errors:>6}{stats.unrecovered:>8}"
+            )
+        f = self.faults
+        out += [
+            "",
+            f"faults: {f.sessions_terminated} sessions terminated, {f.database_outages} database"
+            f" outages, {f.s3_outages} S3 outages, {f.workers_killed} workers killed",
+            f"reconcile runs to drain: {self.reconcile_runs}",
+            f"checked: {self.findings.checked_hot} SMS in Postgres,"
+            f" {self.findings.checked_archived} in the archive",
+            "",
+            f"lost {len(self.findings.lost)} · duplicated {len(self.findings.duplicated)}"
+            f" · wrong {len(self.findings.wrong)} · erased but still present"
+            f" {len(self.findings.erased_leaks)} · metrics mismatches"
+            f" {len(self.findings.metrics_mismatches)} · log leaks {len(self.findings.log_leaks)}"
+            f" · unexpected answers {len(self.scoreboard.unexpected)}"
+            f" · 5xx never followed by a success {self.unrecovered}",
+        ]
+        for title, examples in (
+            ("lost", self.findings.lost), ("duplicated", self.findings.duplicated),
+            ("wrong", self.findings.wrong), ("erased but present", self.findings.erased_leaks),
+            ("metrics", self.findings.metrics_mismatches), ("logs", self.findings.log_leaks),
+            ("unexpected answers", self.scoreboard.unexpected),
+        ):  # fmt: skip
+            out += [f"  {title}: {example}" for example in examples[:5]]
+        out.append("CLEAN: nothing lost or wrong" if self.clean else "NOT CLEAN")
+        return out
+
+
+def run(
+    sms: int,
+    *,
+    faults: bool = True,
+    workers: int = 2,
+    seed: int = 1,
+    progress: Callable[[str], None] = print,
+) -> Report:
+    """One campaign day on a fresh stack, then every check against the ground truth."""
+    plan = make_plan(sms, seed=seed)
+    with (
+        tempfile.TemporaryDirectory(prefix="sms-soak-") as workdir,
+        running_stack(plan, Path(workdir), workers=workers) as stack,
+    ):
+        driver = Driver(plan, stack, inject_faults=faults, seed=seed)
+        driver.record_old_sms()
+        progress(f"stack up; {len(plan.old)} SMS from last year recorded")
+        started = time.perf_counter()
+        driver.campaign(progress)
+        reconcile_runs = driver.drain(progress)
+        seconds = time.perf_counter() - started
+        findings = verify.check(plan, stack, datetime.now(UTC))
+    return Report(sms, seconds, driver.scoreboard, driver.faults, findings, reconcile_runs)
+
+
+def _percentiles(samples: list[float]) -> tuple[float, float, float]:
+    if len(samples) < 2:
+        value = samples[0] * 1000 if samples else 0.0
+        return value, value, value
+    cuts = statistics.quantiles(samples, n=100)
+    return cuts[49] * 1000, cuts[94] * 1000, cuts[98] * 1000
+
+
+def ratios(faulted: Report, baseline: Report) -> list[str]:
+    """What the faults cost: the faulted day against the same day without them."""
+    out = [
+        f"with faults / without: {baseline.seconds / faulted.seconds:.2f}x the SMS/s",
+        f"{'endpoint':<14}{'req/s':>8}{'p50':>8}{'p95':>8}{'p99':>8}",
+    ]
+    for name, stats in sorted(faulted.scoreboard.endpoints.items()):
+        base = baseline.scoreboard.endpoints.get(name)
+        if base is None or not base.latencies:
+            continue
+        rate = (stats.attempts / faulted.seconds) / (base.attempts / baseline.seconds)
+        cuts = zip(_percentiles(stats.latencies), _percentiles(base.latencies), strict=True)
+        out.append(f"{name:<14}{rate:>7.2f}x" + "".join(f"{f / b:>7.2f}x" for f, b in cuts))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="The reliability gauntlet (benchmarks/soak).")
+    parser.add_argument("--sms", type=int, default=20_000, help="SMS in the campaign day")
+    parser.add_argument("--workers", type=int, default=2, help="gunicorn workers per function")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--no-baseline", action="store_true", help="skip the same day without faults"
+    )
+    args = parser.parse_args(argv)
+    reports = []
+    for faults in (True, False)[: 1 if args.no_baseline else 2]:
+        print(f"--- the campaign day {'with' if faults else 'without'} faults")
+        report = run(args.sms, faults=faults, workers=args.workers, seed=args.seed)
+        print("\n".join(report.lines()))
+        reports.append(report)
+    if len(reports) == 2:
+        print("\n".join(["---", *ratios(*reports)]))
+    return 0 if all(r.clean for r in reports) else 1

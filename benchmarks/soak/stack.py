@@ -1,0 +1,207 @@
+"""The system under test, as on Lambda but on localhost: every function served by
+functions-framework on gunicorn with several workers, Postgres and moto's S3 behind
+links the gauntlet can cut, and a stand-in for Twilio's API."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote
+
+import jwt
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
+
+from benchmarks.soak.faults import FlakyLink
+from benchmarks.soak.plan import ACCOUNT_SID, Plan
+from tests.fake_twilio import FakeTwilio
+from tools.dev import LocalFunction, discover_functions, serve
+from tools.embedded import (
+    create_versioned_bucket,
+    embedded_postgres,
+    free_port,
+    moto_s3_server,
+    throwaway_database,
+    wait_for_port,
+)
+from tools.migrate import ROOT, apply
+
+KEYS = {
+    "INGEST_API_KEYS": "soak-ingest-key-0123456789abcdef0123",
+    "TWILIO_ACCOUNT_SID": ACCOUNT_SID,
+    "TWILIO_AUTH_TOKEN": "soak-twilio-auth-token",
+    "SUPABASE_JWT_SECRET": "soak-jwt-secret-0123456789abcdef0123",
+    "RETENTION_API_KEYS": "soak-retention-key-0123456789abcdef01",
+    "PRIVACY_API_KEYS": "soak-privacy-key-0123456789abcdef0123",
+    "ARCHIVE_INDEX_SECRET": "soak-archive-index-secret-0123456789",
+    "ARCHIVE_BUCKET": "sms-archive-soak",
+}
+S3_CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "soak",
+    "AWS_SECRET_ACCESS_KEY": "soak",
+    "AWS_DEFAULT_REGION": "eu-west-3",
+}
+# Functions that take traffic get several workers, as a Lambda has many instances.
+BUSY = frozenset({"ingest_sms", "twilio_status", "metrics"})
+
+
+@dataclass
+class Stack:
+    database_url: str  # direct, for setup and the final checks
+    s3_endpoint: str  # direct
+    urls: dict[str, str]  # entry point -> URL
+    masters: dict[str, int]  # entry point -> gunicorn master pid
+    database_link: FlakyLink
+    s3_link: FlakyLink
+    twilio: FakeTwilio
+    log_path: Path
+
+    def token(self, user_id: str) -> str:
+        """A dashboard user's Supabase access token."""
+        now = int(time.time())
+        claims = {"sub": user_id, "role": "authenticated", "aud": "authenticated",
+                  "iat": now, "exp": now + 3600}  # fmt: skip
+        return jwt.encode(claims, KEYS["SUPABASE_JWT_SECRET"], algorithm="HS256")
+
+
+@contextmanager
+def running_stack(plan: Plan, workdir: Path, workers: int = 2) -> Iterator[Stack]:
+    with ExitStack() as stack:
+        server = os.environ.get("DATABASE_URL") or stack.enter_context(embedded_postgres())
+        url = stack.enter_context(throwaway_database(server, prefix="sms_soak"))
+        apply(url, include_local=True, report=lambda _: None)
+        create_tenants(url, plan)
+        database_link = FlakyLink(_postgres_connector(url))
+        stack.callback(database_link.close)
+
+        s3_endpoint = stack.enter_context(moto_s3_server())
+        create_versioned_bucket(
+            s3_endpoint,
+            KEYS["ARCHIVE_BUCKET"],
+            S3_CREDENTIALS["AWS_DEFAULT_REGION"],
+            access_key=S3_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+            secret_key=S3_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+        )
+        s3_port = int(s3_endpoint.rsplit(":", 1)[1])
+        s3_link = FlakyLink(lambda: socket.create_connection(("127.0.0.1", s3_port), timeout=5))
+        stack.callback(s3_link.close)
+
+        twilio = stack.enter_context(FakeTwilio({ACCOUNT_SID: KEYS["TWILIO_AUTH_TOKEN"]}))
+        for sms in plan.sms:
+            if not sms.old:
+                twilio.add(ACCOUNT_SID, sms.sid, **sms.api_message())
+
+        environment = (
+            dict(os.environ)
+            | KEYS
+            | S3_CREDENTIALS
+            | {
+                "PYTHONPATH": str(ROOT),
+                "DATABASE_URL": url
+                if os.environ.get("SOAK_DIRECT")
+                else _via(url, database_link.port),
+                "S3_ENDPOINT_URL": f"http://127.0.0.1:{s3_link.port}",
+                "TWILIO_API_BASE_URL": twilio.url,
+                "RECONCILE_AFTER_MINUTES": "1",
+                "RECONCILE_BATCH_SIZE": "500",
+                "ARCHIVE_BATCH_SIZE": "100",
+                "LOG_LEVEL": "INFO",
+            }
+        )
+        log_path = workdir / "functions.log"
+        log = stack.enter_context(log_path.open("wb"))
+        functions = [LocalFunction(f.name, f.source, free_port()) for f in discover_functions()]
+        processes = {}
+        for function in functions:
+            count = str(workers if function.name in BUSY else 1)
+            (processes[function.name],) = serve(
+                [function], environment | {"WORKERS": count}, output=log
+            )
+        stack.callback(_stop, list(processes.values()))
+        for function in functions:
+            wait_for_port(function.port, function.name, processes[function.name])
+        yield Stack(
+            database_url=url,
+            s3_endpoint=s3_endpoint,
+            urls={f.name: f.url for f in functions},
+            masters={name: p.pid for name, p in processes.items()},
+            database_link=database_link,
+            s3_link=s3_link,
+            twilio=twilio,
+            log_path=log_path,
+        )
+
+
+def create_tenants(url: str, plan: Plan) -> None:
+    with psycopg.connect(url) as conn:
+        agents = {}
+        for agent in ("louis", "arthur", "alexandra"):
+            row = conn.execute(
+                "INSERT INTO agent_types (name, display_name) VALUES (%s, %s) RETURNING id",
+                (agent, agent.title()),
+            ).fetchone()
+            assert row is not None
+            agents[agent] = row[0]
+        for tenant in plan.tenants:
+            conn.execute(
+                "INSERT INTO clients (id, name) VALUES (%s, %s)", (tenant.client_id, tenant.name)
+            )
+            for deployment_id, agent in tenant.deployments:
+                conn.execute(
+                    "INSERT INTO agent_deployments (id, name, slug, client_id, agent_type_id)"
+                    " VALUES (%s, %s, %s, %s, %s)",
+                    (deployment_id, deployment_id, deployment_id, tenant.client_id, agents[agent]),
+                )
+        for user in plan.users:
+            conn.execute(
+                "INSERT INTO auth.users (id, email) VALUES (%s, %s)",
+                (user.user_id, f"{user.user_id}@soak.example"),
+            )
+            for client_id in user.clients:
+                conn.execute(
+                    "INSERT INTO user_client_permissions (user_id, client_id, role)"
+                    " VALUES (%s, %s, 'viewer')",
+                    (user.user_id, client_id),
+                )
+
+
+def _postgres_connector(url: str) -> Callable[[], socket.socket]:
+    """How to reach the server behind `url`: a TCP address or a Unix socket."""
+    params = conninfo_to_dict(url)
+    host = str(params.get("host") or "127.0.0.1")
+    port = int(params.get("port") or 5432)
+    if host.startswith("/"):
+        path = f"{host}/.s.PGSQL.{port}"
+
+        def unix() -> socket.socket:
+            sock = socket.socket(socket.AF_UNIX)
+            sock.connect(path)
+            return sock
+
+        return unix
+    return lambda: socket.create_connection((host, port), timeout=5)
+
+
+def _via(url: str, port: int) -> str:
+    """The same database, reached through the link on this local port."""
+    params = conninfo_to_dict(url)
+    user = quote(str(params.get("user") or "postgres"), safe="")
+    password = quote(str(params.get("password") or ""), safe="")
+    credentials = f"{user}:{password}" if password else user
+    return f"postgresql://{credentials}@127.0.0.1:{port}/{params['dbname']}"
+
+
+def _stop(processes: list[subprocess.Popen[bytes]]) -> None:
+    for process in processes:
+        process.terminate()
+    for process in processes:
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()

@@ -1,0 +1,269 @@
+"""After the day: the whole state against the driver's ground truth.
+
+Everything is read directly (Postgres, every version of every archive object, the
+functions' logs), not through the functions under test.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import boto3
+import httpx
+import psycopg
+from psycopg.rows import dict_row
+
+from benchmarks.soak.plan import CONTENT_MARK, MARGIN, Plan, Sms
+from benchmarks.soak.stack import KEYS, S3_CREDENTIALS, Stack
+from functions.retention.archive_format import decode
+from tests.metrics_reference import as_json_numbers, reference_by_message_type, reference_period
+
+_E164 = re.compile(rb"\+\d{8,15}")
+
+
+@dataclass
+class Findings:
+    lost: list[str] = field(default_factory=list)  # an SMS that is nowhere
+    duplicated: list[str] = field(default_factory=list)
+    wrong: list[str] = field(default_factory=list)  # present, with a wrong value
+    erased_leaks: list[str] = field(default_factory=list)
+    metrics_mismatches: list[str] = field(default_factory=list)
+    log_leaks: list[str] = field(default_factory=list)
+    checked_hot: int = 0
+    checked_archived: int = 0
+
+    @property
+    def problems(self) -> int:
+        return sum(
+            len(v)
+            for v in (self.lost, self.duplicated, self.wrong, self.erased_leaks,
+                      self.metrics_mismatches, self.log_leaks)
+        )  # fmt: skip
+
+
+def check(plan: Plan, stack: Stack, finished: datetime) -> Findings:
+    findings = Findings()
+    with psycopg.connect(stack.database_url, row_factory=dict_row) as conn:
+        hot = conn.execute("SELECT * FROM agent_sms").fetchall()
+        events = conn.execute("SELECT * FROM agent_sms_events").fetchall()
+        index = {r["phone_hash"] for r in conn.execute(
+            "SELECT phone_hash FROM private.sms_archive_phone_index")}  # fmt: skip
+        erasures = conn.execute(
+            "SELECT phone_hash, completed_at FROM private.sms_erasures"
+        ).fetchall()
+    archived = _archived_rows(stack)
+    _check_hot(plan, hot, finished, findings)
+    _check_events(plan, hot, events, findings)
+    _check_archive(plan, archived, findings)
+    _check_erased(plan, hot, events, archived, index, erasures, findings)
+    _check_metrics(plan, stack, hot, findings)
+    _check_logs(plan, stack, findings)
+    return findings
+
+
+def _check_hot(
+    plan: Plan, hot: list[dict[str, Any]], finished: datetime, findings: Findings
+) -> None:
+    rows = Counter(r["provider_message_sid"] for r in hot)
+    by_sid = {r["provider_message_sid"]: r for r in hot}
+    for sid in rows.keys() - plan.by_sid.keys():
+        findings.wrong.append(f"{sid}: a row no one sent")
+    for sms in plan.sms:
+        if sms.old or sms.erased:
+            continue
+        if rows[sms.sid] == 0:
+            findings.lost.append(sms.sid)
+            continue
+        if rows[sms.sid] > 1:
+            findings.duplicated.append(sms.sid)
+        findings.checked_hot += 1
+        row = by_sid[sms.sid]
+        expected = _expected_row(sms)
+        for column, value in expected.items():
+            if row[column] != value:
+                findings.wrong.append(f"{sms.sid}: {column} is {row[column]!r}, not {value!r}")
+        # A failure without a carrier timestamp is stamped when Twilio's report came.
+        failed_at = row["failed_at"]
+        if sms.final == "failed" and not (
+            failed_at == sms.done_at or plan.started <= failed_at <= finished
+        ):
+            findings.wrong.append(f"{sms.sid}: failed_at {failed_at}")
+        if (row["failure_reason"] is None) != (sms.status == "delivered"):
+            findings.wrong.append(f"{sms.sid}: failure_reason {row['failure_reason']!r}")
+
+
+def _expected_row(sms: Sms) -> dict[str, Any]:
+    expected: dict[str, Any] = {
+        "deployment_id": uuid.UUID(sms.deployment_id),
+        "phone_number": sms.phone,
+        "message_content": sms.content,
+        "message_type": sms.message_type,
+        "status": sms.status,
+        "provider_status": sms.final,
+        "sent_at": sms.sent_at,
+        "delivered_at": sms.done_at if sms.final == "delivered" else None,
+        "provider_cost": sms.provider_cost,
+        "voipia_margin": MARGIN,
+        "currency": "EUR",
+    }
+    if sms.final == "undelivered":
+        expected["failed_at"] = sms.done_at
+    return expected
+
+
+def _check_events(
+    plan: Plan, hot: list[dict[str, Any]], events: list[dict[str, Any]], findings: Findings
+) -> None:
+    recorded = {r["provider_message_sid"] for r in hot}
+    statuses: dict[str, set[str]] = {}
+    for event in events:
+        sid = event["provider_message_sid"]
+        statuses.setdefault(sid, set()).add(event["twilio_status"])
+        if event["applied_at"] is None and sid in recorded:
+            findings.wrong.append(f"{sid}: a status event left pending though the SMS exists")
+    for sms in plan.sms:
+        if not sms.old and not sms.erased and sms.final not in statuses.get(sms.sid, set()):
+            findings.wrong.append(f"{sms.sid}: no {sms.final} event in its history")
+
+
+def _check_archive(plan: Plan, archived: list[dict[str, Any]], findings: Findings) -> None:
+    current = Counter(r["provider_message_sid"] for r in archived if r["is_latest"])
+    hot_or_gone = {s.sid for s in plan.sms if not s.old or s.erased}
+    for sms in plan.old:
+        if sms.erased:
+            continue
+        if current[sms.sid] == 0:
+            findings.lost.append(f"{sms.sid} (archived)")
+        elif current[sms.sid] > 1:
+            findings.duplicated.append(f"{sms.sid} (archived)")
+        else:
+            findings.checked_archived += 1
+    for sid in current.keys() & hot_or_gone:
+        findings.wrong.append(f"{sid}: in the archive, though it should not be")
+
+
+def _check_erased(
+    plan: Plan,
+    hot: list[dict[str, Any]],
+    events: list[dict[str, Any]],
+    archived: list[dict[str, Any]],
+    index: set[bytes],
+    erasures: list[dict[str, Any]],
+    findings: Findings,
+) -> None:
+    numbers = set(plan.erased_numbers)
+    erased_sids = {s.sid for s in plan.sms if s.erased}
+    leaks = findings.erased_leaks
+    leaks += [f"agent_sms {r['provider_message_sid']}" for r in hot if r["phone_number"] in numbers]
+    leaks += [
+        f"agent_sms_events {e['provider_message_sid']}"
+        for e in events
+        if e["pending_phone_number"] in numbers or e["provider_message_sid"] in erased_sids
+    ]
+    leaks += [
+        f"archive object {r['key']} (version {r['version']})"
+        for r in archived
+        if r["phone_number"] in numbers
+    ]
+    secret = KEYS["ARCHIVE_INDEX_SECRET"].encode()
+    completed = {bytes(e["phone_hash"]) for e in erasures if e["completed_at"] is not None}
+    for number in numbers:
+        digest = hmac.new(secret, number.encode(), hashlib.sha256).digest()
+        if bytes(digest) in {bytes(h) for h in index}:
+            leaks.append("the archive's phone index")
+        if digest not in completed:
+            leaks.append("an erasure without a completed audit record")
+
+
+def _check_metrics(plan: Plan, stack: Stack, hot: list[dict[str, Any]], findings: Findings) -> None:
+    """Each user's figures for the day, against a recomputation from the truth alone."""
+    start = plan.started - timedelta(days=1)
+    end = plan.started + timedelta(hours=1)
+    truth = [_truth_row(s) for s in plan.sms if not s.old and not s.erased]
+    with httpx.Client(timeout=60) as http:
+        for user in plan.users:
+            response = http.get(
+                stack.urls["metrics"],
+                params={"start": start.isoformat(), "end": end.isoformat()},
+                headers={"Authorization": f"Bearer {stack.token(user.user_id)}"},
+            )
+            if response.status_code != 200:
+                findings.metrics_mismatches.append(f"{user.user_id}: {response.status_code}")
+                continue
+            figures = response.json()
+            mine = [r for r in truth if r["client_id"] in user.clients]
+            expected = reference_period(mine) | {"by_message_type": reference_by_message_type(mine)}
+            for key, value in as_json_numbers(expected).items():
+                if figures["current_period"].get(key) != value:
+                    findings.metrics_mismatches.append(
+                        f"user {user.user_id[:8]}: {key} is"
+                        f" {figures['current_period'].get(key)!r}, not {value!r}"
+                    )
+            if figures["previous_period"]["total_sms"] != 0:
+                findings.metrics_mismatches.append(f"user {user.user_id[:8]}: previous period")
+
+
+def _truth_row(sms: Sms) -> dict[str, Any]:
+    return {
+        "client_id": sms.client_id,
+        "deployment_id": sms.deployment_id,
+        "status": sms.status,
+        "message_type": sms.message_type,
+        "provider_cost": sms.provider_cost,
+        "voipia_margin": MARGIN,
+        "message_content": sms.content,
+        "phone_number": sms.phone,
+        "workflow_id": f"wf-{sms.message_type}",
+        "call_id": None,
+        "sent_at": sms.sent_at,
+        "delivered_at": sms.done_at if sms.final == "delivered" else None,
+    }
+
+
+def _check_logs(plan: Plan, stack: Stack, findings: Findings) -> None:
+    """No phone number and no message text in anything the functions logged."""
+    text = stack.log_path.read_bytes()
+    numbers = {s.phone.encode() for s in plan.sms} | {s.posted_phone.encode() for s in plan.sms}
+    leaked = {m for m in _E164.findall(text) if m in numbers}
+    leaked |= {n for n in numbers if not n.startswith(b"+") and n in text}
+    if leaked:
+        findings.log_leaks.append(f"{len(leaked)} phone numbers in the functions' logs")
+    if CONTENT_MARK.encode() in text:
+        findings.log_leaks.append("message text in the functions' logs")
+
+
+def _archived_rows(stack: Stack) -> list[dict[str, Any]]:
+    """Every row of every version of every archive object, deleted markers aside."""
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=stack.s3_endpoint,
+        region_name=S3_CREDENTIALS["AWS_DEFAULT_REGION"],
+        aws_access_key_id=S3_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=S3_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+    )
+    rows = []
+    pages = s3.get_paginator("list_object_versions").paginate(Bucket=KEYS["ARCHIVE_BUCKET"])
+    for page in pages:
+        for version in page.get("Versions", []):
+            body = s3.get_object(
+                Bucket=KEYS["ARCHIVE_BUCKET"], Key=version["Key"], VersionId=version["VersionId"]
+            )["Body"].read()
+            table = decode(body)
+            for sid, phone in zip(
+                table.column("provider_message_sid").to_pylist(),
+                table.column("phone_number").to_pylist(),
+                strict=True,
+            ):
+                rows.append({
+                    "key": version["Key"], "version": version["VersionId"],
+                    "is_latest": version["IsLatest"], "provider_message_sid": sid,
+                    "phone_number": phone,
+                })  # fmt: skip
+    return rows

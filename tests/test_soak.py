@@ -1,0 +1,23 @@
+"""The reliability gauntlet's short variant (benchmarks/soak): about 1,000 SMS through
+every function at once, with each kind of fault, and nothing lost or wrong."""
+
+from __future__ import annotations
+
+from benchmarks.soak import gauntlet
+
+
+def test_a_short_campaign_day_with_faults_loses_nothing() -> None:
+    report = gauntlet.run(1000, workers=2, progress=lambda _: None)
+    faults = report.faults
+    assert faults.sessions_terminated >= 1
+    assert faults.database_outages >= 1
+    assert faults.s3_outages >= 1
+    assert faults.workers_killed >= 1
+    endpoints = report.scoreboard.endpoints
+    # The faults bit: the archive run failed while S3 was down and was run again, and
+    # requests died with their worker.
+    assert endpoints["retention"].retries >= 1
+    assert sum(e.transport_errors for e in endpoints.values()) >= 1
+    assert report.findings.checked_hot >= 950
+    assert report.findings.checked_archived >= 1
+    assert report.clean, "\n".join(report.lines())
