@@ -173,6 +173,15 @@ def numbers_in(table: pa.Table) -> Counter[str]:
     return Counter(str(number) for number in table["phone_number"].to_pylist())
 
 
+def sids_with_number(table: pa.Table, phone_number: str) -> list[str]:
+    """The SIDs of the number's rows: erasure remembers them as erased."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    mine = table.filter(pc.equal(table["phone_number"], pa.scalar(phone_number)))
+    return [str(sid) for sid in mine["provider_message_sid"].to_pylist() if sid is not None]
+
+
 def without_number(table: pa.Table, phone_number: str) -> pa.Table:
     import pyarrow as pa
     import pyarrow.compute as pc

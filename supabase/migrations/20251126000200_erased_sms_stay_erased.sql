@@ -2,12 +2,58 @@
 -- recipient's request came back when n8n posted it again (a retry, a re-run of an old
 -- execution), with the erased number, and nothing ever removed it.
 --
+-- The same for an archived SMS: erasing it from the archive did not remember its SID.
+--
 -- Now an erased SID is never recorded again, however it arrives:
 --   * ingest_sms answers such an item {"gone": "provider_message_sid"} (HTTP 410) and
 --     records the rest of its batch;
 --   * a trigger refuses any insert of an erased SID, for the race the check above
 --     cannot see: an erasure that commits while the insert waits on the row it
 --     deletes. It raises 40001 (retry): ingest's retry then answers that item 410.
+
+-- Remember these SIDs as erased, as SHA-256 digests (nothing personal), for good:
+-- erasure calls it for the SMS it removes, hot (erase_hot_sms) or archived.
+CREATE FUNCTION private.remember_erased_sids(p_sids text[]) RETURNS void
+LANGUAGE sql
+SET search_path = ''
+AS $$
+    INSERT INTO private.sms_erased_sids (sid_sha256)
+    SELECT sha256(convert_to(sid, 'UTF8')) FROM unnest(p_sids) AS sid WHERE sid IS NOT NULL
+    ON CONFLICT DO NOTHING;
+$$;
+
+REVOKE ALL ON FUNCTION private.remember_erased_sids(text[]) FROM PUBLIC;
+
+-- As in 20251125000100_sms_retention.sql, remembering the SIDs through the function above.
+CREATE OR REPLACE FUNCTION private.erase_hot_sms(p_phone_number text)
+RETURNS TABLE (hot_rows integer, status_events integer, pending_events integer)
+LANGUAGE plpgsql
+SET search_path = ''
+AS $$
+DECLARE
+    v_sids text[];
+BEGIN
+    WITH gone AS (
+        DELETE FROM public.agent_sms AS s
+        WHERE s.phone_number = p_phone_number
+        RETURNING s.provider_message_sid
+    )
+    SELECT count(*)::integer, coalesce(array_agg(provider_message_sid), '{}')
+    INTO hot_rows, v_sids
+    FROM gone;
+
+    DELETE FROM public.agent_sms_events AS e WHERE e.provider_message_sid = ANY (v_sids);
+    GET DIAGNOSTICS status_events = ROW_COUNT;
+
+    DELETE FROM public.agent_sms_events AS e
+    WHERE e.applied_at IS NULL AND e.pending_phone_number = p_phone_number;
+    GET DIAGNOSTICS pending_events = ROW_COUNT;
+
+    DELETE FROM private.sms_reconcile_checks AS c WHERE c.provider_message_sid = ANY (v_sids);
+    PERFORM private.remember_erased_sids(v_sids);
+    RETURN NEXT;
+END
+$$;
 
 -- Whether this SID belongs to an SMS erased at its recipient's request.
 CREATE FUNCTION private.is_erased_sms(p_sid text) RETURNS boolean

@@ -8,6 +8,7 @@ import uuid
 
 import psycopg
 import pytest
+from psycopg.types.json import Jsonb
 
 from functions.retention import archive, erasure
 from functions.retention.context import Retention
@@ -24,7 +25,7 @@ from tests.retention.archive_state import (
     traces,
 )
 from tests.retention.test_archive import crash_on_call, phone_hash, sms_rows
-from tests.support import Tenants, acting_as
+from tests.support import Tenants, acting_as, insert_sms
 
 pytestmark = pytest.mark.db
 
@@ -217,6 +218,33 @@ def test_a_late_status_report_for_an_erased_sms_does_not_bring_the_number_back(
         "SELECT public.record_sms_status(%s, 'delivered', p_to => %s)", (sid, ALICE)
     ).fetchone()
     assert outcome == ({"pending": False, "changed": False},)
+    assert traces(clean, retention, alice_everywhere) == []
+
+
+def test_no_erased_sms_comes_back_hot_or_archived(
+    retention: Retention, alice_everywhere: list[str], clean: psycopg.Connection
+) -> None:
+    # Found by benchmarks/soak: n8n re-posting an erased SMS recorded it again, and
+    # erasing an archived SMS did not remember its SID at all.
+    archived = [r for r in archived_rows(retention).values() if r["phone_number"] == ALICE]
+    replay = [
+        {"deployment_id": str(r["deployment_id"]), "phone_number": ALICE,
+         "message_content": r["message_content"], "provider_message_sid": sid,
+         "sent_at": r["sent_at"].isoformat()}
+        for sid, r in [(alice_everywhere[2], archived[0])]
+        + [(r["provider_message_sid"], r) for r in archived]
+    ]  # fmt: skip
+    erasure.erase(retention, [ALICE], requester="dpo", request_id="r")
+    answer = clean.execute("SELECT public.ingest_sms(%s::jsonb)", (Jsonb(replay),)).fetchone()
+    assert answer == ([{"gone": "provider_message_sid"}] * len(replay),)
+    with pytest.raises(psycopg.errors.SerializationFailure):  # any writer, not only ingest
+        insert_sms(clean, uuid.UUID(replay[0]["deployment_id"]),
+                   provider_message_sid=replay[0]["provider_message_sid"])  # fmt: skip
+    # The daily run's purge of stale pending reports keeps erased SIDs, however old.
+    clean.execute("UPDATE private.sms_erased_sids SET erased_at = now() - interval '3 years'")
+    archive.run(retention)
+    again = clean.execute("SELECT public.ingest_sms(%s::jsonb)", (Jsonb(replay[:1]),))
+    assert again.fetchone() == ([{"gone": "provider_message_sid"}],)
     assert traces(clean, retention, alice_everywhere) == []
 
 
