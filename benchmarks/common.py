@@ -26,7 +26,7 @@ DEMO_DEPLOYMENT = "d0000000-0000-4000-8000-000000000001"
 @contextmanager
 def benchmark_database(existing_rows: int) -> Iterator[str]:
     """A fresh database with the schema, the demo tenants and `existing_rows` SMS."""
-    with _server() as server, throwaway_database(server, prefix="sms_bench") as url:
+    with database_server() as server, throwaway_database(server, prefix="sms_bench") as url:
         apply(url, include_local=True, report=lambda _: None)
         load_seed(url)
         with psycopg.connect(url) as conn:
@@ -51,7 +51,8 @@ def benchmark_database(existing_rows: int) -> Iterator[str]:
 
 
 @contextmanager
-def _server() -> Iterator[str]:
+def database_server() -> Iterator[str]:
+    """DATABASE_URL's server when set, else an embedded one for the run."""
     if url := os.environ.get("DATABASE_URL"):
         yield url
     else:

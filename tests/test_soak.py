@@ -14,9 +14,10 @@ def test_a_short_campaign_day_with_faults_loses_nothing() -> None:
     assert faults.s3_outages >= 1
     assert faults.workers_killed >= 1
     endpoints = report.scoreboard.endpoints
-    # The faults bit: the archive run failed while S3 was down and was run again, and
-    # requests died with their worker.
+    # The faults bit: the archive run failed while S3 was down and was run again, the
+    # database's absence answered 503s, and requests died with their worker.
     assert endpoints["retention"].retries >= 1
+    assert endpoints["ingest_sms"].server_errors + endpoints["twilio_status"].server_errors >= 1
     assert sum(e.transport_errors for e in endpoints.values()) >= 1
     assert report.findings.checked_hot >= 950
     assert report.findings.checked_archived >= 1

@@ -40,6 +40,8 @@ class Scoreboard:
                 stats.transport_errors += 1
             elif outcome >= 500:
                 stats.server_errors += 1
+            if outcome == 500:  # the faults make 503s and resets; a 500 is a defect
+                self.unexpected.append(f"{endpoint}: 500 Internal Server Error")
 
     def retried(self, endpoint: str) -> None:
         with self._lock:

@@ -24,7 +24,7 @@ from benchmarks.soak.clients import RetryingClient, Scoreboard
 from benchmarks.soak.plan import Plan, Sms
 from benchmarks.soak.stack import KEYS, Stack
 
-Job = Callable[[RetryingClient], None]
+Job = Callable[[RetryingClient], object]
 GONE = 410  # an erased SMS posted again
 
 
@@ -52,6 +52,8 @@ class Driver:
         self._local = threading.local()
         self._validator = RequestValidator(KEYS["TWILIO_AUTH_TOKEN"])
         self._background: list[threading.Thread] = []
+        self._all_clients: list[RetryingClient] = []
+        self._clients_lock = threading.Lock()
 
     # --- the day -------------------------------------------------------------------------
 
@@ -85,11 +87,8 @@ class Driver:
         """Run reconcile until Twilio has nothing left to tell: the schedule's steady state."""
         client = self._client()
         for run in range(1, max_runs + 1):
-            response = client.request("reconcile", "POST", self.stack.urls["reconcile"], json={})
-            if response is None or response.status_code != 200:
-                self.scoreboard.wrong(f"reconcile answered {_status(response)}")
-                continue
-            if response.json()["candidates"] == 0:
+            outcome = self._reconcile(client)
+            if outcome is not None and outcome["candidates"] == 0:
                 progress(f"reconcile: nothing left after {run} runs")
                 return run
         self.scoreboard.wrong(f"reconcile still had candidates after {max_runs} runs")
@@ -122,17 +121,16 @@ class Driver:
         ]
         return [self._callback(f) for f in forms]
 
-    def _single(self, sms: Sms) -> Job:
+    def _single(self, sms: Sms, expected: tuple[int, ...] = (200, 201)) -> Job:
+        """One SMS posted; an erased one may meet its erasure on the way (410)."""
+        accepted = (*expected, GONE) if sms.erased else expected
+
         def post(client: RetryingClient) -> None:
             response = client.request(
                 "ingest_sms", "POST", self.stack.urls["ingest_sms"],
                 json=sms.ingest_item(), headers=self._ingest_auth(),
             )  # fmt: skip
-            if response is None:
-                return
-            if response.status_code == GONE and sms.erased:
-                return
-            if response.status_code not in (200, 201):
+            if response is not None and response.status_code not in accepted:
                 self.scoreboard.wrong(f"ingest {sms.sid}: {response.text}")
 
         return post
@@ -170,10 +168,16 @@ class Driver:
 
         return post
 
-    def _reconcile(self, client: RetryingClient) -> None:
+    def _reconcile(self, client: RetryingClient) -> dict[str, Any] | None:
+        """One scheduled run; every SMS it asks about is one Twilio's API knows."""
         response = client.request("reconcile", "POST", self.stack.urls["reconcile"], json={})
-        if response is not None and response.status_code != 200:
-            self.scoreboard.wrong(f"reconcile: {response.status_code}")
+        if response is None or response.status_code != 200:
+            self.scoreboard.wrong(f"reconcile: {_status(response)}")
+            return None
+        run: dict[str, Any] = response.json()
+        if run["errors"] or run["not_found"] or run["twilio_unreachable"]:
+            self.scoreboard.wrong(f"reconcile: {run}")
+        return run
 
     def _read_metrics(self, stop: threading.Event, rng: random.Random) -> None:
         client = self._client()
@@ -215,8 +219,8 @@ class Driver:
             self.scoreboard.wrong(f"erasure: {_status(response)}")
             return
         # Someone re-runs an old n8n execution: what was erased must not come back.
-        replayed = [s for s in self.plan.sms if s.phone in numbers and not s.old]
-        self._run([self._single(s) for s in replayed])
+        replayed = [s for s in self.plan.sms if s.phone in numbers]
+        self._run([self._single(s, expected=(GONE,)) for s in replayed])
 
     def _in_background(self, action: Callable[[], None]) -> None:
         thread = threading.Thread(target=action)
@@ -256,8 +260,9 @@ class Driver:
 
     def _s3_outage(self) -> None:
         self.faults.s3_outages += 1
-        self.faults.events.append("S3 unreachable for 3 s")
-        self._in_background(lambda: self.stack.s3_link.cut(3.0))
+        # Longer than botocore's own retries last, so that the archive run fails on it.
+        self.faults.events.append("S3 unreachable for 6 s")
+        self._in_background(lambda: self.stack.s3_link.cut(6.0))
         time.sleep(0.1)
 
     def _erasures(self) -> None:
@@ -281,26 +286,36 @@ class Driver:
 
         def work(job: Job) -> None:
             nonlocal done
-            job(self._client())
-            with lock:
-                done += 1
-                if done * 3 >= len(jobs):
-                    third.set()
+            try:
+                job(self._client())
+            except Exception as exc:  # an answer the driver could not read is a finding
+                self.scoreboard.wrong(f"driver: {type(exc).__name__}: {exc}")
+            finally:
+                with lock:
+                    done += 1
+                    if done * 3 >= len(jobs):
+                        third.set()
 
         with ThreadPoolExecutor(self._clients) as pool:
-            futures = [pool.submit(work, job) for job in jobs]
+            for job in jobs:
+                pool.submit(work, job)  # work never raises
             if actions:
                 third.wait()
                 for action in actions:
                     action()
-            for future in futures:
-                future.result()
 
     def _client(self) -> RetryingClient:
+        """This thread's client: one connection per thread, as n8n's workers have."""
         if not hasattr(self._local, "client"):
             self._local.client = RetryingClient(self.scoreboard)
+            with self._clients_lock:
+                self._all_clients.append(self._local.client)
         client: RetryingClient = self._local.client
         return client
+
+    def close(self) -> None:
+        for client in self._all_clients:
+            client.close()
 
     def _ingest_auth(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {KEYS['INGEST_API_KEYS']}"}

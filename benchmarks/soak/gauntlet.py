@@ -53,6 +53,7 @@ class Report:
             "",
             f"faults: {f.sessions_terminated} sessions terminated, {f.database_outages} database"
             f" outages, {f.s3_outages} S3 outages, {f.workers_killed} workers killed",
+            *[f"  {event}" for event in f.events],
             f"reconcile runs to drain: {self.reconcile_runs}",
             f"checked: {self.findings.checked_hot} SMS in Postgres,"
             f" {self.findings.checked_archived} in the archive",
@@ -62,7 +63,7 @@ class Report:
             f" {len(self.findings.erased_leaks)} · metrics mismatches"
             f" {len(self.findings.metrics_mismatches)} · log leaks {len(self.findings.log_leaks)}"
             f" · unexpected answers {len(self.scoreboard.unexpected)}"
-            f" · 5xx never followed by a success {self.unrecovered}",
+            f" · requests given up after every retry {self.unrecovered}",
         ]
         for title, examples in (
             ("lost", self.findings.lost), ("duplicated", self.findings.duplicated),
@@ -93,8 +94,11 @@ def run(
         driver.record_old_sms()
         progress(f"stack up; {len(plan.old)} SMS from last year recorded")
         started = time.perf_counter()
-        driver.campaign(progress)
-        reconcile_runs = driver.drain(progress)
+        try:
+            driver.campaign(progress)
+            reconcile_runs = driver.drain(progress)
+        finally:
+            driver.close()
         seconds = time.perf_counter() - started
         findings = verify.check(plan, stack, datetime.now(UTC))
     return Report(sms, seconds, driver.scoreboard, driver.faults, findings, reconcile_runs)

@@ -14,6 +14,8 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from tests.fake_twilio import status_callback
+
 ACCOUNT_SID = "AC" + "5" * 32
 AGENTS = ("louis", "arthur", "alexandra")
 MESSAGE_TYPES = ("appointment_reminder", "marketing", "notification", "transactional")
@@ -69,6 +71,10 @@ class Sms:
         return "delivered" if self.final == "delivered" else "failed"
 
     @property
+    def workflow_id(self) -> str:
+        return f"wf-{self.message_type}"
+
+    @property
     def provider_cost(self) -> Decimal:
         return self.cost_at_ingest if self.cost_at_ingest is not None else self.price
 
@@ -83,7 +89,7 @@ class Sms:
             "sent_at": self.sent_at.isoformat(),
             "voipia_margin": str(MARGIN),
             "currency": "EUR",
-            "workflow_id": f"wf-{self.message_type}",
+            "workflow_id": self.workflow_id,
             "workflow_execution_id": uuid.uuid4().hex[:12],
         }
         if self.cost_at_ingest is not None:
@@ -99,16 +105,12 @@ class Sms:
             statuses.pop()
         forms = []
         for status in statuses:
-            form = {
-                "AccountSid": ACCOUNT_SID, "MessageSid": self.sid, "SmsSid": self.sid,
-                "MessageStatus": status, "SmsStatus": status, "To": self.phone,
-                "From": "+33700000000", "ApiVersion": "2010-04-01",
-            }  # fmt: skip
+            extra = {"To": self.phone}
             if status in ("delivered", "undelivered"):
-                form["RawDlrDoneDate"] = self.done_at.strftime("%y%m%d%H%M")
+                extra["RawDlrDoneDate"] = self.done_at.strftime("%y%m%d%H%M")
             if status in ("undelivered", "failed"):
-                form["ErrorCode"] = str(self.error_code)
-            forms.append(form)
+                extra["ErrorCode"] = str(self.error_code)
+            forms.append(status_callback(ACCOUNT_SID, self.sid, status, **extra))
         return forms
 
     def api_message(self) -> dict[str, Any]:

@@ -5,26 +5,26 @@ links the gauntlet can cut, and a stand-in for Twilio's API."""
 from __future__ import annotations
 
 import os
+import secrets
 import socket
 import subprocess
-import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
-import jwt
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
+from benchmarks.common import database_server
 from benchmarks.soak.faults import FlakyLink
 from benchmarks.soak.plan import ACCOUNT_SID, Plan
 from tests.fake_twilio import FakeTwilio
+from tests.support import make_jwt
 from tools.dev import LocalFunction, discover_functions, serve
 from tools.embedded import (
     create_versioned_bucket,
-    embedded_postgres,
     free_port,
     moto_s3_server,
     throwaway_database,
@@ -40,7 +40,6 @@ KEYS = {
     "RETENTION_API_KEYS": "soak-retention-key-0123456789abcdef01",
     "PRIVACY_API_KEYS": "soak-privacy-key-0123456789abcdef0123",
     "ARCHIVE_INDEX_SECRET": "soak-archive-index-secret-0123456789",
-    "ARCHIVE_BUCKET": "sms-archive-soak",
 }
 S3_CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "soak",
@@ -55,6 +54,7 @@ BUSY = frozenset({"ingest_sms", "twilio_status", "metrics"})
 class Stack:
     database_url: str  # direct, for setup and the final checks
     s3_endpoint: str  # direct
+    bucket: str
     urls: dict[str, str]  # entry point -> URL
     masters: dict[str, int]  # entry point -> gunicorn master pid
     database_link: FlakyLink
@@ -64,16 +64,14 @@ class Stack:
 
     def token(self, user_id: str) -> str:
         """A dashboard user's Supabase access token."""
-        now = int(time.time())
-        claims = {"sub": user_id, "role": "authenticated", "aud": "authenticated",
-                  "iat": now, "exp": now + 3600}  # fmt: skip
-        return jwt.encode(claims, KEYS["SUPABASE_JWT_SECRET"], algorithm="HS256")
+        claims = {"sub": user_id, "role": "authenticated", "aud": "authenticated"}
+        return make_jwt(claims, secret=KEYS["SUPABASE_JWT_SECRET"])
 
 
 @contextmanager
 def running_stack(plan: Plan, workdir: Path, workers: int = 2) -> Iterator[Stack]:
     with ExitStack() as stack:
-        server = os.environ.get("DATABASE_URL") or stack.enter_context(embedded_postgres())
+        server = stack.enter_context(database_server())
         url = stack.enter_context(throwaway_database(server, prefix="sms_soak"))
         apply(url, include_local=True, report=lambda _: None)
         create_tenants(url, plan)
@@ -81,15 +79,17 @@ def running_stack(plan: Plan, workdir: Path, workers: int = 2) -> Iterator[Stack
         stack.callback(database_link.close)
 
         s3_endpoint = stack.enter_context(moto_s3_server())
+        # moto keeps its buckets for the whole process: each day gets a bucket of its own.
+        bucket = f"sms-archive-soak-{secrets.token_hex(4)}"
         create_versioned_bucket(
             s3_endpoint,
-            KEYS["ARCHIVE_BUCKET"],
+            bucket,
             S3_CREDENTIALS["AWS_DEFAULT_REGION"],
             access_key=S3_CREDENTIALS["AWS_ACCESS_KEY_ID"],
             secret_key=S3_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
         )
         s3_port = int(s3_endpoint.rsplit(":", 1)[1])
-        s3_link = FlakyLink(lambda: socket.create_connection(("127.0.0.1", s3_port), timeout=5))
+        s3_link = FlakyLink(_tcp_connector("127.0.0.1", s3_port))
         stack.callback(s3_link.close)
 
         twilio = stack.enter_context(FakeTwilio({ACCOUNT_SID: KEYS["TWILIO_AUTH_TOKEN"]}))
@@ -107,6 +107,7 @@ def running_stack(plan: Plan, workdir: Path, workers: int = 2) -> Iterator[Stack
                 if os.environ.get("SOAK_DIRECT")
                 else _via(url, database_link.port),
                 "S3_ENDPOINT_URL": f"http://127.0.0.1:{s3_link.port}",
+                "ARCHIVE_BUCKET": bucket,
                 "TWILIO_API_BASE_URL": twilio.url,
                 "RECONCILE_AFTER_MINUTES": "1",
                 "RECONCILE_BATCH_SIZE": "500",
@@ -129,6 +130,7 @@ def running_stack(plan: Plan, workdir: Path, workers: int = 2) -> Iterator[Stack
         yield Stack(
             database_url=url,
             s3_endpoint=s3_endpoint,
+            bucket=bucket,
             urls={f.name: f.url for f in functions},
             masters={name: p.pid for name, p in processes.items()},
             database_link=database_link,
@@ -176,16 +178,25 @@ def _postgres_connector(url: str) -> Callable[[], socket.socket]:
     params = conninfo_to_dict(url)
     host = str(params.get("host") or "127.0.0.1")
     port = int(params.get("port") or 5432)
-    if host.startswith("/"):
-        path = f"{host}/.s.PGSQL.{port}"
+    if not host.startswith("/"):
+        return _tcp_connector(host, port)
+    path = f"{host}/.s.PGSQL.{port}"
 
-        def unix() -> socket.socket:
-            sock = socket.socket(socket.AF_UNIX)
-            sock.connect(path)
-            return sock
+    def unix() -> socket.socket:
+        sock = socket.socket(socket.AF_UNIX)
+        sock.connect(path)
+        return sock
 
-        return unix
-    return lambda: socket.create_connection((host, port), timeout=5)
+    return unix
+
+
+def _tcp_connector(host: str, port: int) -> Callable[[], socket.socket]:
+    def tcp() -> socket.socket:
+        sock = socket.create_connection((host, port), timeout=5)
+        sock.settimeout(None)  # connected: from now on it may sit idle as long as it likes
+        return sock
+
+    return tcp
 
 
 def _via(url: str, port: int) -> str:

@@ -32,7 +32,8 @@ _E164 = re.compile(rb"\+\d{8,15}")
 class Findings:
     lost: list[str] = field(default_factory=list)  # an SMS that is nowhere
     duplicated: list[str] = field(default_factory=list)
-    wrong: list[str] = field(default_factory=list)  # present, with a wrong value
+    # A wrong value, a row where it must not be, or a status history that does not add up.
+    wrong: list[str] = field(default_factory=list)
     erased_leaks: list[str] = field(default_factory=list)
     metrics_mismatches: list[str] = field(default_factory=list)
     log_leaks: list[str] = field(default_factory=list)
@@ -58,8 +59,17 @@ def check(plan: Plan, stack: Stack, finished: datetime) -> Findings:
         erasures = conn.execute(
             "SELECT phone_hash, completed_at FROM private.sms_erasures"
         ).fetchall()
+        codes = sorted({s.error_code for s in plan.sms if s.error_code is not None})
+        reasons = {
+            r["code"]: r["reason"]
+            for r in conn.execute(
+                "SELECT code, private.twilio_failure_reason(code) AS reason"
+                " FROM unnest(%s::integer[]) AS code",
+                (codes,),
+            )
+        }
     archived = _archived_rows(stack)
-    _check_hot(plan, hot, finished, findings)
+    _check_hot(plan, hot, finished, reasons, findings)
     _check_events(plan, hot, events, findings)
     _check_archive(plan, archived, findings)
     _check_erased(plan, hot, events, archived, index, erasures, findings)
@@ -69,7 +79,11 @@ def check(plan: Plan, stack: Stack, finished: datetime) -> Findings:
 
 
 def _check_hot(
-    plan: Plan, hot: list[dict[str, Any]], finished: datetime, findings: Findings
+    plan: Plan,
+    hot: list[dict[str, Any]],
+    finished: datetime,
+    reasons: dict[int, str],
+    findings: Findings,
 ) -> None:
     rows = Counter(r["provider_message_sid"] for r in hot)
     by_sid = {r["provider_message_sid"]: r for r in hot}
@@ -77,6 +91,8 @@ def _check_hot(
         findings.wrong.append(f"{sid}: a row no one sent")
     for sms in plan.sms:
         if sms.old or sms.erased:
+            if rows[sms.sid] and not sms.erased:  # erased ones are counted as leaks
+                findings.wrong.append(f"{sms.sid}: still in agent_sms after the archive run")
             continue
         if rows[sms.sid] == 0:
             findings.lost.append(sms.sid)
@@ -85,37 +101,70 @@ def _check_hot(
             findings.duplicated.append(sms.sid)
         findings.checked_hot += 1
         row = by_sid[sms.sid]
-        expected = _expected_row(sms)
-        for column, value in expected.items():
-            if row[column] != value:
-                findings.wrong.append(f"{sms.sid}: {column} is {row[column]!r}, not {value!r}")
+        _compare(sms.sid, row, _expected_row(sms, reasons), findings)
         # A failure without a carrier timestamp is stamped when Twilio's report came.
         failed_at = row["failed_at"]
         if sms.final == "failed" and not (
-            failed_at == sms.done_at or plan.started <= failed_at <= finished
+            failed_at is not None
+            and (failed_at == sms.done_at or plan.started <= failed_at <= finished)
         ):
-            findings.wrong.append(f"{sms.sid}: failed_at {failed_at}")
-        if (row["failure_reason"] is None) != (sms.status == "delivered"):
-            findings.wrong.append(f"{sms.sid}: failure_reason {row['failure_reason']!r}")
+            findings.wrong.append(f"{sms.sid}: failed_at is {failed_at}")
 
 
-def _expected_row(sms: Sms) -> dict[str, Any]:
+def _expected_row(sms: Sms, reasons: dict[int, str]) -> dict[str, Any]:
+    """Every column the day determines, as the database must hold it at the end."""
+    delivered = sms.final == "delivered"
     expected: dict[str, Any] = {
         "deployment_id": uuid.UUID(sms.deployment_id),
         "phone_number": sms.phone,
         "message_content": sms.content,
         "message_type": sms.message_type,
+        "provider": "twilio",
         "status": sms.status,
         "provider_status": sms.final,
         "sent_at": sms.sent_at,
-        "delivered_at": sms.done_at if sms.final == "delivered" else None,
+        "delivered_at": sms.done_at if delivered else None,
+        "failure_reason": None if sms.error_code is None else reasons[sms.error_code],
+        "provider_cost": sms.provider_cost,
+        "voipia_margin": MARGIN,
+        "currency": "EUR",
+        "workflow_id": sms.workflow_id,
+    }
+    if sms.final != "failed":  # a failed one may carry the time its report came instead
+        expected["failed_at"] = sms.done_at if sms.final == "undelivered" else None
+    return expected
+
+
+def _expected_archived_row(sms: Sms) -> dict[str, Any]:
+    return {
+        "deployment_id": sms.deployment_id,
+        "phone_number": sms.phone,
+        "message_content": sms.content,
+        "message_type": sms.message_type,
+        "status": "delivered",
+        "provider_status": "delivered",
+        "sent_at": sms.sent_at,
         "provider_cost": sms.provider_cost,
         "voipia_margin": MARGIN,
         "currency": "EUR",
     }
-    if sms.final == "undelivered":
-        expected["failed_at"] = sms.done_at
-    return expected
+
+
+# The values of these columns are personal data: a finding names the column only.
+_PERSONAL = frozenset({"phone_number", "message_content"})
+
+
+def _compare(sid: str, row: dict[str, Any], expected: dict[str, Any], findings: Findings) -> None:
+    for column, value in expected.items():
+        actual = row[column]
+        if isinstance(value, str) and not isinstance(actual, str) and actual is not None:
+            actual = str(actual)  # the archive keeps uuids as text
+        if actual == value:
+            continue
+        if column in _PERSONAL:
+            findings.wrong.append(f"{sid}: {column} is not what was sent")
+        else:
+            findings.wrong.append(f"{sid}: {column} is {actual!r}, not {value!r}")
 
 
 def _check_events(
@@ -134,18 +183,21 @@ def _check_events(
 
 
 def _check_archive(plan: Plan, archived: list[dict[str, Any]], findings: Findings) -> None:
-    current = Counter(r["provider_message_sid"] for r in archived if r["is_latest"])
-    hot_or_gone = {s.sid for s in plan.sms if not s.old or s.erased}
+    current = [r for r in archived if r["is_latest"]]
+    copies = Counter(r["provider_message_sid"] for r in current)
+    by_sid = {r["provider_message_sid"]: r for r in current}
     for sms in plan.old:
         if sms.erased:
             continue
-        if current[sms.sid] == 0:
+        if copies[sms.sid] == 0:
             findings.lost.append(f"{sms.sid} (archived)")
-        elif current[sms.sid] > 1:
+            continue
+        if copies[sms.sid] > 1:
             findings.duplicated.append(f"{sms.sid} (archived)")
-        else:
-            findings.checked_archived += 1
-    for sid in current.keys() & hot_or_gone:
+        findings.checked_archived += 1
+        _compare(sms.sid, by_sid[sms.sid], _expected_archived_row(sms), findings)
+    never_archived = {s.sid for s in plan.sms if not s.old or s.erased}
+    for sid in copies.keys() & never_archived:
         findings.wrong.append(f"{sid}: in the archive, though it should not be")
 
 
@@ -220,7 +272,7 @@ def _truth_row(sms: Sms) -> dict[str, Any]:
         "voipia_margin": MARGIN,
         "message_content": sms.content,
         "phone_number": sms.phone,
-        "workflow_id": f"wf-{sms.message_type}",
+        "workflow_id": sms.workflow_id,
         "call_id": None,
         "sent_at": sms.sent_at,
         "delivered_at": sms.done_at if sms.final == "delivered" else None,
@@ -249,21 +301,15 @@ def _archived_rows(stack: Stack) -> list[dict[str, Any]]:
         aws_secret_access_key=S3_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
     )
     rows = []
-    pages = s3.get_paginator("list_object_versions").paginate(Bucket=KEYS["ARCHIVE_BUCKET"])
+    pages = s3.get_paginator("list_object_versions").paginate(Bucket=stack.bucket)
     for page in pages:
         for version in page.get("Versions", []):
             body = s3.get_object(
-                Bucket=KEYS["ARCHIVE_BUCKET"], Key=version["Key"], VersionId=version["VersionId"]
+                Bucket=stack.bucket, Key=version["Key"], VersionId=version["VersionId"]
             )["Body"].read()
-            table = decode(body)
-            for sid, phone in zip(
-                table.column("provider_message_sid").to_pylist(),
-                table.column("phone_number").to_pylist(),
-                strict=True,
-            ):
-                rows.append({
+            for row in decode(body).to_pylist():
+                rows.append(row | {
                     "key": version["Key"], "version": version["VersionId"],
-                    "is_latest": version["IsLatest"], "provider_message_sid": sid,
-                    "phone_number": phone,
+                    "is_latest": version["IsLatest"],
                 })  # fmt: skip
     return rows

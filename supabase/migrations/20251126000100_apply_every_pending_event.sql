@@ -25,7 +25,8 @@ BEGIN
                       WHERE s.provider_message_sid = e.provider_message_sid)
         FOR UPDATE OF e
     )
-    SELECT coalesce(array_agg(p ORDER BY p.id), '{}') INTO v_events FROM pending AS p;
+    SELECT coalesce(array_agg(p::public.agent_sms_events ORDER BY p.id), '{}')
+    INTO v_events FROM pending AS p;
 
     FOREACH v_event IN ARRAY v_events LOOP
         PERFORM private.apply_sms_event(v_event);
