@@ -1,7 +1,8 @@
 """After the day: the whole state against the driver's ground truth.
 
-Everything is read directly (Postgres, every version of every archive object, the
-functions' logs), not through the functions under test.
+The state is read directly (Postgres, every version of every archive object, the
+functions' logs); only each user's metrics go through the endpoint, since what they
+may see is the point.
 """
 
 from __future__ import annotations
