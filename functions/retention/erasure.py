@@ -147,8 +147,9 @@ def _erase_from_object(
         kept = archive_format.without_number(table, number) if table is not None else None
         if table is not None:
             # So that n8n posting one of them again cannot bring it back (ingest: 410).
+            # Committed before the rewrite: after it, a rerun would no longer find them.
             erased_sids = archive_format.sids_with_number(table, number)
-            work.execute("SELECT private.remember_erased_sids(%s)", (erased_sids,))
+            sessions.control.execute("SELECT private.remember_erased_sids(%s)", (erased_sids,))
         if data is None or table is None or kept is None or kept.num_rows == 0:
             # Gone (expired meanwhile), or only this number's rows: the whole object goes.
             removed = table.num_rows if table is not None else 0

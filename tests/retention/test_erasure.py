@@ -248,6 +248,28 @@ def test_no_erased_sms_comes_back_hot_or_archived(
     assert traces(clean, retention, alice_everywhere) == []
 
 
+def test_a_crash_after_a_rewrite_still_leaves_its_sms_refused(
+    retention: Retention,
+    alice_everywhere: list[str],
+    clean: psycopg.Connection,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    archived = [r for r in archived_rows(retention).values() if r["phone_number"] == ALICE]
+    crash_on_call(monkeypatch, retention.bucket, 1, after_upload=True)
+    with pytest.raises(RuntimeError):
+        erasure.erase(retention, [ALICE], requester="dpo", request_id="r")
+    monkeypatch.undo()
+    erasure.erase(retention, [ALICE], requester="dpo", request_id="r")
+    # The rewritten object no longer held her rows when the rerun read it: their SIDs
+    # had to be remembered before the rewrite.
+    sids = [r["provider_message_sid"] for r in archived]
+    erased = clean.execute(
+        "SELECT count(*) FROM unnest(%s::text[]) AS sid WHERE private.is_erased_sms(sid)",
+        (sids,),
+    ).fetchone()
+    assert erased == (len(sids),)
+
+
 def test_erasure_refuses_to_continue_another_requesters_request(
     retention: Retention, alice_everywhere: list[str]
 ) -> None:
