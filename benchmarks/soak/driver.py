@@ -241,6 +241,7 @@ class Driver:
             1: [self._terminate_sessions],
             2: [self._s3_outage],  # starts just before the archive run
             3: [self._database_outage],
+            erasure: [self._s3_outage],  # the erasures find the archive unreachable
             erasure + 1: [self._kill_workers],
             waves - 2: [self._terminate_sessions],
             waves - 1: [self._database_outage],
