@@ -45,14 +45,10 @@ class FlakyLink:
         with self._lock:
             listener, self._listener = self._listener, None
             for sock in self._open:
-                # shutdown, not close alone: it wakes the relay thread blocked reading
-                # this socket, and the peer learns at once that the connection is gone.
-                with contextlib.suppress(OSError):
-                    sock.shutdown(socket.SHUT_RDWR)
+                _shut(sock)
             self._open.clear()
         if listener is not None:
-            with contextlib.suppress(OSError):
-                listener.shutdown(socket.SHUT_RDWR)
+            _shut(listener)
             listener.close()
         time.sleep(seconds)
         with self._lock:
@@ -63,8 +59,7 @@ class FlakyLink:
         self._closed = True
         with self._lock:
             if self._listener is not None:
-                with contextlib.suppress(OSError):
-                    self._listener.shutdown(socket.SHUT_RDWR)
+                _shut(self._listener)
                 self._listener.close()
 
     def _accept_forever(self) -> None:
@@ -99,9 +94,15 @@ class FlakyLink:
                 self._open.discard(source)
                 self._open.discard(sink)
             for sock in (source, sink):
-                with contextlib.suppress(OSError):
-                    sock.shutdown(socket.SHUT_RDWR)
+                _shut(sock)
                 sock.close()
+
+
+def _shut(sock: socket.socket) -> None:
+    """shutdown, not close alone: it wakes a thread blocked reading the socket, and the
+    peer learns at once that the connection is gone."""
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
 
 
 def terminate_sessions(database_url: str) -> int:

@@ -58,20 +58,19 @@ class Report:
             f"checked: {self.findings.checked_hot} SMS in Postgres,"
             f" {self.findings.checked_archived} in the archive",
             "",
-            f"lost {len(self.findings.lost)} · duplicated {len(self.findings.duplicated)}"
-            f" · wrong {len(self.findings.wrong)} · erased but still present"
-            f" {len(self.findings.erased_leaks)} · metrics mismatches"
-            f" {len(self.findings.metrics_mismatches)} · log leaks {len(self.findings.log_leaks)}"
-            f" · unexpected answers {len(self.scoreboard.unexpected)}"
-            f" · requests given up after every retry {self.unrecovered}",
+            " · ".join(
+                [f"{kind} {len(found)}" for kind, found in self.findings.by_kind()]
+                + [
+                    f"unexpected answers {len(self.scoreboard.unexpected)}",
+                    f"requests given up after every retry {self.unrecovered}",
+                ]
+            ),
         ]
-        for title, examples in (
-            ("lost", self.findings.lost), ("duplicated", self.findings.duplicated),
-            ("wrong", self.findings.wrong), ("erased but present", self.findings.erased_leaks),
-            ("metrics", self.findings.metrics_mismatches), ("logs", self.findings.log_leaks),
+        for kind, found in [
+            *self.findings.by_kind(),
             ("unexpected answers", self.scoreboard.unexpected),
-        ):  # fmt: skip
-            out += [f"  {title}: {example}" for example in examples[:5]]
+        ]:
+            out += [f"  {kind}: {example}" for example in found[:5]]
         out.append("CLEAN: nothing lost or wrong" if self.clean else "NOT CLEAN")
         return out
 

@@ -44,7 +44,6 @@ class Sms:
     sid: str
     client_id: str
     deployment_id: str
-    agent: str
     phone: str
     posted_phone: str  # as n8n sends it: E.164 or the French national format
     content: str
@@ -133,7 +132,7 @@ class Plan:
     erased_numbers: list[str]
     erasure_wave: int
     started: datetime
-    by_sid: dict[str, Sms] = field(default_factory=dict)
+    by_sid: dict[str, Sms] = field(init=False)
 
     def __post_init__(self) -> None:
         self.by_sid = {s.sid: s for s in self.sms}
@@ -170,7 +169,7 @@ def make_plan(total: int, *, waves: int = 10, seed: int = 1) -> Plan:
 
     def one(wave: int | None, phone: str) -> Sms:
         tenant = rng.choice(tenants)
-        deployment_id, agent = rng.choice(tenant.deployments)
+        deployment_id, _ = rng.choice(tenant.deployments)
         if wave is None:  # 13 to 15 months ago: due for the archive
             sent_at = started - timedelta(days=rng.uniform(400, 460))
         else:  # earlier today
@@ -188,7 +187,6 @@ def make_plan(total: int, *, waves: int = 10, seed: int = 1) -> Plan:
             sid="SM" + rng.getrandbits(128).to_bytes(16, "big").hex(),
             client_id=tenant.client_id,
             deployment_id=deployment_id,
-            agent=agent,
             phone=phone,
             posted_phone=national if rng.random() < 0.2 else phone,
             content=f"Bonjour, votre {CONTENT_MARK} est confirmé. Réf {rng.randrange(10**6)}"

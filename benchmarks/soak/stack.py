@@ -19,7 +19,7 @@ from psycopg.conninfo import conninfo_to_dict
 
 from benchmarks.common import database_server
 from benchmarks.soak.faults import FlakyLink
-from benchmarks.soak.plan import ACCOUNT_SID, Plan
+from benchmarks.soak.plan import ACCOUNT_SID, AGENTS, Plan
 from tests.fake_twilio import FakeTwilio
 from tests.support import make_jwt
 from tools.dev import LocalFunction, discover_functions, serve
@@ -59,7 +59,6 @@ class Stack:
     masters: dict[str, int]  # entry point -> gunicorn master pid
     database_link: FlakyLink
     s3_link: FlakyLink
-    twilio: FakeTwilio
     log_path: Path
 
     def token(self, user_id: str) -> str:
@@ -103,9 +102,7 @@ def running_stack(plan: Plan, workdir: Path, workers: int = 2) -> Iterator[Stack
             | S3_CREDENTIALS
             | {
                 "PYTHONPATH": str(ROOT),
-                "DATABASE_URL": url
-                if os.environ.get("SOAK_DIRECT")
-                else _via(url, database_link.port),
+                "DATABASE_URL": _via(url, database_link.port),
                 "S3_ENDPOINT_URL": f"http://127.0.0.1:{s3_link.port}",
                 "ARCHIVE_BUCKET": bucket,
                 "TWILIO_API_BASE_URL": twilio.url,
@@ -135,7 +132,6 @@ def running_stack(plan: Plan, workdir: Path, workers: int = 2) -> Iterator[Stack
             masters={name: p.pid for name, p in processes.items()},
             database_link=database_link,
             s3_link=s3_link,
-            twilio=twilio,
             log_path=log_path,
         )
 
@@ -143,7 +139,7 @@ def running_stack(plan: Plan, workdir: Path, workers: int = 2) -> Iterator[Stack
 def create_tenants(url: str, plan: Plan) -> None:
     with psycopg.connect(url) as conn:
         agents = {}
-        for agent in ("louis", "arthur", "alexandra"):
+        for agent in AGENTS:
             row = conn.execute(
                 "INSERT INTO agent_types (name, display_name) VALUES (%s, %s) RETURNING id",
                 (agent, agent.title()),

@@ -41,13 +41,16 @@ class Findings:
     checked_hot: int = 0
     checked_archived: int = 0
 
+    def by_kind(self) -> list[tuple[str, list[str]]]:
+        return [
+            ("lost", self.lost), ("duplicated", self.duplicated), ("wrong", self.wrong),
+            ("erased but still present", self.erased_leaks),
+            ("metrics mismatches", self.metrics_mismatches), ("log leaks", self.log_leaks),
+        ]  # fmt: skip
+
     @property
     def problems(self) -> int:
-        return sum(
-            len(v)
-            for v in (self.lost, self.duplicated, self.wrong, self.erased_leaks,
-                      self.metrics_mismatches, self.log_leaks)
-        )  # fmt: skip
+        return sum(len(found) for _, found in self.by_kind())
 
 
 def check(plan: Plan, stack: Stack, finished: datetime) -> Findings:
@@ -74,7 +77,7 @@ def check(plan: Plan, stack: Stack, finished: datetime) -> Findings:
     _check_events(plan, hot, events, findings)
     _check_archive(plan, archived, findings)
     _check_erased(plan, hot, events, archived, index, erasures, findings)
-    _check_metrics(plan, stack, hot, findings)
+    _check_metrics(plan, stack, reasons, findings)
     _check_logs(plan, stack, findings)
     return findings
 
@@ -226,20 +229,24 @@ def _check_erased(
         if r["phone_number"] in numbers
     ]
     secret = KEYS["ARCHIVE_INDEX_SECRET"].encode()
-    completed = {bytes(e["phone_hash"]) for e in erasures if e["completed_at"] is not None}
+    completed = {e["phone_hash"] for e in erasures if e["completed_at"] is not None}
     for number in numbers:
         digest = hmac.new(secret, number.encode(), hashlib.sha256).digest()
-        if bytes(digest) in {bytes(h) for h in index}:
+        if digest in index:
             leaks.append("the archive's phone index")
         if digest not in completed:
             leaks.append("an erasure without a completed audit record")
 
 
-def _check_metrics(plan: Plan, stack: Stack, hot: list[dict[str, Any]], findings: Findings) -> None:
+def _check_metrics(plan: Plan, stack: Stack, reasons: dict[int, str], findings: Findings) -> None:
     """Each user's figures for the day, against a recomputation from the truth alone."""
     start = plan.started - timedelta(days=1)
     end = plan.started + timedelta(hours=1)
-    truth = [_truth_row(s) for s in plan.sms if not s.old and not s.erased]
+    truth = [
+        _expected_row(s, reasons) | {"client_id": s.client_id, "call_id": None}
+        for s in plan.sms
+        if not s.old and not s.erased
+    ]
     with httpx.Client(timeout=60) as http:
         for user in plan.users:
             response = http.get(
@@ -261,23 +268,6 @@ def _check_metrics(plan: Plan, stack: Stack, hot: list[dict[str, Any]], findings
                     )
             if figures["previous_period"]["total_sms"] != 0:
                 findings.metrics_mismatches.append(f"user {user.user_id[:8]}: previous period")
-
-
-def _truth_row(sms: Sms) -> dict[str, Any]:
-    return {
-        "client_id": sms.client_id,
-        "deployment_id": sms.deployment_id,
-        "status": sms.status,
-        "message_type": sms.message_type,
-        "provider_cost": sms.provider_cost,
-        "voipia_margin": MARGIN,
-        "message_content": sms.content,
-        "phone_number": sms.phone,
-        "workflow_id": sms.workflow_id,
-        "call_id": None,
-        "sent_at": sms.sent_at,
-        "delivered_at": sms.done_at if sms.final == "delivered" else None,
-    }
 
 
 def _check_logs(plan: Plan, stack: Stack, findings: Findings) -> None:
