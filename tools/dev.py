@@ -27,7 +27,12 @@ from typing import IO
 import psycopg
 
 from tools import migrate
-from tools.embedded import create_versioned_bucket, embedded_postgres, moto_s3_server
+from tools.embedded import (
+    create_versioned_bucket,
+    embedded_postgres,
+    moto_s3_server,
+    wait_for_port,
+)
 
 FUNCTIONS_DIR = migrate.ROOT / "functions"
 FIRST_PORT = 8081
@@ -167,6 +172,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         processes = serve(functions, environment)
         stack.callback(_stop, processes)
+        for function, process in zip(functions, processes, strict=True):
+            wait_for_port(function.port, function.name, process)
         print("ready; Ctrl-C stops everything")
         try:
             while all(p.poll() is None for p in processes):
