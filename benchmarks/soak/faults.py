@@ -6,6 +6,7 @@ import contextlib
 import os
 import signal
 import socket
+import struct
 import threading
 import time
 from collections.abc import Callable
@@ -18,67 +19,59 @@ class FlakyLink:
     """A TCP relay between the functions and a backing service (Postgres, S3).
 
     ``cut(seconds)`` is an outage as the functions see one: every open connection is
-    dropped and new ones are refused until the link is back. A relay thread per
-    direction keeps the faults in this process simple; it costs the functions a little
-    latency, the same on every run.
+    dropped, and every new one is reset as soon as it is accepted, until the link is
+    back. The listener stays bound throughout: released, its port (an ephemeral one)
+    could be taken meanwhile as the source port of some outgoing connection, and the
+    link could not come back. A relay thread per direction keeps the faults in this
+    process simple; it costs the functions a little latency, the same on every run.
     """
 
     def __init__(self, connect_upstream: Callable[[], socket.socket]) -> None:
         self._connect_upstream = connect_upstream
         self._lock = threading.Lock()
         self._open: set[socket.socket] = set()
-        listener = self._listen(0)
-        self._listener: socket.socket | None = listener
-        self.port = int(listener.getsockname()[1])
-        self._closed = False
+        self._down_until = 0.0
+        self._listener = socket.socket()
+        self._listener.bind(("127.0.0.1", 0))
+        self._listener.listen(256)
+        self.port = int(self._listener.getsockname()[1])
         threading.Thread(target=self._accept_forever, daemon=True).start()
 
-    def _listen(self, port: int) -> socket.socket:
-        listener = socket.socket()
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind(("127.0.0.1", port))
-        listener.listen(256)
-        return listener
+    def _down(self) -> bool:
+        return time.monotonic() < self._down_until
 
     def cut(self, seconds: float) -> None:
-        """Refuse and reset every connection for this long (blocks meanwhile)."""
+        """Reset every connection, open or new, for this long (blocks meanwhile)."""
         with self._lock:
-            listener, self._listener = self._listener, None
+            self._down_until = time.monotonic() + seconds
             for sock in self._open:
                 _shut(sock)
             self._open.clear()
-        if listener is not None:
-            _shut(listener)
-            listener.close()
         time.sleep(seconds)
-        with self._lock:
-            self._listener = self._listen(self.port)
-        threading.Thread(target=self._accept_forever, daemon=True).start()
 
     def close(self) -> None:
-        self._closed = True
-        with self._lock:
-            if self._listener is not None:
-                _shut(self._listener)
-                self._listener.close()
+        _shut(self._listener)
+        self._listener.close()
 
     def _accept_forever(self) -> None:
-        listener = self._listener
-        while listener is not None and not self._closed:
+        while True:
             try:
-                client, _ = listener.accept()
+                client, _ = self._listener.accept()
             except OSError:
-                return  # the link was cut or closed
+                return  # closed
+            if self._down():
+                _reset(client)
+                continue
             try:
                 server = self._connect_upstream()
             except OSError:
                 client.close()
                 continue
             with self._lock:
-                if self._listener is not listener:
-                    client.close()
+                if self._down():  # cut while connecting upstream
+                    _reset(client)
                     server.close()
-                    return
+                    continue
                 self._open.update((client, server))
             for source, sink in ((client, server), (server, client)):
                 threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
@@ -103,6 +96,13 @@ def _shut(sock: socket.socket) -> None:
     peer learns at once that the connection is gone."""
     with contextlib.suppress(OSError):
         sock.shutdown(socket.SHUT_RDWR)
+
+
+def _reset(sock: socket.socket) -> None:
+    """Close with a TCP reset, as a link that is down answers a new connection."""
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
 
 
 def terminate_sessions(database_url: str) -> int:
