@@ -247,6 +247,15 @@ def test_matches_a_reference_computed_in_python(
     assert result["previous_period"] == as_json_numbers(
         {k: before[k] for k in result["previous_period"]}
     )
+    # A user of both clients reads through the SELECT policy alone (no scope list): the
+    # same figures, as admin of one client and viewer of the other.
+    both = one(clean, "INSERT INTO auth.users (email) VALUES ('both@example') RETURNING id")
+    clean.execute(
+        "INSERT INTO user_client_permissions (user_id, client_id, role)"
+        " VALUES (%s, %s, 'admin'), (%s, %s, 'viewer')",
+        (both, s.client_a, both, s.client_b),
+    )
+    assert metrics(db, caller=Caller({"role": "authenticated", "sub": str(both)})) == result
 
 
 # --- beyond the seed: time series and failure reasons --------------------------------------
@@ -279,6 +288,41 @@ def test_weekly_series_starts_on_mondays_and_respects_rls(db: PostgresDatabase, 
     ]
     with pytest.raises(InvalidInputError):
         db.rpc("get_sms_timeseries", args | {"p_bucket": "hour"})
+
+
+def test_the_charts_never_show_another_clients_sms_whatever_the_filters(
+    db: PostgresDatabase, shop: Shop, clean: psycopg.Connection
+) -> None:
+    insert_sms(clean, shop.b_louis, sent_at=NOV_1, status="failed", failure_reason="B's reason")
+    viewer = Caller({"role": "authenticated", "sub": str(shop.viewer_a)})
+    args = {"p_start_date": NOV_1, "p_end_date": NOV_1 + WEEK}
+    for filters in ({"p_client_id": shop.client_b}, {"p_deployment_id": shop.b_louis}):
+        series = db.rpc("get_sms_timeseries", args | filters, as_user=viewer)
+        assert [b["total_sms"] for b in series] == [0] * 7
+        assert db.rpc("get_sms_failure_reasons", args | filters, as_user=viewer) == []
+    louis = db.rpc("get_sms_timeseries", args | {"p_agent_type_name": "louis"}, as_user=viewer)
+    assert sum(b["total_sms"] for b in louis) == 2
+    reasons = db.rpc("get_sms_failure_reasons", args | {"p_agent_type_name": "louis"},
+                     as_user=viewer)  # fmt: skip
+    assert reasons == []
+
+
+def test_the_scope_is_left_to_row_level_security_only_when_nothing_narrows_it(
+    shop: Shop, database_url: str
+) -> None:
+    # A list of the caller's deployments beside the SELECT policy's own would make btree
+    # walk every pair of the two arrays; service_role bypasses RLS and needs the list.
+    scope = "SELECT private.sms_scope(%s, NULL, NULL)"
+    with acting_as(database_url, "authenticated", shop.viewer_a) as conn:
+        assert conn.execute(scope, (None,)).fetchone() == (None,)
+        row = conn.execute(scope, (shop.client_a,)).fetchone()
+        assert row is not None
+        assert set(row[0]) == {shop.a_louis, shop.a_arthur}
+        assert conn.execute(scope, (shop.client_b,)).fetchone() == ([],)
+    with acting_as(database_url, "service_role") as conn:
+        row = conn.execute(scope, (None,)).fetchone()
+    assert row is not None
+    assert set(row[0]) == {shop.a_louis, shop.a_arthur, shop.b_louis}
 
 
 def test_top_failure_reasons(db: PostgresDatabase, shop: Shop, clean: psycopg.Connection) -> None:
