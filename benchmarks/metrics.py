@@ -8,8 +8,9 @@ Loads `--rows` SMS spread over 3 years (the seed's volume is 360,000; 100x is
   * the baseline: the straightforward one-pass query (one scan, FILTER aggregates over
     both periods) computing the same figures;
   * get_sms_metrics as a user who may see every deployment, against service_role
-    (the cost of row-level security).
-Both must agree on every figure they share; the run stops if they do not.
+    (the cost of row-level security), unfiltered, then for one client and one agent type.
+Both must agree on every figure they share, and the user's JSON must equal
+service_role's; the run stops if they do not.
 """
 
 from __future__ import annotations
@@ -168,9 +169,21 @@ def call_metrics(conn: psycopg.Connection, role: str, args: dict[str, Any]) -> A
             "SELECT set_config('role', %s, true), set_config('request.jwt.claims', %s, true)",
             (role, claims),
         )
-        row = conn.execute("SELECT get_sms_metrics(%(start)s, %(end)s)", args).fetchone()
+        row = conn.execute(
+            "SELECT get_sms_metrics(%(start)s, %(end)s, p_client_id => %(client)s,"
+            " p_agent_type_name => %(agent)s)",
+            {"client": None, "agent": None} | args,
+        ).fetchone()
     assert row is not None
     return row[0]
+
+
+def rls_cost(conn: psycopg.Connection, args: dict[str, Any], n: int) -> tuple[float, float]:
+    """Medians as service_role and as the all-access user, who must see the same JSON."""
+    assert call_metrics(conn, "authenticated", args) == call_metrics(conn, "service_role", args)
+    as_service = median(timed(lambda _: call_metrics(conn, "service_role", args), [0] * n))
+    as_user = median(timed(lambda _: call_metrics(conn, "authenticated", args), [0] * n))
+    return as_service, as_user
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -214,9 +227,13 @@ def run(url: str, args: argparse.Namespace) -> None:
             assert got == (float(value) if value is not None and not isinstance(value, int)
                            else value), (part, key, got, value)  # fmt: skip
         n = args.repeat
-        as_service = median(timed(lambda _: call_metrics(conn, "service_role", period), [0] * n))
-        as_user = median(timed(lambda _: call_metrics(conn, "authenticated", period), [0] * n))
+        as_service, as_user = rls_cost(conn, period, n)
         one_pass = median(timed(lambda _: conn.execute(BASELINE, period).fetchone(), [0] * n))
+        client = conn.execute("SELECT min(id::text) FROM clients").fetchone()[0]  # type: ignore[index]
+        filtered = {
+            "one client": rls_cost(conn, period | {"client": client}, n),
+            "agent type louis": rls_cost(conn, period | {"agent": "louis"}, n),
+        }
         window = optimized["current_period"]["total_sms"]
         version = conn.execute("SHOW server_version").fetchone()[0]  # type: ignore[index]
     print(f"PostgreSQL {version}; agent_sms: {args.rows:,} rows; 30-day window: {window:,} SMS;"
@@ -226,7 +243,10 @@ def run(url: str, args: argparse.Namespace) -> None:
           f"   baseline / get_sms_metrics = {one_pass / as_service:.2f}x")  # fmt: skip
     print(f"get_sms_metrics, all-access user: {as_user * 1000:8.1f} ms"
           f"   RLS cost = {as_user / as_service:.2f}x")  # fmt: skip
-    print("every shared figure agrees with the baseline")
+    for name, (service, user) in filtered.items():
+        print(f"  filtered to {name + ':':18} service_role {service * 1000:8.1f} ms,"
+              f" user {user * 1000:8.1f} ms   RLS cost = {user / service:.2f}x")  # fmt: skip
+    print("every shared figure agrees with the baseline; the user's JSON equals service_role's")
 
 
 if __name__ == "__main__":
