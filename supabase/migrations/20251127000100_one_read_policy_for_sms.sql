@@ -39,6 +39,9 @@ CREATE POLICY admins_delete_sms ON public.agent_sms
 -- few deployments, and so is the walk. service_role bypasses row-level security and
 -- keeps the list, the index condition of its reads. The three functions that read the scope
 -- are planned for the actual scope on every call, so a NULL scope leaves no condition.
+-- The unfiltered read is then bounded by agent_sms's policy alone, no longer also by
+-- agent_deployments' own: the same deployments here, and exactly what the caller's
+-- plain SELECT on agent_sms returns anyway.
 CREATE OR REPLACE FUNCTION private.sms_scope(
     p_client_id uuid, p_deployment_id uuid, p_agent_type_name text
 ) RETURNS uuid[]
@@ -58,6 +61,25 @@ AS $$
     END
 $$;
 
+-- A NULL scope reads whatever the caller may see, so it is only ever read under
+-- row-level security: made under one role and read under another (a SECURITY DEFINER
+-- wrapper, say), or by service_role, it would read every client's SMS. Each function
+-- that reads a scope checks it first, and fails closed.
+CREATE FUNCTION private.check_scope(p_deployments uuid[]) RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = ''
+AS $$
+BEGIN
+    IF p_deployments IS NULL AND NOT row_security_active('public.agent_sms') THEN
+        RAISE EXCEPTION USING ERRCODE = 'insufficient_privilege',
+            MESSAGE = 'an unnarrowed scope is read only under row-level security';
+    END IF;
+END
+$$;
+
+REVOKE ALL ON FUNCTION private.check_scope(uuid[]) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION private.check_scope(uuid[]) TO authenticated, service_role;
+
 CREATE OR REPLACE FUNCTION private.sms_period_figures(
     p_deployments uuid[], p_start timestamptz, p_end timestamptz
 ) RETURNS jsonb
@@ -69,6 +91,7 @@ SET search_path = ''
 SET plan_cache_mode = force_custom_plan
 AS $$
 BEGIN
+    PERFORM private.check_scope(p_deployments);
     RETURN (
         WITH g AS (
             SELECT s.message_type, s.deployment_id, s.workflow_id,
@@ -180,6 +203,7 @@ BEGIN
     END IF;
     v_step := ('1 ' || p_bucket)::interval;
     v_deployments := private.sms_scope(p_client_id, p_deployment_id, p_agent_type_name);
+    PERFORM private.check_scope(v_deployments);
     RETURN (
         SELECT coalesce(jsonb_agg(jsonb_build_object(
             'bucket_start', b.bucket_start,
@@ -227,6 +251,7 @@ DECLARE
 BEGIN
     PERFORM private.check_period(p_start_date, p_end_date);
     v_deployments := private.sms_scope(p_client_id, p_deployment_id, p_agent_type_name);
+    PERFORM private.check_scope(v_deployments);
     RETURN (
         SELECT coalesce(jsonb_agg(jsonb_build_object('failure_reason', r.reason, 'count', r.count)
                                   ORDER BY r.count DESC, r.reason), '[]'::jsonb)

@@ -325,6 +325,24 @@ def test_the_scope_is_left_to_row_level_security_only_when_nothing_narrows_it(
     assert set(row[0]) == {shop.a_louis, shop.a_arthur, shop.b_louis}
 
 
+def test_an_unnarrowed_scope_is_refused_outside_row_level_security(
+    shop: Shop, database_url: str, admin_conn: psycopg.Connection
+) -> None:
+    # NULL means "what the caller may see": read by a role that bypasses RLS (or in a
+    # SECURITY DEFINER wrapper owned by one) it would mean every client's SMS.
+    figures = "SELECT private.sms_period_figures(NULL, %s, %s) ->> 'total_sms'"
+    period = (NOV_1, NOV_1 + WEEK)
+    with acting_as(database_url, "authenticated", shop.viewer_a) as conn:
+        assert conn.execute(figures, period).fetchone() == ("4",)
+    with (
+        acting_as(database_url, "service_role") as conn,
+        pytest.raises(psycopg.errors.InsufficientPrivilege, match="scope"),
+    ):
+        conn.execute(figures, period)
+    with pytest.raises(psycopg.errors.InsufficientPrivilege, match="scope"):
+        admin_conn.execute(figures, period)  # a superuser, as a definer wrapper's owner
+
+
 def test_top_failure_reasons(db: PostgresDatabase, shop: Shop, clean: psycopg.Connection) -> None:
     for reason in ("Unreachable destination handset", "Unreachable destination handset",
                    "Recipient opted out (replied STOP)"):  # fmt: skip

@@ -115,6 +115,33 @@ def test_an_admin_cannot_touch_another_clients_sms(
     assert untouched == (len(tenants.sms_b),)
 
 
+def test_an_admin_of_one_client_and_viewer_of_another_manages_only_the_first(
+    tenants: Tenants, database_url: str, admin_conn: psycopg.Connection
+) -> None:
+    # Reads have one policy, users_view_accessible_sms; writes the admin policies alone.
+    both = admin_conn.execute(
+        "INSERT INTO auth.users (email) VALUES ('both@example') RETURNING id"
+    ).fetchone()
+    assert both is not None
+    admin_conn.execute(
+        "INSERT INTO user_client_permissions (user_id, client_id, role)"
+        " VALUES (%s, %s, 'admin'), (%s, %s, 'viewer')",
+        (both[0], tenants.client_a, both[0], tenants.client_b),
+    )
+    with acting_as(database_url, "authenticated", both[0]) as conn:
+        assert visible_ids(conn) == set(tenants.sms_a) | set(tenants.sms_b)
+        changed = conn.execute("UPDATE agent_sms SET status = 'delivered' RETURNING id")
+        assert {row[0] for row in changed} == set(tenants.sms_a)
+        assert (
+            conn.execute("DELETE FROM agent_sms WHERE id = ANY(%s)", (tenants.sms_b,)).rowcount == 0
+        )
+    with (
+        acting_as(database_url, "authenticated", both[0]) as conn,
+        pytest.raises(psycopg.errors.InsufficientPrivilege, match="row-level security"),
+    ):
+        new_sms(conn, tenants.deployment_b)
+
+
 def test_truncate_is_not_granted_to_api_users(tenants: Tenants, database_url: str) -> None:
     # TRUNCATE ignores row-level security, so a grant would let any admin wipe every tenant.
     for role, user in (("authenticated", tenants.admin_a), ("anon", None)):
