@@ -35,9 +35,9 @@ CREATE POLICY admins_delete_sms ON public.agent_sms
 -- deployments, as its index condition. A list of the same deployments beside it would
 -- be a second array on the same index column, and btree (before PostgreSQL 17) walks
 -- every pair of the two arrays' elements: 14,400 pairs per scan for a user of 120
--- deployments (RLS cost 1.5x at the seed's volume). With a filter the list is a
--- few deployments, and so is the walk. service_role bypasses row-level security and
--- keeps the list, the index condition of its reads. The three functions that read the scope
+-- deployments (RLS cost 1.5x at the seed's volume). With a filter the list is a few
+-- deployments, and so is the walk. service_role bypasses row-level security and keeps
+-- the list, the index condition of its reads. The three functions that read the scope
 -- are planned for the actual scope on every call, so a NULL scope leaves no condition.
 -- The unfiltered read is then bounded by agent_sms's policy alone, no longer also by
 -- agent_deployments' own: the same deployments here, and exactly what the caller's
