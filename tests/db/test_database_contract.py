@@ -256,6 +256,35 @@ def test_an_unreachable_database_is_unavailable() -> None:
     down.close()
 
 
+def test_a_database_down_at_the_first_call_is_used_once_it_is_back(
+    database_url: str, contract_functions: None
+) -> None:
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    from benchmarks.soak.faults import FlakyLink
+    from benchmarks.soak.stack import _postgres_connector
+
+    link = FlakyLink(_postgres_connector(database_url))
+    via_link = make_conninfo(
+        database_url,
+        host="127.0.0.1",
+        port=link.port,
+        dbname=conninfo_to_dict(database_url)["dbname"],
+    )
+    db = PostgresDatabase(via_link, timeout=0.5)
+    outage = threading.Thread(target=link.cut, args=(1.5,))
+    outage.start()
+    try:
+        with pytest.raises(UnavailableError):
+            db.rpc("contract_whoami")
+        outage.join()
+        assert db.rpc("contract_whoami")["role"] == "service_role"
+    finally:
+        outage.join()
+        db.close()
+        link.close()
+
+
 def test_an_unreachable_supabase_is_unavailable() -> None:
     down = SupabaseDatabase(f"http://127.0.0.1:{closed_port()}", KEYS.secret_key, timeout=1)
     with pytest.raises(UnavailableError):
