@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import httpx
 import psycopg
@@ -87,10 +87,15 @@ def median(samples: list[float]) -> float:
     return statistics.median(samples)
 
 
+class ServedFunction(NamedTuple):
+    url: str
+    pid: int  # functions-framework's, whose gunicorn workers are its children
+
+
 @contextmanager
 def function_process(
     name: str, environment: dict[str, str], source: Path | None = None
-) -> Iterator[str]:
+) -> Iterator[ServedFunction]:
     """Run one function as `make dev` does (functions-framework, gunicorn) in its own
     process, so the benchmark's client never competes with it for the GIL."""
     function = LocalFunction(name, source or FUNCTIONS_DIR / name / "main.py", free_port())
@@ -98,7 +103,7 @@ def function_process(
     (process,) = serve([function], env)
     try:
         wait_for_port(function.port, name, process)
-        yield function.url
+        yield ServedFunction(function.url, process.pid)
     finally:
         process.terminate()
         process.wait(timeout=10)

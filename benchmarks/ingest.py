@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> None:
     with benchmark_database(args.existing) as url:
         environment = {"DATABASE_URL": url, "INGEST_API_KEYS": KEY}
         with (
-            function_process("ingest_sms", environment) as function_url,
+            function_process("ingest_sms", environment) as (function_url, _),
             psycopg.connect(url, autocommit=True) as conn,
         ):
             client = thread_clients(headers={"Authorization": f"Bearer {KEY}"})

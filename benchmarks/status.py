@@ -2,24 +2,35 @@
 
     python -m benchmarks.status [--existing 360000] [--callbacks 2000]
 
-Both sides run in the same run on the same database, each on SMS of its own:
-  * endpoint: signed form POSTs, exactly as Twilio sends them, to twilio_status served
-    as `make dev` serves it (functions-framework on gunicorn, its own process):
-    signature check, parsing, the RPC, the empty 200; one client, then a few threads;
-  * capacity: the same function with two workers (WORKERS=2, one per core), posted to
-    by several lean client processes at once, as Twilio calls back;
-  * bare SQL: `SELECT public.record_sms_status(...)` over one psycopg connection.
-Each SMS gets "sent" then "delivered", so every callback writes an event and moves a row.
+Every side runs in the same run on the same database, each on SMS of its own; every
+SMS gets "sent" then "delivered", so each callback writes an event and moves a row.
+  * bare SQL: `SELECT public.record_sms_status(...)` over one psycopg connection;
+  * the deployed entry point: the Lambda handler that serverless.yml deploys behind the
+    function URL, called here with function-URL events as AWS hands them over, signed
+    as Twilio signs: all of our Python for a callback (the adapter, the signature,
+    parsing, the RPC, the log line, the empty 200) and nothing else, since on Lambda
+    AWS's front end speaks HTTP;
+  * over HTTP: the function served as `make dev` serves it (functions-framework on
+    gunicorn, its own process), one keep-alive client posting Twilio's form bodies,
+    then an empty function served the same way (the HTTP stack alone);
+  * capacity: that function with two workers (WORKERS=2, one per core), posted to by
+    several client processes at once, as Twilio calls back, and the CPU its
+    processes used per callback.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import http.client
+import logging
 import multiprocessing
+import os
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 import psycopg
@@ -31,13 +42,16 @@ from benchmarks.common import (
     benchmark_database,
     function_process,
     median,
-    thread_clients,
     timed,
 )
 from tests.fake_twilio import status_callback
+from tests.lambda_events import DOMAIN, function_url_event
 
 ACCOUNT = "AC" + "f" * 32
 TOKEN = "benchmark-auth-token"  # noqa: S105 (a local test server's)
+
+Signed = tuple[str, str]  # a form body, and its X-Twilio-Signature
+Event = dict[str, Any]  # a function-URL event
 
 
 def create_sms(conn: psycopg.Connection, count: int) -> list[str]:
@@ -58,22 +72,38 @@ def callbacks_for(sids: list[str]) -> list[dict[str, str]]:
     ]
 
 
-def post_all(url: str, requests: list[tuple[str, str]]) -> None:
-    """One client process: keep-alive POSTs of pre-signed bodies, as lean as a client
-    gets, so that the service, not the client, is what fills the two cores."""
-    parts = urlsplit(url)
-    connection = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port)
-    for body, signature in requests:
-        connection.request("POST", parts.path or "/", body=body, headers={
+def signed_for(url: str, callbacks: list[dict[str, str]]) -> list[Signed]:
+    validator = RequestValidator(TOKEN)
+    return [(urlencode(p), validator.compute_signature(url, p)) for p in callbacks]
+
+
+class Poster:
+    """One keep-alive connection posting signed form bodies, as lean as a client gets,
+    so that the service, not the client, is what is measured."""
+
+    def __init__(self, url: str) -> None:
+        parts = urlsplit(url)
+        self._path = parts.path or "/"
+        self._connection = http.client.HTTPConnection(parts.hostname or "", parts.port)
+
+    def __call__(self, request: Signed) -> None:
+        body, signature = request
+        self._connection.request("POST", self._path, body=body, headers={
             "Content-Type": "application/x-www-form-urlencoded",
             "X-Twilio-Signature": signature,
         })  # fmt: skip
-        response = connection.getresponse()
+        response = self._connection.getresponse()
         response.read()
         assert response.status == 200, response.status
 
 
-def capacity(url: str, requests: list[tuple[str, str]], processes: int) -> float:
+def post_all(url: str, requests: list[Signed]) -> None:
+    post = Poster(url)
+    for request in requests:
+        post(request)
+
+
+def capacity(url: str, requests: list[Signed], processes: int) -> float:
     """Callbacks per second with `processes` clients posting at once."""
     chunks = [requests[i::processes] for i in range(processes)]
     clients = [multiprocessing.Process(target=post_all, args=(url, chunk)) for chunk in chunks]
@@ -86,11 +116,99 @@ def capacity(url: str, requests: list[tuple[str, str]], processes: int) -> float
     return len(requests) / (time.perf_counter() - started)
 
 
+def lambda_instance(
+    environment: dict[str, str], events: list[Event], start: Any, done: Any
+) -> None:
+    """One Lambda instance: its own process and connection, one callback at a time."""
+    with lambda_entry_point(environment) as invoke:
+        invoke(events[0])  # warm: the pool's first connection
+        start.wait()
+        for event in events[1:]:
+            invoke(event)
+        done.wait()
+
+
+def instances_capacity(environment: dict[str, str], events: list[Event], instances: int) -> float:
+    """Callbacks per second through `instances` Lambda handlers at once."""
+    chunks = [events[i::instances] for i in range(instances)]
+    start, done = multiprocessing.Barrier(instances + 1), multiprocessing.Barrier(instances + 1)
+    workers = [
+        multiprocessing.Process(target=lambda_instance, args=(environment, chunk, start, done))
+        for chunk in chunks
+    ]
+    for worker in workers:
+        worker.start()
+    start.wait()
+    started = time.perf_counter()
+    done.wait()
+    elapsed = time.perf_counter() - started
+    for worker in workers:
+        worker.join()
+    assert all(worker.exitcode == 0 for worker in workers), "an instance failed"
+    return sum(len(chunk) - 1 for chunk in chunks) / elapsed
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU (user and system) used so far by a process and its children still running."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            _, fields = stat.read_text().rsplit(")", 1)
+            parts = fields.split()  # parts[1] is the parent's pid; [11], [12]: utime, stime
+            if stat.parent.name == str(pid) or parts[1] == str(pid):
+                total += int(parts[11]) + int(parts[12])
+    return total / tick
+
+
+@contextlib.contextmanager
+def lambda_entry_point(environment: dict[str, str]) -> Iterator[Callable[[Event], None]]:
+    """Invoke twilio_status's Lambda handler in this process, configured as deployed
+    (INFO logs, formatted and written, here to /dev/null); every answer must be 200."""
+    from shared import logs, runtime
+    from shared.settings import Settings
+
+    root = logging.getLogger()
+    sink = logging.StreamHandler(open(os.devnull, "w"))  # noqa: SIM115 (closed below)
+    saved_handlers, saved_level = root.handlers[:], root.level
+    root.handlers = [sink]
+    settings = Settings.load(environment | {"LOG_LEVEL": "INFO"})
+    logs.configure(settings.log_level)
+    runtime.use(runtime.Services(settings))
+    try:
+        from functions.twilio_status.aws_lambda import handler
+
+        def invoke(event: Event) -> None:
+            assert handler(event, None)["statusCode"] == 200
+
+        yield invoke
+    finally:
+        runtime.services().db.close()
+        runtime.use(None)
+        root.handlers, root.level = saved_handlers, saved_level
+        sink.close()
+
+
+def function_url_events(callbacks: list[dict[str, str]]) -> list[Event]:
+    """The events Lambda hands the handler for these callbacks, signed as Twilio signs."""
+    return [
+        function_url_event(
+            "POST",
+            body=body.encode(),
+            base64_body=True,
+            headers={
+                "Content-Type": "application/x-www-form-urlencoded",
+                "X-Twilio-Signature": signature,
+            },
+        )
+        for body, signature in signed_for(f"https://{DOMAIN}/", callbacks)
+    ]
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--existing", type=int, default=360_000, help="rows already in agent_sms")
     parser.add_argument("--callbacks", type=int, default=2000, help="callbacks per side")
-    parser.add_argument("--clients", type=int, default=4, help="concurrent clients at the end")
     parser.add_argument("--processes", type=int, default=4,
                         help="client processes in the capacity run (2 workers)")  # fmt: skip
     args = parser.parse_args(argv)
@@ -102,23 +220,7 @@ def main(argv: list[str] | None = None) -> None:
             "TWILIO_ACCOUNT_SID": ACCOUNT,
             "TWILIO_AUTH_TOKEN": TOKEN,
         }
-        with (
-            function_process("empty_function", {}, EMPTY_FUNCTION) as empty_url,
-            function_process("twilio_status", environment) as function_url,
-            psycopg.connect(url, autocommit=True) as conn,
-        ):
-            client = thread_clients()
-            validator = RequestValidator(TOKEN)
-
-            def signed(params: dict[str, str]) -> tuple[dict[str, str], str]:
-                return params, validator.compute_signature(function_url, params)
-
-            def endpoint(request: tuple[dict[str, str], str]) -> None:
-                params, signature = request
-                response = client().post(
-                    function_url, data=params, headers={"X-Twilio-Signature": signature}
-                )
-                assert response.status_code == 200, response.text
+        with psycopg.connect(url, autocommit=True) as conn:
 
             def bare(params: dict[str, str]) -> None:
                 conn.execute(
@@ -126,42 +228,69 @@ def main(argv: list[str] | None = None) -> None:
                     (params["MessageSid"], params["MessageStatus"], params["To"]),
                 ).fetchone()
 
-            endpoint(signed(callbacks_for(create_sms(conn, 1))[0]))  # warm both paths
-            bare(callbacks_for(create_sms(conn, 1))[0])
+            bare(callbacks_for(create_sms(conn, 1))[0])  # warm
+            via_sql = median(timed(bare, callbacks_for(create_sms(conn, per_side))))
 
-            http_requests = [signed(p) for p in callbacks_for(create_sms(conn, per_side))]
-            sql_calls = callbacks_for(create_sms(conn, per_side))
-            via_http = median(timed(endpoint, http_requests))
-            via_sql = median(timed(bare, sql_calls))
-            floor = median(
-                timed(lambda r: client().post(empty_url, data=r[0]), http_requests[:per_side])
+            with lambda_entry_point(environment) as invoke:
+                events = function_url_events(callbacks_for(create_sms(conn, per_side + 1)))
+                invoke(events.pop())  # warm: the pool's first connection
+                cpu_before, wall_before = time.thread_time(), time.perf_counter()
+                via_lambda = median(timed(invoke, events))
+                lambda_cpu = (time.thread_time() - cpu_before) / len(events)
+                lambda_wall = (time.perf_counter() - wall_before) / len(events)
+
+            # Capacity as deployed: Lambda gives each callback in flight an instance of
+            # its own; here, as many instance processes as client processes below.
+            instances = instances_capacity(
+                environment,
+                function_url_events(callbacks_for(create_sms(conn, per_side))),
+                args.processes,
             )
 
-            concurrent_requests = [signed(p) for p in callbacks_for(create_sms(conn, per_side))]
-            started = time.perf_counter()
-            with ThreadPoolExecutor(max_workers=args.clients) as pool:
-                list(pool.map(endpoint, concurrent_requests))
-            concurrent = len(concurrent_requests) / (time.perf_counter() - started)
+            with (
+                function_process("empty_function", {}, EMPTY_FUNCTION) as empty,
+                function_process("twilio_status", environment) as function,
+            ):
+                requests = signed_for(function.url, callbacks_for(create_sms(conn, per_side + 1)))
+                # A connection each, opened and warmed just before its run: gunicorn
+                # closes one left idle for two seconds.
+                post = Poster(function.url)
+                post(requests.pop())
+                via_http = median(timed(post, requests))
+                post_empty = Poster(empty.url)
+                post_empty(requests[0])
+                floor = median(timed(post_empty, requests))
 
             # Capacity, as Twilio calls back: many callbacks at once, here from client
             # processes, served by two workers (one per core), as WORKERS=2 serves them.
-            with function_process("twilio_status", environment | {"WORKERS": "2"}) as pair_url:
-                sids = create_sms(conn, 2 * per_side)
-                bodies = [(urlencode(p), validator.compute_signature(pair_url, p))
-                          for p in callbacks_for(sids)]  # fmt: skip
-                post_all(pair_url, bodies[:200])  # warm both workers' connections
-                served = capacity(pair_url, bodies[200:], args.processes)
+            with function_process("twilio_status", environment | {"WORKERS": "2"}) as pair:
+                requests = signed_for(pair.url, callbacks_for(create_sms(conn, 2 * per_side)))
+                warm = min(200, len(requests) // 10)
+                post_all(pair.url, requests[:warm])  # both workers' connections
+                cpu_before = cpu_seconds(pair.pid)
+                served = capacity(pair.url, requests[warm:], args.processes)
+                pair_cpu = (cpu_seconds(pair.pid) - cpu_before) / len(requests[warm:])
 
-    print(f"agent_sms held {args.existing:,} rows; medians over {len(sql_calls)} callbacks a side.")
-    print(f"endpoint, one client:     {1 / via_http:8,.0f} callbacks/s ({via_http * 1000:.2f} ms)")
-    print(f"bare SQL, one connection: {1 / via_sql:8,.0f} callbacks/s ({via_sql * 1000:.2f} ms)")
-    print(f"empty function (the HTTP stack alone): {floor * 1000:.2f} ms")
-    print(f"endpoint / bare SQL:      {via_http / via_sql:8.2f}x")
-    print(f"(endpoint - HTTP stack) / bare SQL: {(via_http - floor) / via_sql:.2f}x")
-    print(f"our Python alone, (endpoint - HTTP stack - bare SQL) / bare SQL:"
-          f" {(via_http - floor - via_sql) / via_sql:.2f}x")  # fmt: skip
-    print(f"endpoint, {args.clients} concurrent clients: {concurrent:,.0f} callbacks/s")
-    print(f"capacity, 2 workers, {args.processes} client processes: {served:,.0f} callbacks/s")
+    def ms(seconds: float) -> str:
+        return f"{seconds * 1000:.2f} ms ({1 / seconds:,.0f}/s)"
+
+    lines = [
+        f"agent_sms held {args.existing:,} rows; medians over {per_side * 2:,} callbacks a side.",
+        f"bare SQL, one connection: {ms(via_sql)}",
+        f"deployed entry point (Lambda handler, in process): {ms(via_lambda)};"
+        f" Python CPU {lambda_cpu * 1000:.2f} ms a callback (mean {lambda_wall * 1000:.2f} ms)",
+        f"  Python side, (entry point - bare SQL) / bare SQL: {via_lambda / via_sql - 1:.2f}x;"
+        f" its CPU / bare SQL: {lambda_cpu / via_sql:.2f}x",
+        f"  capacity, {args.processes} instances at once: {instances:,.0f} callbacks/s",
+        f"over HTTP (functions-framework on gunicorn), one client: {ms(via_http)}",
+        f"  empty function, same server and client (the HTTP stack alone): {ms(floor)}",
+        f"  endpoint / bare SQL: {via_http / via_sql:.2f}x;"
+        f" (endpoint - HTTP stack - bare SQL) / bare SQL: {(via_http - floor) / via_sql - 1:.2f}x",
+        f"capacity, 2 workers, {args.processes} client processes: {served:,.0f} callbacks/s;"
+        f" the function's CPU {pair_cpu * 1000:.2f} ms a callback"
+        f" ({pair_cpu / via_sql:.2f}x bare SQL)",
+    ]
+    print("\n".join(lines))
 
 
 if __name__ == "__main__":

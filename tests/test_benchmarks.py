@@ -18,8 +18,10 @@ def test_the_ingest_benchmark_runs(capsys: pytest.CaptureFixture[str]) -> None:
 def test_the_status_benchmark_runs(capsys: pytest.CaptureFixture[str]) -> None:
     status.main(["--existing", "1000", "--callbacks", "20"])
     out = capsys.readouterr().out
+    assert "Python side" in out
+    assert "4 instances at once" in out
     assert "endpoint / bare SQL" in out
-    assert "concurrent clients" in out
+    assert "client processes" in out
 
 
 def test_the_metrics_benchmark_runs(capsys: pytest.CaptureFixture[str]) -> None:
