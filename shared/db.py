@@ -336,8 +336,7 @@ class PostgresDatabase:
                     if _closed_by_server(conn):
                         conn.close()  # the pool discards it
                         continue
-                    with conn.cursor() as cur:
-                        call = self._call(cur, _validated_name(name), names)
+                    call = self._call(conn, _validated_name(name), names)
                     with psycopg.ClientCursor(conn) as cur:
                         cur.execute(
                             _SET_CONTEXT + call,
@@ -354,12 +353,11 @@ class PostgresDatabase:
         failure = PostgresFailure("08000", "every pooled connection had been closed by the server")
         raise classify(failure, retry_after=self._retry_after)
 
-    def _call(self, cur: psycopg.Cursor[Any], name: str, keys: frozenset[str]) -> str:
+    def _call(self, conn: psycopg.Connection[Any], name: str, keys: frozenset[str]) -> str:
         """The SQL calling public.<name> with these argument names, cached per process."""
         call = self._calls.get((name, keys))
         if call is None:
-            cur.execute(_OVERLOADS_SQL, (name,))
-            call = _resolve(cur.fetchall(), name, keys)
+            call = _resolve(conn.execute(_OVERLOADS_SQL, (name,)).fetchall(), name, keys)
             if call is None:
                 failure = PostgresFailure(
                     "PGRST202",
