@@ -287,10 +287,11 @@ class PostgresDatabase:
 
     def _connections(self) -> ConnectionPool:
         with self._pool_lock:
-            if self._pool is None:
+            pool, first = self._pool, self._pool is None
+            if pool is None:
                 from psycopg_pool import ConnectionPool
 
-                pool = ConnectionPool(
+                pool = self._pool = ConnectionPool(
                     self._conninfo,
                     min_size=1,
                     max_size=self._pool_size,
@@ -305,15 +306,25 @@ class PostgresDatabase:
                     },
                     name="sms-tracking",
                 )
-                # Opened with its first connection made, not beside it: a first call
-                # that found the pool still empty would grow it to two connections,
-                # which the pool then hands out in turn. On this machine, a
-                # connection left idle for a call in between costs ~0.1 ms more per
-                # call (benchmarks/README.md, status). A pool that cannot connect
-                # closes itself; the next call starts a new one.
-                pool.open(wait=True, timeout=self._timeout)
-                self._pool = pool
-            return self._pool
+                pool.open(wait=False)
+        if first:
+            # The first call waits for the pool's first connection rather than asking
+            # beside it: a request the pool cannot serve at once makes it grow, and it
+            # then hands its connections out in turn. On this machine a connection left
+            # idle for a call in between costs ~0.1 ms more per call (benchmarks/
+            # README.md, status). Calls arriving meanwhile wait on the same pool. One
+            # that cannot connect in time closes itself, failing them all together,
+            # and is dropped: the next call starts anew.
+            from psycopg_pool import PoolTimeout
+
+            try:
+                pool.wait(timeout=self._timeout)
+            except PoolTimeout:
+                with self._pool_lock:
+                    if self._pool is pool:
+                        self._pool = None
+                raise
+        return pool
 
     def rpc(
         self, name: str, args: Mapping[str, Any] | None = None, *, as_user: Caller | None = None

@@ -256,6 +256,40 @@ def test_an_unreachable_database_is_unavailable() -> None:
     down.close()
 
 
+def test_calls_arriving_while_the_first_connection_is_made_share_that_attempt(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import psycopg_pool
+
+    pools: list[psycopg_pool.ConnectionPool] = []
+
+    class CountedPool(psycopg_pool.ConnectionPool):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            pools.append(self)
+
+    monkeypatch.setattr(psycopg_pool, "ConnectionPool", CountedPool)
+    down = PostgresDatabase(f"postgresql://postgres@127.0.0.1:{closed_port()}/x", timeout=1)
+    together = threading.Barrier(4)
+    failures: list[UnavailableError] = []
+
+    def call() -> None:
+        together.wait()
+        try:
+            down.rpc("contract_whoami")
+        except UnavailableError as exc:
+            failures.append(exc)
+
+    callers = [threading.Thread(target=call) for _ in range(4)]
+    for caller in callers:
+        caller.start()
+    for caller in callers:
+        caller.join()
+    # One pool, one wait for its connection: not each caller in turn, timeout after timeout.
+    assert (len(failures), len(pools)) == (4, 1)
+    down.close()
+
+
 def test_a_database_down_at_the_first_call_is_used_once_it_is_back(
     database_url: str, contract_functions: None
 ) -> None:
