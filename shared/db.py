@@ -213,10 +213,11 @@ SELECT coalesce(p.proargnames, '{}'),
        p.pronargdefaults,
        CASE WHEN p.proretset THEN 'set'
             WHEN p.prorettype = 'void'::regtype THEN 'void'
-            WHEN r.typtype IN ('c', 'p') THEN 'row'
+            WHEN coalesce(base.typtype, r.typtype) IN ('c', 'p') THEN 'row'
             ELSE 'scalar' END
 FROM pg_proc AS p
 JOIN pg_type AS r ON r.oid = p.prorettype
+LEFT JOIN pg_type AS base ON base.oid = r.typbasetype  -- a domain's
 WHERE p.pronamespace = 'public'::regnamespace AND p.proname = %s
 """
 

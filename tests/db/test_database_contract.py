@@ -75,6 +75,18 @@ REVOKE EXECUTE ON FUNCTION public.contract_service_only() FROM PUBLIC, anon, aut
 CREATE OR REPLACE FUNCTION public.contract_sleep(p_seconds float) RETURNS int LANGUAGE sql AS $$
     SELECT 1 FROM pg_sleep(p_seconds)
 $$;
+DO $$ BEGIN
+    CREATE TYPE public.contract_pair AS (x integer, y text);
+    CREATE DOMAIN public.contract_checked_pair AS public.contract_pair;
+EXCEPTION WHEN duplicate_object THEN NULL;
+END $$;
+CREATE OR REPLACE FUNCTION public.contract_pair(p_empty boolean) RETURNS public.contract_pair
+LANGUAGE sql AS $$ SELECT CASE WHEN NOT p_empty THEN ROW(1, 'one')::public.contract_pair END $$;
+CREATE OR REPLACE FUNCTION public.contract_checked_pair(p_empty boolean)
+RETURNS public.contract_checked_pair LANGUAGE sql AS $$
+    SELECT (CASE WHEN NOT p_empty THEN ROW(1, 'one')::public.contract_pair END)
+        ::public.contract_checked_pair
+$$;
 CREATE SEQUENCE IF NOT EXISTS public.contract_runs;
 CREATE OR REPLACE FUNCTION public.contract_count_and_sleep(p_seconds float) RETURNS bigint
 LANGUAGE sql AS $$
@@ -149,6 +161,12 @@ def test_scalar_set_and_table_results(db: Database, tenants: Tenants) -> None:
     assert db.rpc("contract_visible_sms") == sorted(str(i) for i in tenants.sms_a + tenants.sms_b)
     rows = db.rpc("contract_sms_rows")
     assert [set(row) for row in rows] == [{"id", "status"}] * 2
+
+
+def test_a_row_result_is_an_object_even_when_the_function_returns_null(db: Database) -> None:
+    for name in ("contract_pair", "contract_checked_pair"):  # a composite, a domain over one
+        assert db.rpc(name, {"p_empty": False}) == {"x": 1, "y": "one"}
+        assert db.rpc(name, {"p_empty": True}) == {"x": None, "y": None}
 
 
 def test_service_calls_run_as_service_role(db: Database) -> None:
