@@ -26,6 +26,7 @@ import http.client
 import logging
 import multiprocessing
 import os
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -120,12 +121,17 @@ def lambda_instance(
     environment: dict[str, str], events: list[Event], start: Any, done: Any
 ) -> None:
     """One Lambda instance: its own process and connection, one callback at a time."""
-    with lambda_entry_point(environment) as invoke:
-        invoke(events[0])  # warm: the pool's first connection
-        start.wait()
-        for event in events[1:]:
-            invoke(event)
-        done.wait()
+    try:
+        with lambda_entry_point(environment) as invoke:
+            invoke(events[0])  # warm: the pool's first connection
+            start.wait()
+            for event in events[1:]:
+                invoke(event)
+            done.wait()
+    except BaseException:
+        start.abort()  # so that nobody waits for an instance that has failed
+        done.abort()
+        raise
 
 
 def instances_capacity(environment: dict[str, str], events: list[Event], instances: int) -> float:
@@ -138,10 +144,11 @@ def instances_capacity(environment: dict[str, str], events: list[Event], instanc
     ]
     for worker in workers:
         worker.start()
-    start.wait()
-    started = time.perf_counter()
-    done.wait()
-    elapsed = time.perf_counter() - started
+    with contextlib.suppress(threading.BrokenBarrierError):  # an instance failed: see below
+        start.wait()
+        started = time.perf_counter()
+        done.wait()
+        elapsed = time.perf_counter() - started
     for worker in workers:
         worker.join()
     assert all(worker.exitcode == 0 for worker in workers), "an instance failed"
