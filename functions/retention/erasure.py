@@ -101,13 +101,7 @@ def _erase_one(
 ) -> NumberErasure:
     result = NumberErasure(phone_hash=phone_hash.hex())
     audit = _Audit(sessions, request_id, phone_hash, result)
-    with sessions.work.transaction():
-        row = sessions.work.execute(
-            "SELECT hot_rows, status_events, pending_events FROM private.erase_hot_sms(%s)",
-            (number,),
-        ).fetchone()
-        hot_rows, status_events, pending_events = row or (0, 0, 0)
-        audit.add(hot_rows=hot_rows, status_events=status_events, pending_events=pending_events)
+    _erase_hot(sessions, audit, number)
     try:
         # A batch a crash cut short may hold rows just deleted above.
         sessions.remove_unfinished_objects(retention.bucket, ARCHIVE_LOCK_WAIT_SECONDS)
@@ -118,6 +112,9 @@ def _erase_one(
         ).fetchall()
         for (key,) in keys:
             _erase_from_object(retention, sessions, audit, key, number)
+        # Once more, now that every archived SMS of the number is known as erased: a late
+        # status report for one of them, come meanwhile, was kept pending with the number.
+        _erase_hot(sessions, audit, number)
     except UnavailableError as exc:
         result.complete = False
         result.incomplete_reason = f"{exc.message} Send the same request again to finish it."
@@ -130,6 +127,17 @@ def _erase_one(
     sessions.control.execute("SELECT private.complete_erasure(%s, %s)", (request_id, phone_hash))
     result.complete = True
     return result
+
+
+def _erase_hot(sessions: Sessions, audit: _Audit, number: str) -> None:
+    """The number's rows in the database: SMS, their status events, pending reports."""
+    with sessions.work.transaction():
+        row = sessions.work.execute(
+            "SELECT hot_rows, status_events, pending_events FROM private.erase_hot_sms(%s)",
+            (number,),
+        ).fetchone()
+        hot_rows, status_events, pending_events = row or (0, 0, 0)
+        audit.add(hot_rows=hot_rows, status_events=status_events, pending_events=pending_events)
 
 
 def _erase_from_object(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from typing import Any
 
 import psycopg
 import pytest
@@ -218,6 +219,35 @@ def test_a_late_status_report_for_an_erased_sms_does_not_bring_the_number_back(
         "SELECT public.record_sms_status(%s, 'delivered', p_to => %s)", (sid, ALICE)
     ).fetchone()
     assert outcome == ({"pending": False, "changed": False},)
+    assert traces(clean, retention, alice_everywhere) == []
+
+
+def test_a_status_report_landing_while_the_archive_is_erased_leaves_no_number_behind(
+    retention: Retention,
+    alice_everywhere: list[str],
+    clean: psycopg.Connection,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Found by review: the database is swept first and the archive after, so a late report
+    # for an archived SMS landing in between was kept pending, with the number.
+    archived_sid = next(
+        row["provider_message_sid"]
+        for row in archived_rows(retention).values()
+        if row["phone_number"] == ALICE
+    )
+    erase_object = erasure._erase_from_object
+
+    def a_late_report_first(*args: Any) -> None:
+        monkeypatch.setattr(erasure, "_erase_from_object", erase_object)
+        clean.execute(
+            "SELECT public.record_sms_status(%s, 'delivered', p_to => %s)", (archived_sid, ALICE)
+        )
+        erase_object(*args)
+
+    monkeypatch.setattr(erasure, "_erase_from_object", a_late_report_first)
+    receipt = erasure.erase(retention, [ALICE], requester="dpo", request_id="r")
+    assert receipt.complete
+    assert receipt.erasures[0].pending_events == 2  # the fixture's, and the late one
     assert traces(clean, retention, alice_everywhere) == []
 
 
