@@ -113,7 +113,7 @@ def _erase_one(
         for (key,) in keys:
             _erase_from_object(retention, sessions, audit, key, number)
         # Once more, now that every archived SMS of the number is known as erased: a late
-        # status report for one of them, come meanwhile, was kept pending with the number.
+        # status report for one of them that came meanwhile was kept pending, with the number.
         _erase_hot(sessions, audit, number)
     except UnavailableError as exc:
         result.complete = False
