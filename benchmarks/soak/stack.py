@@ -74,7 +74,7 @@ def running_stack(plan: Plan, workdir: Path, workers: int = 2) -> Iterator[Stack
         url = stack.enter_context(throwaway_database(server, prefix="sms_soak"))
         apply(url, include_local=True, report=lambda _: None)
         create_tenants(url, plan)
-        database_link = FlakyLink(_postgres_connector(url))
+        database_link, url_via_link = link_to_database(url)
         stack.callback(database_link.close)
 
         s3_endpoint = stack.enter_context(moto_s3_server())
@@ -102,7 +102,7 @@ def running_stack(plan: Plan, workdir: Path, workers: int = 2) -> Iterator[Stack
             | S3_CREDENTIALS
             | {
                 "PYTHONPATH": str(ROOT),
-                "DATABASE_URL": _via(url, database_link.port),
+                "DATABASE_URL": url_via_link,
                 "S3_ENDPOINT_URL": f"http://127.0.0.1:{s3_link.port}",
                 "ARCHIVE_BUCKET": bucket,
                 "TWILIO_API_BASE_URL": twilio.url,
@@ -167,6 +167,12 @@ def create_tenants(url: str, plan: Plan) -> None:
                     " VALUES (%s, %s, 'viewer')",
                     (user.user_id, client_id),
                 )
+
+
+def link_to_database(url: str) -> tuple[FlakyLink, str]:
+    """A link in front of the database at `url`, and the URL that reaches it through it."""
+    link = FlakyLink(_postgres_connector(url))
+    return link, _via(url, link.port)
 
 
 def _postgres_connector(url: str) -> Callable[[], socket.socket]:

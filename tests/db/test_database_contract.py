@@ -311,18 +311,9 @@ def test_calls_arriving_while_the_first_connection_is_made_share_that_attempt(
 def test_a_database_down_at_the_first_call_is_used_once_it_is_back(
     database_url: str, contract_functions: None
 ) -> None:
-    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+    from benchmarks.soak.stack import link_to_database
 
-    from benchmarks.soak.faults import FlakyLink
-    from benchmarks.soak.stack import _postgres_connector
-
-    link = FlakyLink(_postgres_connector(database_url))
-    via_link = make_conninfo(
-        database_url,
-        host="127.0.0.1",
-        port=link.port,
-        dbname=conninfo_to_dict(database_url)["dbname"],
-    )
+    link, via_link = link_to_database(database_url)
     db = PostgresDatabase(via_link, timeout=0.5)
     outage = threading.Thread(target=link.cut, args=(1.5,))
     outage.start()
