@@ -30,8 +30,9 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlencode, urlsplit
 
 import psycopg
@@ -53,6 +54,7 @@ TOKEN = "benchmark-auth-token"  # noqa: S105 (a local test server's)
 
 Signed = tuple[str, str]  # a form body, and its X-Twilio-Signature
 Event = dict[str, Any]  # a function-URL event
+T = TypeVar("T")
 
 
 def create_sms(conn: psycopg.Connection, count: int) -> list[str]:
@@ -104,55 +106,49 @@ def post_all(url: str, requests: list[Signed]) -> None:
         post(request)
 
 
-def capacity(url: str, requests: list[Signed], processes: int) -> float:
-    """Callbacks per second with `processes` clients posting at once."""
-    chunks = [requests[i::processes] for i in range(processes)]
-    clients = [multiprocessing.Process(target=post_all, args=(url, chunk)) for chunk in chunks]
-    started = time.perf_counter()
-    for client in clients:
-        client.start()
-    for client in clients:
-        client.join()
-    assert all(client.exitcode == 0 for client in clients), "a client process failed"
-    return len(requests) / (time.perf_counter() - started)
-
-
-def lambda_instance(
-    environment: dict[str, str], events: list[Event], start: Any, done: Any
-) -> None:
-    """One Lambda instance: its own process and connection, one callback at a time."""
-    try:
-        with lambda_entry_point(environment) as invoke:
-            invoke(events[0])  # warm: the pool's first connection
-            start.wait()
-            for event in events[1:]:
-                invoke(event)
-            done.wait()
-    except BaseException:
-        start.abort()  # so that nobody waits for an instance that has failed
-        done.abort()
-        raise
-
-
-def instances_capacity(environment: dict[str, str], events: list[Event], instances: int) -> float:
-    """Callbacks per second through `instances` Lambda handlers at once."""
-    chunks = [events[i::instances] for i in range(instances)]
-    start, done = multiprocessing.Barrier(instances + 1), multiprocessing.Barrier(instances + 1)
+def at_once(
+    caller: Callable[[], AbstractContextManager[Callable[[T], None]]],
+    items: list[T],
+    processes: int,
+) -> float:
+    """Items per second, with `processes` processes working through their share at once.
+    Each makes its own caller and warms it on its first item; only the rest is timed."""
+    chunks = [items[i::processes] for i in range(processes)]
+    start, done = multiprocessing.Barrier(processes + 1), multiprocessing.Barrier(processes + 1)
     workers = [
-        multiprocessing.Process(target=lambda_instance, args=(environment, chunk, start, done))
+        multiprocessing.Process(target=_work_through, args=(caller, chunk, start, done))
         for chunk in chunks
     ]
     for worker in workers:
         worker.start()
-    with contextlib.suppress(threading.BrokenBarrierError):  # an instance failed: see below
+    with contextlib.suppress(threading.BrokenBarrierError):  # a worker failed: see below
         start.wait()
         started = time.perf_counter()
         done.wait()
         elapsed = time.perf_counter() - started
     for worker in workers:
         worker.join()
-    assert all(worker.exitcode == 0 for worker in workers), "an instance failed"
+    assert all(worker.exitcode == 0 for worker in workers), "a worker process failed"
     return sum(len(chunk) - 1 for chunk in chunks) / elapsed
+
+
+def _work_through(
+    caller: Callable[[], AbstractContextManager[Callable[[T], None]]],
+    items: list[T],
+    start: Any,
+    done: Any,
+) -> None:
+    try:
+        with caller() as call:
+            call(items[0])
+            start.wait()
+            for item in items[1:]:
+                call(item)
+            done.wait()
+    except BaseException:
+        start.abort()  # so that nobody waits for a worker that has failed
+        done.abort()
+        raise
 
 
 def cpu_seconds(pid: int) -> float:
@@ -247,9 +243,10 @@ def main(argv: list[str] | None = None) -> None:
                 lambda_wall = (time.perf_counter() - wall_before) / len(events)
 
             # Capacity as deployed: Lambda gives each callback in flight an instance of
-            # its own; here, as many instance processes as client processes below.
-            instances = instances_capacity(
-                environment,
+            # its own (a process here, with its own connection), one callback at a time;
+            # as many instances as client processes below.
+            instances = at_once(
+                lambda: lambda_entry_point(environment),
                 function_url_events(callbacks_for(create_sms(conn, per_side))),
                 args.processes,
             )
@@ -275,7 +272,11 @@ def main(argv: list[str] | None = None) -> None:
                 warm = min(200, len(requests) // 10)
                 post_all(pair.url, requests[:warm])  # both workers' connections
                 cpu_before = cpu_seconds(pair.pid)
-                served = capacity(pair.url, requests[warm:], args.processes)
+                served = at_once(
+                    lambda: contextlib.nullcontext(Poster(pair.url)),
+                    requests[warm:],
+                    args.processes,
+                )
                 pair_cpu = (cpu_seconds(pair.pid) - cpu_before) / len(requests[warm:])
 
     def ms(seconds: float) -> str:
