@@ -9,7 +9,7 @@ UV := .tools/bin/uv
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := .venv
 
-.PHONY: dev test lint package format migrate clean
+.PHONY: dev test lint package format migrate clean system-packages
 
 $(UV):
 	$(PYTHON) -m venv .tools
@@ -22,8 +22,13 @@ $(UV):
 dev: .venv/.synced
 	.venv/bin/python -m tools.dev
 
-test: lint package
+test: lint package system-packages
 	.venv/bin/python -m pytest
+
+# What the tests run beside Postgres: PgBouncer in transaction mode, as Supabase's
+# transaction pooler (tools/pooler.py). Installed here where possible (Debian, as root).
+system-packages:
+	@tools/require.sh pgbouncer pgbouncer
 
 # The AWS deployment, packaged offline and linted (osls from package-lock.json, the
 # layers' wheels for Lambda's arm64 from uv.lock): tests/test_deployment.py reads it.

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from urllib.parse import urlsplit
 
 import psycopg
 import pytest
+from psycopg import sql
 
 from tests import openapi_contract
 from tests.support import Shop, Tenants, create_shop, create_tenants
-from tools.embedded import embedded_postgres, throwaway_database
+from tools.embedded import as_user, embedded_postgres, throwaway_database
 from tools.migrate import apply
 
 
@@ -33,6 +35,42 @@ def database_url(server_url: str) -> Iterator[str]:
     with throwaway_database(server_url) as url:
         apply(url, include_local=True, report=lambda _: None)
         yield url
+
+
+# The database's owner as on Supabase, where `postgres` owns what the migrations create
+# but is no superuser: what it may not do (VACUUM a table it does not own, write a
+# catalog) fails there, not in a suite run by a superuser.
+OWNER_ROLE = "sms_owner"
+
+
+@pytest.fixture(scope="session")
+def owner_database_url(server_url: str, database_url: str) -> Iterator[str]:
+    """A fresh database owned by OWNER_ROLE, which applies supabase/local and the
+    migrations itself. (database_url has made the API roles, cluster-wide.)"""
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        if (
+            conn.execute("SELECT FROM pg_roles WHERE rolname = %s", (OWNER_ROLE,)).fetchone()
+            is None
+        ):
+            conn.execute(
+                sql.SQL("CREATE ROLE {} LOGIN CREATEROLE").format(sql.Identifier(OWNER_ROLE))
+            )
+        conn.execute(
+            sql.SQL(
+                "GRANT anon, authenticated, service_role, authenticator TO {} WITH ADMIN OPTION"
+            ).format(sql.Identifier(OWNER_ROLE))
+        )
+    with throwaway_database(server_url, prefix="sms_owned") as url:
+        name = urlsplit(url).path.lstrip("/")
+        with psycopg.connect(server_url, autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("ALTER DATABASE {} OWNER TO {}").format(
+                    sql.Identifier(name), sql.Identifier(OWNER_ROLE)
+                )
+            )
+        owner_url = as_user(url, OWNER_ROLE)
+        apply(owner_url, include_local=True, report=lambda _: None)
+        yield owner_url
 
 
 @pytest.fixture(scope="session")

@@ -17,15 +17,24 @@ import time
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 from psycopg import sql
 
 
+@dataclass(frozen=True)
+class EmbeddedServer:
+    url: str
+    log: Path
+    """Where the server writes its log (stderr; no logging collector)."""
+
+
 @contextmanager
-def embedded_postgres() -> Iterator[str]:
-    """Start a private Postgres in a temporary directory; yield its URL; delete it after."""
+def embedded_server() -> Iterator[EmbeddedServer]:
+    """Start a private Postgres in a temporary directory; delete it after."""
     os.environ.setdefault("XDG_RUNTIME_DIR", tempfile.gettempdir())
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -34,9 +43,16 @@ def embedded_postgres() -> Iterator[str]:
     logging.getLogger("pgserver").setLevel(logging.WARNING)
     server = pgserver.get_server(tempfile.mkdtemp(prefix="sms-pg-"), cleanup_mode="delete")
     try:
-        yield str(server.get_uri())
+        yield EmbeddedServer(str(server.get_uri()), Path(server.log))
     finally:
         server.cleanup()
+
+
+@contextmanager
+def embedded_postgres() -> Iterator[str]:
+    """Start a private Postgres in a temporary directory; yield its URL; delete it after."""
+    with embedded_server() as server:
+        yield server.url
 
 
 @contextmanager
@@ -52,6 +68,13 @@ def throwaway_database(server_url: str, prefix: str = "sms_test") -> Iterator[st
             conn.execute(
                 sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
             )
+
+
+def as_user(url: str, user: str) -> str:
+    """The same connection URL, logging in as another user (without a password)."""
+    parts = urlsplit(url)
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{user}@{host}"))
 
 
 @contextmanager
