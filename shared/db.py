@@ -22,6 +22,7 @@ adapter itself never sends a call twice.
 
 from __future__ import annotations
 
+import json
 import re
 import select
 import threading
@@ -35,6 +36,7 @@ from pydantic_core import to_json, to_jsonable_python
 from shared.errors import (
     ConflictError,
     ForbiddenError,
+    GoneError,
     InternalError,
     InvalidInputError,
     NotFoundError,
@@ -46,6 +48,7 @@ from shared.errors import (
 if TYPE_CHECKING:
     import httpx
     import psycopg
+    from psycopg.pq.abc import PGconn, PGresult
     from psycopg_pool import ConnectionPool
 
     from shared.settings import Settings
@@ -125,6 +128,7 @@ _RAISED_BY_US = re.compile(r"VP(\d{3})")
 _RAISED_STATUS: dict[str, type[ServiceError]] = {
     "404": NotFoundError,
     "409": ConflictError,
+    "410": GoneError,
     "422": InvalidInputError,
     "403": ForbiddenError,
 }
@@ -242,9 +246,9 @@ def _call_sql(name: str, args: list[tuple[str, str]], returns: str) -> str:
     # PostgREST does, so a call means the same thing through either adapter.
     if args:
         columns = ", ".join(f'"{n}" {t}' for n, t in args)
-        arguments = f"jsonb_to_record(%s::jsonb) AS _a({columns})"
+        arguments = f"jsonb_to_record($1::jsonb) AS _a({columns})"
     else:
-        arguments = "(SELECT %s::jsonb) AS _a"
+        arguments = "(SELECT $1::jsonb) AS _a"
     named = ", ".join(f'"{n}" => _a."{n}"' for n, _ in args)
     call = f'public."{name}"({named})'
     if returns == "scalar":
@@ -255,14 +259,16 @@ def _call_sql(name: str, args: list[tuple[str, str]], returns: str) -> str:
     return f"SELECT {result} FROM {arguments}, LATERAL {call} AS _r"  # noqa: S608
 
 
-# Sent with the call as one simple-query message: Postgres runs the statements of one
-# message as one transaction, each planned after the one before has run, so the
-# role and claims are in force when the call is planned (row-level security) and
-# executed. One round trip, where BEGIN, SET, call and COMMIT would take four.
-# statement_timeout is set per transaction because poolers drop start-up options.
+# Sent before the call, in the same pipeline: both statements run in the implicit
+# transaction that lasts until the pipeline's one Sync, so the role and claims are in
+# force when the call is planned (row-level security) and executed, and end with it.
+# One round trip, where BEGIN, SET, call and COMMIT would take four. Every value is a
+# bound parameter, never SQL text: the server logs a failed statement's text, and the
+# claims can hold the user's email and phone number. statement_timeout is set per
+# transaction because poolers drop start-up options.
 _SET_CONTEXT = (
-    "SELECT set_config('role', %s, true), set_config('request.jwt.claims', %s, true),"
-    " set_config('statement_timeout', %s, true);\n"
+    b"SELECT set_config('role', $1, true), set_config('request.jwt.claims', $2, true),"
+    b" set_config('statement_timeout', $3, true)"
 )
 
 
@@ -281,10 +287,10 @@ class PostgresDatabase:
         self._pool_size = pool_size
         self._timeout = timeout
         self._retry_after = retry_after
-        self._statement_timeout = f"{int(timeout * 1000)}ms"
+        self._statement_timeout = f"{int(timeout * 1000)}ms".encode()
         self._pool: ConnectionPool | None = None
         self._pool_lock = threading.Lock()
-        self._calls: dict[tuple[str, frozenset[str]], str] = {}
+        self._calls: dict[tuple[str, frozenset[str]], bytes] = {}
 
     def _connections(self) -> ConnectionPool:
         with self._pool_lock:
@@ -337,7 +343,7 @@ class PostgresDatabase:
         role = caller.role
         names = _arg_names(args)
         payload = to_json(dict(args or {}))
-        claims = to_json(dict(caller.claims)).decode()
+        claims = to_json(dict(caller.claims))
         # Each idle pooled connection may have been closed by the server meanwhile
         # (restart, pg_terminate_backend, pooler timeout). Such a connection is found
         # before anything is sent, and replaced; one attempt more than the pool holds
@@ -349,14 +355,20 @@ class PostgresDatabase:
                         conn.close()  # the pool discards it
                         continue
                     call = self._call(conn, _validated_name(name), names)
-                    with psycopg.ClientCursor(conn) as cur:
-                        cur.execute(
-                            _SET_CONTEXT + call,
-                            (role, claims, self._statement_timeout, payload.decode()),
+                    try:
+                        context, result = _pipeline(
+                            conn.pgconn,
+                            (_SET_CONTEXT, [role.encode(), claims, self._statement_timeout]),
+                            (call, [payload]),
                         )
-                        cur.nextset()
-                        row = cur.fetchone()
-                    return row[0] if row else None
+                    except BaseException:
+                        conn.close()  # its protocol state is unknown: the pool discards it
+                        raise
+                    failed = _failure_in(context) or _failure_in(result)
+                    if failed is not None:
+                        raise classify(failed, retry_after=self._retry_after)
+                    value = result.get_value(0, 0) if result.ntuples else None
+                    return json.loads(value) if value is not None else None
             except PoolTimeout:
                 failure = PostgresFailure("08000", "no database connection within the timeout")
                 raise classify(failure, retry_after=self._retry_after) from None
@@ -365,18 +377,18 @@ class PostgresDatabase:
         failure = PostgresFailure("08000", "every pooled connection had been closed by the server")
         raise classify(failure, retry_after=self._retry_after)
 
-    def _call(self, conn: psycopg.Connection[Any], name: str, keys: frozenset[str]) -> str:
+    def _call(self, conn: psycopg.Connection[Any], name: str, keys: frozenset[str]) -> bytes:
         """The SQL calling public.<name> with these argument names, cached per process."""
         call = self._calls.get((name, keys))
         if call is None:
-            call = _resolve(conn.execute(_OVERLOADS_SQL, (name,)).fetchall(), name, keys)
-            if call is None:
+            sql = _resolve(conn.execute(_OVERLOADS_SQL, (name,)).fetchall(), name, keys)
+            if sql is None:
                 failure = PostgresFailure(
                     "PGRST202",
                     f"Could not find the function public.{name}({', '.join(sorted(keys))})",
                 )
                 raise classify(failure, retry_after=self._retry_after)
-            self._calls[(name, keys)] = call
+            call = self._calls[(name, keys)] = sql.encode()
         return call
 
     def close(self) -> None:
@@ -394,6 +406,52 @@ def _closed_by_server(conn: psycopg.Connection[Any]) -> bool:
     except (OSError, ValueError):
         return True
     return bool(readable)
+
+
+def _pipeline(pgconn: PGconn, *statements: tuple[bytes, list[bytes]]) -> list[PGresult]:
+    """Send the statements with their parameters bound by the server, then one Sync;
+    return each statement's result. One round trip, one implicit transaction."""
+    from psycopg import pq
+
+    pgconn.enter_pipeline_mode()
+    for sql, params in statements:
+        pgconn.send_query_params(sql, params)
+    pgconn.pipeline_sync()
+    while pgconn.flush():
+        select.select([], [pgconn.socket], [])
+    results: list[PGresult] = []
+    while True:
+        while pgconn.is_busy():
+            select.select([pgconn.socket], [], [])
+            pgconn.consume_input()
+        result = pgconn.get_result()
+        if result is None:
+            continue  # the end of one statement's results
+        if result.status == pq.ExecStatus.PIPELINE_SYNC:
+            break
+        results.append(result)
+    pgconn.exit_pipeline_mode()
+    return results
+
+
+def _failure_in(result: PGresult) -> PostgresFailure | None:
+    """The error a statement's result reports, if any. A statement skipped because an
+    earlier one failed reports nothing of its own."""
+    from psycopg import pq
+
+    if result.status != pq.ExecStatus.FATAL_ERROR:
+        return None
+
+    def field(name: pq.DiagnosticField) -> str | None:
+        value = result.error_field(name)
+        return value.decode(errors="replace") if value is not None else None
+
+    return PostgresFailure(
+        code=field(pq.DiagnosticField.SQLSTATE),
+        message=field(pq.DiagnosticField.MESSAGE_PRIMARY) or "",
+        details=field(pq.DiagnosticField.MESSAGE_DETAIL),
+        hint=field(pq.DiagnosticField.MESSAGE_HINT),
+    )
 
 
 def failure_of(exc: psycopg.Error) -> PostgresFailure:
