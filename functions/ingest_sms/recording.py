@@ -25,8 +25,12 @@ MAX_BODY_BYTES = 1_000_000
 _REJECTED_MESSAGES = {
     "deployment_id": "deployment_id refers to a deployment that does not exist.",
     "call_id": "call_id refers to a call that does not exist or belongs to another client.",
-    "prospect_id": "prospect_id refers to a prospect that does not exist.",
-    "sequence_id": "sequence_id refers to a sequence that does not exist.",
+    "prospect_id": (
+        "prospect_id refers to a prospect that does not exist or belongs to another client."
+    ),
+    "sequence_id": (
+        "sequence_id refers to a sequence that does not exist or belongs to another client."
+    ),
     "provider_status": "provider_status is not a Twilio message status.",
 }
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from functions.metrics import kpis
 from shared import runtime
 from shared.auth import bearer_token, matches_api_key, verify_access_token
 from shared.db import SERVICE
@@ -26,14 +27,6 @@ def metrics(request: Request) -> Response:
     else:
         caller = verify_access_token(token, services.settings)
     query = MetricsQuery.model_validate(request.args.to_dict())
-    args = query.rpc_args()
-    figures = services.db.rpc("get_sms_metrics", args, as_user=caller)
-    # Beyond the seed's keys, beside them and never inside them.
-    figures["top_failure_reasons"] = services.db.rpc(
-        "get_sms_failure_reasons", args, as_user=caller
-    )
-    if query.series is not None:
-        series_args = args | {"p_bucket": query.series}
-        figures["series"] = services.db.rpc("get_sms_timeseries", series_args, as_user=caller)
+    figures = kpis.read(services.db, query, caller)
     # Per-user figures: a shared cache must never hand them to someone else.
     return json_response(figures, headers={"Cache-Control": "private, no-store"})

@@ -212,15 +212,17 @@ def test_matches_a_reference_computed_in_python(
     rng = random.Random(seed)
     s = build_shop(clean)
     deployments = [s.a_louis, s.a_arthur, s.b_louis]
-    calls = [one(clean, "INSERT INTO agent_calls (deployment_id) VALUES (%s) RETURNING id", d)
-             for d in deployments]  # fmt: skip
+    # Each deployment's own call: an SMS is linked only within its client.
+    calls = {d: one(clean, "INSERT INTO agent_calls (deployment_id) VALUES (%s) RETURNING id", d)
+             for d in deployments}  # fmt: skip
     rows: list[dict[str, Any]] = []
     for _ in range(150):
+        deployment = rng.choice(deployments)
         at = NOV_1 - WEEK + timedelta(seconds=rng.randrange(int(2 * WEEK.total_seconds())))
         status = rng.choice(["sent", "delivered", "delivered", "delivered", "failed"])
         delay = timedelta(milliseconds=rng.randrange(1, 20000))
         row: dict[str, Any] = {
-            "deployment_id": rng.choice(deployments),
+            "deployment_id": deployment,
             "sent_at": at,
             "status": status,
             "message_type": rng.choice(["transactional", "marketing", "notification"]),
@@ -229,7 +231,7 @@ def test_matches_a_reference_computed_in_python(
             "message_content": "x" * rng.randrange(1, 160),
             "phone_number": f"+336{rng.randrange(40):08d}",  # recipients repeat
             "workflow_id": rng.choice([None, "wf1", "wf2", "wf3"]),
-            "call_id": rng.choice([None, None, rng.choice(calls)]),
+            "call_id": rng.choice([None, None, calls[deployment]]),
             "delivered_at": at + delay if status == "delivered" else None,
         }
         insert_sms(clean, **row)

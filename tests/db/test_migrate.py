@@ -113,7 +113,7 @@ def test_psql_builds_a_working_database_from_empty(empty_database: str) -> None:
         policies = conn.execute(
             "SELECT count(*) FROM pg_policy WHERE polrelid = 'public.agent_sms'::regclass"
         ).fetchone()
-    assert policies == (6,)
+    assert policies == (3,)
 
 
 def test_the_demo_data_loads_and_reloads(empty_database: str) -> None:

@@ -116,16 +116,13 @@ def test_updated_at_trigger_fires_before_each_row_update(admin_conn: psycopg.Con
 
 
 def test_the_seed_policies_exist_with_their_roles(admin_conn: psycopg.Connection) -> None:
-    # admins_manage_sms is one policy per command it is for (INSERT, UPDATE, DELETE), so
-    # that SELECT has a single policy: see 20251127000100_one_read_policy_for_sms.sql.
+    # The seed's admins_manage_sms is narrowed to nothing: only the service writes SMS
+    # (20261206000100_sql_defends_itself.sql).
     rows = admin_conn.execute(
         "SELECT polname, polcmd, polroles::regrole[]::text FROM pg_policy"
         " WHERE polrelid = 'public.agent_sms'::regclass"
     ).fetchall()
     assert sorted(rows) == [
-        ("admins_delete_sms", "d", "{authenticated}"),
-        ("admins_insert_sms", "a", "{authenticated}"),
-        ("admins_update_sms", "w", "{authenticated}"),
         ("service_insert_sms", "a", "{service_role}"),
         ("service_update_sms", "w", "{service_role}"),
         ("users_view_accessible_sms", "r", "{authenticated}"),

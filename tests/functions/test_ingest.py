@@ -42,6 +42,14 @@ def services(database_url: str, shared_db: PostgresDatabase) -> Iterator[runtime
     runtime.use(None)
 
 
+def nested(depth: int) -> dict[str, Any]:
+    """A JSON object nested this many objects deep."""
+    value: dict[str, Any] = {}
+    for _ in range(depth - 1):
+        value = {"a": value}
+    return value
+
+
 def sid() -> str:
     return "SM" + uuid.uuid4().hex
 
@@ -218,6 +226,10 @@ def test_a_number_that_is_not_valid_is_422_without_echoing_it(
         ("metadata", [1, 2]),
         ("metadata", "text"),
         ("metadata", {"blob": "x" * 20_000}),
+        # Deeper than the JSON encoder goes: a 500 with a traceback, before (found by an
+        # outside attack).
+        ("metadata", nested(300)),
+        ("metadata", nested(33)),
         ("surname", "Dupont"),
     ],
 )
@@ -390,6 +402,16 @@ def test_request_level_errors(ingest_url: str, clean: psycopg.Connection) -> Non
     listing = post(ingest_url, [1, 2])
     assert listing.status_code == 422
     assert count(clean) == 0
+
+
+def test_metadata_nested_32_deep_is_recorded(
+    ingest_url: str, tenants: Tenants, clean: psycopg.Connection
+) -> None:
+    body = sms(tenants, metadata=nested(32))
+    assert post(ingest_url, body).status_code == 201
+    row = stored(clean, body["provider_message_sid"])
+    assert row is not None
+    assert row["metadata"] == nested(32)
 
 
 @pytest.mark.parametrize("metadata", [{"note": "a\ud800b"}, {"\udc00": 1}])

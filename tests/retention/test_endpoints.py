@@ -210,6 +210,10 @@ def test_erase_reports_an_incomplete_erasure_as_503_with_its_receipt(
         # Postgres text cannot hold NUL: refused here rather than failing as a 500
         # (found by Schemathesis).
         ({"phone_numbers": [ALICE], "requester": "dpo\x00"}, "requester", None),
+        # The audit record is read by people: no forged lines, no terminal escapes.
+        ({"phone_numbers": [ALICE], "requester": "dpo\ncompleted: yes"}, "requester",
+         "requester: must not contain control characters"),
+        ({"phone_numbers": [ALICE], "requester": "dpo \x1b[2K"}, "requester", None),
     ],
 )  # fmt: skip
 def test_erase_rejects_bad_requests_naming_the_field(

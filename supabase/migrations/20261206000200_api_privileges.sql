@@ -1,0 +1,114 @@
+-- What the API roles may do with this project's objects: the whole grant set, in one
+-- place. Supabase grants anon, authenticated and service_role everything in public by
+-- default (ALTER DEFAULT PRIVILEGES ... GRANT ALL), and PUBLIC may execute any new
+-- function: each object here is first stripped of every grant to them, then given
+-- exactly what its callers need. tests/db/test_privileges.py holds the catalogs to
+-- this list; a new object gets its line here.
+--
+-- Not here, because they are Supabase's and shared with the rest of the project: USAGE
+-- on schema public (the three roles; CREATE for none), and CONNECT and TEMPORARY on the
+-- database, which PUBLIC holds. Revoking TEMPORARY would take it from every role of the
+-- project, Supabase's own services included; instead no function here can be led astray
+-- by a temporary object (every one runs with search_path = pg_catalog, pg_temp).
+
+-- anon: nothing at all. authenticated: reads its clients' SMS (row-level security) and
+-- the KPIs. service_role: what the functions do through ingest_sms, record_sms_status
+-- and reconcile. Retention and erasure run as the owner.
+
+REVOKE ALL ON SCHEMA private FROM PUBLIC, anon, authenticated, service_role;
+GRANT USAGE ON SCHEMA private TO authenticated, service_role;
+
+-- Tables. TRUNCATE ignores row-level security, TRIGGER and REFERENCES act on a table
+-- beyond its rows: no API role holds any of them.
+REVOKE ALL ON public.agent_sms, public.agent_sms_events, private.sms_erased_sids,
+    private.sms_reconcile_checks, private.sms_archive_objects,
+    private.sms_archive_phone_index, private.sms_erasures, private.sms_provider_statuses,
+    private.twilio_statuses
+    FROM PUBLIC, anon, authenticated, service_role;
+GRANT SELECT ON public.agent_sms TO authenticated;
+GRANT SELECT, INSERT, UPDATE ON public.agent_sms, public.agent_sms_events TO service_role;
+GRANT SELECT ON private.sms_erased_sids, private.sms_provider_statuses,
+    private.twilio_statuses TO service_role;
+GRANT SELECT, INSERT, UPDATE, DELETE ON private.sms_reconcile_checks TO service_role;
+
+-- Sequences: none. An identity column draws from its own without the inserter's rights;
+-- setval would break every status report, and last_value tells how many there were.
+REVOKE ALL ON SEQUENCE public.agent_sms_events_id_seq
+    FROM PUBLIC, anon, authenticated, service_role;
+
+-- Views: read only (they run with the caller's rights, so row-level security applies).
+REVOKE ALL ON public.v_agent_sms_enriched, public.v_agent_communications
+    FROM PUBLIC, anon, authenticated, service_role;
+GRANT SELECT ON public.v_agent_sms_enriched, public.v_agent_communications
+    TO authenticated, service_role;
+
+-- Functions.
+REVOKE ALL ON FUNCTION
+    public.agent_sms_touch_updated_at(),
+    public.claim_sms_to_reconcile(interval, interval, integer),
+    public.get_sms_failure_reasons(timestamptz, timestamptz, uuid, uuid, text, integer),
+    public.get_sms_metrics(timestamptz, timestamptz, uuid, uuid, text),
+    public.get_sms_timeseries(timestamptz, timestamptz, text, uuid, uuid, text),
+    public.ingest_sms(jsonb),
+    public.record_sms_status(text, text, integer, timestamptz, text, text, numeric, text),
+    public.release_sms_to_reconcile(text[]),
+    private.accessible_deployment_ids(boolean),
+    private.agent_sms_apply_pending_events(),
+    private.agent_sms_refuse_erased(),
+    private.agent_sms_refuse_erased_sid(),
+    private.agent_sms_refuse_foreign_link_update(),
+    private.agent_sms_refuse_foreign_links(),
+    private.apply_pending_sms_events(text[]),
+    private.apply_sms_event(public.agent_sms_events),
+    private.apply_sms_status(text, text, integer, timestamptz),
+    private.archive_write_lock_key(),
+    private.check_period(timestamptz, timestamptz),
+    private.check_scope(uuid[]),
+    private.commit_archive_object(text, uuid[], bigint[], text, bigint, bytea[], integer[]),
+    private.complete_erasure(text, bytea),
+    private.erase_hot_sms(text),
+    private.erased_sids(text[]),
+    private.links_outside_tenant(uuid[], uuid[], uuid[], uuid[]),
+    private.pending_events_lock_key(),
+    private.percentage(numeric, numeric),
+    private.raise_without_values(text, text, text, text),
+    private.refuse_link_outside_tenant(text),
+    private.remember_erased_sids(text[]),
+    private.retention_run_lock_key(),
+    private.sms_due_for_archive(timestamptz, integer),
+    private.sms_period_figures(uuid[], timestamptz, timestamptz),
+    private.sms_scope(uuid, uuid, text),
+    private.twilio_failure_reason(integer)
+FROM PUBLIC, anon, authenticated, service_role;
+
+-- The KPIs, for signed-in users (row-level security decides what they read) and the
+-- service key; what they call runs with the caller's rights too.
+GRANT EXECUTE ON FUNCTION
+    public.get_sms_failure_reasons(timestamptz, timestamptz, uuid, uuid, text, integer),
+    public.get_sms_metrics(timestamptz, timestamptz, uuid, uuid, text),
+    public.get_sms_timeseries(timestamptz, timestamptz, text, uuid, uuid, text),
+    private.check_period(timestamptz, timestamptz),
+    private.check_scope(uuid[]),
+    private.percentage(numeric, numeric),
+    private.sms_period_figures(uuid[], timestamptz, timestamptz),
+    private.sms_scope(uuid, uuid, text)
+TO authenticated, service_role;
+
+-- The read policy on agent_sms calls it as the reading user.
+GRANT EXECUTE ON FUNCTION private.accessible_deployment_ids(boolean) TO authenticated;
+
+-- What the service's RPCs and the triggers they fire call as service_role. The
+-- SECURITY DEFINER triggers, and retention, run as the owner and need no grant.
+GRANT EXECUTE ON FUNCTION
+    public.claim_sms_to_reconcile(interval, interval, integer),
+    public.ingest_sms(jsonb),
+    public.record_sms_status(text, text, integer, timestamptz, text, text, numeric, text),
+    public.release_sms_to_reconcile(text[]),
+    private.apply_sms_status(text, text, integer, timestamptz),
+    private.erased_sids(text[]),
+    private.links_outside_tenant(uuid[], uuid[], uuid[], uuid[]),
+    private.pending_events_lock_key(),
+    private.raise_without_values(text, text, text, text),
+    private.refuse_link_outside_tenant(text),
+    private.twilio_failure_reason(integer)
+TO service_role;

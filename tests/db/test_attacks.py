@@ -1,0 +1,371 @@
+"""Attacks on the SQL itself, as a signed-in user would make them.
+
+Supabase exposes every table, view and function of `public` to any signed-in user
+through its API, not only through our functions. Each test acts as that user: through
+the API's path (the SQL PostgREST runs: the role and JWT claims set in the transaction,
+then the statement) or through a SQL session with the API role (defence in depth), and
+expects the SQL to refuse.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import psycopg
+import pytest
+
+from shared.db import Caller, PostgresDatabase
+from shared.errors import InvalidInputError, ServiceError
+from tests.support import Tenants, acting_as
+
+
+@pytest.fixture(scope="module")
+def db(database_url: str) -> Iterator[PostgresDatabase]:
+    # A short timeout: an unbounded scan must be refused, not merely cut off.
+    database = PostgresDatabase(database_url, pool_size=2, timeout=5)
+    yield database
+    database.close()
+
+
+def user(user_id: uuid.UUID) -> Caller:
+    return Caller(claims={"role": "authenticated", "sub": str(user_id), "aud": "authenticated"})
+
+
+def api_patch(
+    conn: psycopg.Connection, table: str, body: dict[str, Any], where_id: uuid.UUID
+) -> int:
+    """PATCH /rest/v1/<table>?id=eq.<id>, as PostgREST runs it: the body's columns from
+    json_populate_record, under the caller's role and row-level security."""
+    columns = ", ".join(body)
+    cur = conn.execute(
+        f"UPDATE public.{table} SET ({columns}) = (SELECT {columns}"
+        f" FROM json_populate_record(NULL::public.{table}, %s::json)) WHERE id = %s",
+        (json.dumps(body), where_id),
+    )
+    return cur.rowcount
+
+
+def api_post(conn: psycopg.Connection, table: str, body: dict[str, Any]) -> None:
+    """POST /rest/v1/<table>, as PostgREST runs it."""
+    columns = ", ".join(body)
+    conn.execute(
+        f"INSERT INTO public.{table} ({columns}) SELECT {columns}"
+        f" FROM json_populate_record(NULL::public.{table}, %s::json)",
+        (json.dumps(body),),
+    )
+
+
+def api_delete(conn: psycopg.Connection, table: str, where_id: uuid.UUID) -> int:
+    """DELETE /rest/v1/<table>?id=eq.<id>."""
+    return conn.execute(f"DELETE FROM public.{table} WHERE id = %s", (where_id,)).rowcount
+
+
+def row_of(conn: psycopg.Connection, sms_id: uuid.UUID) -> tuple[Any, ...] | None:
+    return conn.execute(
+        "SELECT provider_cost, voipia_margin, status, sent_at, call_id FROM agent_sms"
+        " WHERE id = %s",
+        (sms_id,),
+    ).fetchone()
+
+
+# --- 1. client admins rewriting billing and delivery facts -----------------------------------
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"provider_cost": "0.0001"},
+        {"voipia_margin": "9.0000"},
+        {"status": "delivered", "provider_status": "delivered"},
+        {"sent_at": (datetime.now(UTC) - timedelta(days=500)).isoformat()},
+        {"delivered_at": datetime.now(UTC).isoformat()},
+        {"message_content": "rewritten"},
+        {"phone_number": "+33600000000"},
+        {"metadata": {"rewritten": True}},
+    ],
+    ids=lambda change: "+".join(change),
+)
+def test_an_admin_cannot_rewrite_a_fact_of_their_own_clients_sms(
+    tenants: Tenants, database_url: str, admin_conn: psycopg.Connection, change: dict[str, Any]
+) -> None:
+    target = tenants.sms_a[0]
+    before = row_of(admin_conn, target)
+    with (
+        acting_as(database_url, "authenticated", tenants.admin_a) as conn,
+        pytest.raises(psycopg.errors.InsufficientPrivilege),
+    ):
+        api_patch(conn, "agent_sms", change, target)
+    assert row_of(admin_conn, target) == before
+
+
+def test_an_admin_can_neither_add_nor_delete_sms(
+    tenants: Tenants, database_url: str, admin_conn: psycopg.Connection
+) -> None:
+    with (
+        acting_as(database_url, "authenticated", tenants.admin_a) as conn,
+        pytest.raises(psycopg.errors.InsufficientPrivilege),
+    ):
+        api_post(
+            conn,
+            "agent_sms",
+            {
+                "deployment_id": str(tenants.deployments_a[0]),
+                "phone_number": "+33639980001",
+                "message_content": "forged",
+                "sent_at": datetime.now(UTC).isoformat(),
+                "provider_cost": "0",
+            },
+        )
+    with (
+        acting_as(database_url, "authenticated", tenants.admin_a) as conn,
+        pytest.raises(psycopg.errors.InsufficientPrivilege),
+    ):
+        api_delete(conn, "agent_sms", tenants.sms_a[0])
+    assert row_of(admin_conn, tenants.sms_a[0]) is not None
+
+
+# --- 2. unbounded periods through the RPCs ------------------------------------------------
+
+
+UNBOUNDED_PERIODS = [
+    ("get_sms_timeseries", {"p_start_date": "2000-01-01T00:00:00Z", "p_end_date": "infinity"}),
+    ("get_sms_timeseries", {"p_start_date": "-infinity", "p_end_date": "2026-01-01T00:00:00Z"}),
+    (
+        "get_sms_timeseries",
+        {"p_start_date": "2000-01-01T00:00:00Z", "p_end_date": "2100-01-01T00:00:00Z"},
+    ),
+    (
+        "get_sms_metrics",
+        {"p_start_date": "2000-01-01T00:00:00Z", "p_end_date": "2100-01-01T00:00:00Z"},
+    ),
+    ("get_sms_metrics", {"p_start_date": "2000-01-01T00:00:00Z", "p_end_date": "infinity"}),
+    (
+        "get_sms_failure_reasons",
+        {"p_start_date": "2000-01-01T00:00:00Z", "p_end_date": "2100-01-01T00:00:00Z"},
+    ),
+    (
+        "get_sms_failure_reasons",
+        {
+            "p_start_date": "2026-01-01T00:00:00Z",
+            "p_end_date": "2026-02-01T00:00:00Z",
+            "p_limit": 100_000_000,
+        },
+    ),
+]
+
+
+@pytest.mark.parametrize(("function", "args"), UNBOUNDED_PERIODS)
+def test_an_rpc_called_directly_refuses_what_it_may_not_scan(
+    tenants: Tenants, db: PostgresDatabase, function: str, args: dict[str, Any]
+) -> None:
+    started = time.monotonic()
+    with pytest.raises(ServiceError) as refused:
+        db.rpc(function, args, as_user=user(tenants.viewer_a))
+    assert isinstance(refused.value, InvalidInputError), refused.value
+    # Refused before it reads anything, not cut off by the statement timeout.
+    assert time.monotonic() - started < 4
+
+
+# --- 3. links outside the tenant, and erased SIDs back through an update --------------------
+
+
+def b_records(conn: psycopg.Connection, tenants: Tenants) -> dict[str, uuid.UUID]:
+    """A call, a prospect and a sequence of client B."""
+    call = conn.execute(
+        "INSERT INTO agent_calls (deployment_id) VALUES (%s) RETURNING id", (tenants.deployment_b,)
+    ).fetchone()
+    prospect = conn.execute(
+        "INSERT INTO agent_arthur_prospects (deployment_id) VALUES (%s) RETURNING id",
+        (tenants.deployment_b,),
+    ).fetchone()
+    assert call is not None
+    assert prospect is not None
+    sequence = conn.execute(
+        "INSERT INTO agent_arthur_prospect_sequences (prospect_id) VALUES (%s) RETURNING id",
+        (prospect[0],),
+    ).fetchone()
+    assert sequence is not None
+    return {"call_id": call[0], "prospect_id": prospect[0], "sequence_id": sequence[0]}
+
+
+@pytest.mark.parametrize("column", ["call_id", "prospect_id", "sequence_id"])
+def test_an_admin_cannot_link_their_sms_to_another_clients_records(
+    tenants: Tenants, database_url: str, admin_conn: psycopg.Connection, column: str
+) -> None:
+    foreign = b_records(admin_conn, tenants)[column]
+    with (
+        acting_as(database_url, "authenticated", tenants.admin_a) as conn,
+        pytest.raises(psycopg.errors.InsufficientPrivilege),
+    ):
+        api_patch(conn, "agent_sms", {column: str(foreign)}, tenants.sms_a[0])
+
+
+@pytest.mark.parametrize("column", ["call_id", "prospect_id", "sequence_id"])
+def test_ingest_refuses_a_link_to_another_clients_records(
+    tenants: Tenants, db: PostgresDatabase, admin_conn: psycopg.Connection, column: str
+) -> None:
+    foreign = b_records(admin_conn, tenants)[column]
+    (result,) = db.rpc(
+        "ingest_sms",
+        {
+            "p_messages": [
+                {
+                    "deployment_id": str(tenants.deployments_a[0]),
+                    "phone_number": "+33639980002",
+                    "message_content": "x",
+                    "provider_message_sid": "SM" + uuid.uuid4().hex,
+                    "sent_at": "2026-11-01T10:00:00Z",
+                    column: str(foreign),
+                }
+            ]
+        },
+    )
+    assert result == {"rejected": column}
+
+
+@pytest.mark.parametrize("column", ["call_id", "prospect_id", "sequence_id"])
+def test_no_writer_links_an_sms_outside_its_tenant(
+    tenants: Tenants, database_url: str, admin_conn: psycopg.Connection, column: str
+) -> None:
+    """Not even the service key, writing the table through the API."""
+    foreign = b_records(admin_conn, tenants)[column]
+    with (
+        acting_as(database_url, "service_role") as conn,
+        pytest.raises(psycopg.Error) as refused,
+    ):
+        api_patch(conn, "agent_sms", {column: str(foreign)}, tenants.sms_a[0])
+    assert refused.value.diag.sqlstate == "VP422"
+    assert refused.value.diag.message_hint == column
+
+
+def test_an_erased_sid_cannot_come_back_through_an_update(
+    tenants: Tenants, database_url: str, admin_conn: psycopg.Connection
+) -> None:
+    erased = "SM" + uuid.uuid4().hex
+    admin_conn.execute("SELECT private.remember_erased_sids(%s)", ([erased],))
+    with (
+        acting_as(database_url, "service_role") as conn,
+        pytest.raises(psycopg.Error) as refused,
+    ):
+        api_patch(conn, "agent_sms", {"provider_message_sid": erased}, tenants.sms_a[0])
+    assert refused.value.diag.sqlstate == "VP410"
+
+
+# --- 5. code run as a definer's owner through the session's temporary schema ----------------
+
+
+def test_a_temporary_type_cannot_run_code_as_a_definers_owner(
+    tenants: Tenants, database_url: str
+) -> None:
+    """auth.uid() casts to jsonb without a schema: inside a SECURITY DEFINER function whose
+    path searches pg_temp first, the caller's own pg_temp.jsonb would be used, and its
+    CHECK would run the caller's code as the owner."""
+    with acting_as(database_url, "authenticated", tenants.viewer_a) as conn:
+        try:
+            conn.execute(
+                f"""
+                CREATE FUNCTION pg_temp.escalate(value pg_catalog.jsonb) RETURNS boolean
+                LANGUAGE sql AS $$
+                    INSERT INTO public.user_client_permissions (user_id, client_id, role)
+                    SELECT '{tenants.viewer_a}', c.id, 'admin' FROM public.clients AS c
+                    ON CONFLICT (user_id, client_id) DO UPDATE SET role = 'admin';
+                    SELECT true
+                $$;
+                CREATE DOMAIN pg_temp.jsonb AS pg_catalog.jsonb CHECK (pg_temp.escalate(VALUE));
+                """
+            )
+        except psycopg.errors.InsufficientPrivilege:
+            return  # no temporary schema for API roles at all: nothing to hijack
+        # In a savepoint: refused or not, the session goes on. Refused means the domain's
+        # CHECK ran as the caller, who may not write permissions.
+        with (
+            contextlib.suppress(psycopg.errors.InsufficientPrivilege),
+            conn.transaction(),
+        ):
+            conn.execute("SELECT private.accessible_deployment_ids()")
+        conn.execute("DROP DOMAIN pg_temp.jsonb")
+        roles = conn.execute(
+            "SELECT role, count(*) FROM user_client_permissions GROUP BY role"
+        ).fetchall()
+    assert roles == [("viewer", 1)]
+
+
+# --- 6. the events sequence -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "SELECT setval('public.agent_sms_events_id_seq', 9223372036854775807)",
+        "SELECT nextval('public.agent_sms_events_id_seq')",
+        "SELECT last_value FROM public.agent_sms_events_id_seq",
+    ],
+)
+@pytest.mark.parametrize("role", ["anon", "authenticated"])
+def test_api_roles_cannot_touch_a_sequence(
+    tenants: Tenants, database_url: str, statement: str, role: str
+) -> None:
+    user_id = tenants.viewer_a if role == "authenticated" else None
+    with (
+        acting_as(database_url, role, user_id) as conn,
+        pytest.raises(psycopg.errors.InsufficientPrivilege),
+    ):
+        conn.execute(statement)
+
+
+# --- 7. the views -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("view", ["v_agent_sms_enriched", "v_agent_communications"])
+def test_a_user_cannot_plant_a_trigger_on_a_view(
+    tenants: Tenants, database_url: str, view: str
+) -> None:
+    with acting_as(database_url, "authenticated", tenants.viewer_a) as conn:
+        conn.execute(
+            "CREATE FUNCTION pg_temp.planted() RETURNS trigger LANGUAGE plpgsql"
+            " AS $$ BEGIN RETURN NULL; END $$"
+        )
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute(
+                f"CREATE TRIGGER planted INSTEAD OF INSERT ON public.{view}"
+                " FOR EACH ROW EXECUTE FUNCTION pg_temp.planted()"
+            )
+
+
+@pytest.mark.parametrize("view", ["v_agent_sms_enriched", "v_agent_communications"])
+def test_a_user_may_only_read_a_view(tenants: Tenants, database_url: str, view: str) -> None:
+    with acting_as(database_url, "authenticated", tenants.viewer_a) as conn:
+        row = conn.execute(
+            "SELECT array_agg(p ORDER BY p) FROM unnest(ARRAY['INSERT', 'UPDATE', 'DELETE',"
+            " 'TRUNCATE', 'REFERENCES', 'TRIGGER']) AS p"
+            " WHERE has_table_privilege(current_user, %s, p)",
+            (f"public.{view}",),
+        ).fetchone()
+        assert row == (None,)
+
+
+# --- the service's own RPCs stay the service's ---------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("function", "args"),
+    [
+        ("ingest_sms", {"p_messages": []}),
+        ("record_sms_status", {"p_sid": "SM" + "0" * 32, "p_status": "delivered"}),
+        ("claim_sms_to_reconcile", {"p_min_age": "1 hour", "p_max_age": "7 days", "p_limit": 1}),
+        ("release_sms_to_reconcile", {"p_sids": []}),
+    ],
+)
+def test_a_user_cannot_call_the_services_rpcs(
+    tenants: Tenants, db: PostgresDatabase, function: str, args: dict[str, Any]
+) -> None:
+    from shared.errors import ForbiddenError
+
+    with pytest.raises(ForbiddenError):
+        db.rpc(function, args, as_user=user(tenants.admin_a))

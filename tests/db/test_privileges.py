@@ -1,0 +1,239 @@
+"""The catalogs of a fresh database, held to one reviewed list: what the API roles may
+do with this project's objects, and that every function runs with a fixed search path.
+
+The database is owned by a role that is no superuser and applied its own migrations,
+as on Supabase. The objects of supabase/local (Supabase's auth schema and the tables
+other systems own) are production's, not this project's, and are left out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+
+API_ROLES = ("anon", "authenticated", "service_role")
+# Production's tables, faked in supabase/local/02_referenced_tables.sql.
+NOT_OURS = (
+    "public.clients",
+    "public.agent_types",
+    "public.agent_deployments",
+    "public.agent_calls",
+    "public.agent_arthur_prospects",
+    "public.agent_arthur_prospect_sequences",
+    "public.user_client_permissions",
+)
+TABLE_PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER")
+SEQUENCE_PRIVILEGES = ("USAGE", "SELECT", "UPDATE")
+
+# Every privilege an API role holds on this project's objects, and on the schemas and
+# the database they live in. Reviewed: a change here is a change of who may do what.
+REVIEWED = {
+    "anon": {
+        # Supabase's, for every role (CONNECT and TEMPORARY through PUBLIC): see
+        # supabase/migrations/20261206000200_api_privileges.sql for why TEMPORARY stays.
+        "database CONNECT",
+        "database TEMPORARY",
+        "schema public USAGE",
+    },
+    "authenticated": {
+        "database CONNECT",
+        "database TEMPORARY",
+        "schema public USAGE",
+        "schema private USAGE",
+        "table public.agent_sms SELECT",
+        "view public.v_agent_sms_enriched SELECT",
+        "view public.v_agent_communications SELECT",
+        "function public.get_sms_metrics(timestamp with time zone, timestamp with time zone,"
+        " uuid, uuid, text)",
+        "function public.get_sms_timeseries(timestamp with time zone, timestamp with time"
+        " zone, text, uuid, uuid, text)",
+        "function public.get_sms_failure_reasons(timestamp with time zone, timestamp with"
+        " time zone, uuid, uuid, text, integer)",
+        "function private.accessible_deployment_ids(boolean)",
+        "function private.check_period(timestamp with time zone, timestamp with time zone)",
+        "function private.check_scope(uuid[])",
+        "function private.percentage(numeric, numeric)",
+        "function private.sms_period_figures(uuid[], timestamp with time zone, timestamp"
+        " with time zone)",
+        "function private.sms_scope(uuid, uuid, text)",
+    },
+    "service_role": {
+        "database CONNECT",
+        "database TEMPORARY",
+        "schema public USAGE",
+        "schema private USAGE",
+        "table public.agent_sms SELECT",
+        "table public.agent_sms INSERT",
+        "table public.agent_sms UPDATE",
+        "table public.agent_sms_events SELECT",
+        "table public.agent_sms_events INSERT",
+        "table public.agent_sms_events UPDATE",
+        "table private.sms_erased_sids SELECT",
+        "table private.sms_provider_statuses SELECT",
+        "table private.twilio_statuses SELECT",
+        "table private.sms_reconcile_checks SELECT",
+        "table private.sms_reconcile_checks INSERT",
+        "table private.sms_reconcile_checks UPDATE",
+        "table private.sms_reconcile_checks DELETE",
+        "view public.v_agent_sms_enriched SELECT",
+        "view public.v_agent_communications SELECT",
+        "function public.get_sms_metrics(timestamp with time zone, timestamp with time zone,"
+        " uuid, uuid, text)",
+        "function public.get_sms_timeseries(timestamp with time zone, timestamp with time"
+        " zone, text, uuid, uuid, text)",
+        "function public.get_sms_failure_reasons(timestamp with time zone, timestamp with"
+        " time zone, uuid, uuid, text, integer)",
+        "function public.ingest_sms(jsonb)",
+        "function public.record_sms_status(text, text, integer, timestamp with time zone,"
+        " text, text, numeric, text)",
+        "function public.claim_sms_to_reconcile(interval, interval, integer)",
+        "function public.release_sms_to_reconcile(text[])",
+        "function private.apply_sms_status(text, text, integer, timestamp with time zone)",
+        "function private.check_period(timestamp with time zone, timestamp with time zone)",
+        "function private.check_scope(uuid[])",
+        "function private.erased_sids(text[])",
+        "function private.links_outside_tenant(uuid[], uuid[], uuid[], uuid[])",
+        "function private.pending_events_lock_key()",
+        "function private.percentage(numeric, numeric)",
+        "function private.raise_without_values(text, text, text, text)",
+        "function private.refuse_link_outside_tenant(text)",
+        "function private.sms_period_figures(uuid[], timestamp with time zone, timestamp"
+        " with time zone)",
+        "function private.sms_scope(uuid, uuid, text)",
+        "function private.twilio_failure_reason(integer)",
+    },
+}
+
+PRIVILEGES_SQL = """
+WITH roles AS (SELECT unnest(%(roles)s::text[]) AS role),
+ours AS (
+    SELECT c.oid, c.relkind, format('%%I.%%I', n.nspname, c.relname) AS name
+    FROM pg_class AS c JOIN pg_namespace AS n ON n.oid = c.relnamespace
+    WHERE n.nspname IN ('public', 'private') AND c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f')
+      AND format('%%I.%%I', n.nspname, c.relname) <> ALL (%(not_ours)s::text[])
+)
+SELECT r.role, 'database ' || p.privilege
+FROM roles AS r, unnest(ARRAY['CREATE', 'CONNECT', 'TEMPORARY']) AS p(privilege)
+WHERE has_database_privilege(r.role, current_database(), p.privilege)
+UNION ALL
+SELECT r.role, format('schema %%s %%s', s.name, p.privilege)
+FROM roles AS r, unnest(ARRAY['public', 'private']) AS s(name),
+     unnest(ARRAY['USAGE', 'CREATE']) AS p(privilege)
+WHERE has_schema_privilege(r.role, s.name, p.privilege)
+UNION ALL
+SELECT r.role, format('%%s %%s %%s',
+                      CASE o.relkind WHEN 'v' THEN 'view' WHEN 'm' THEN 'view' ELSE 'table' END,
+                      o.name, p.privilege)
+FROM roles AS r, ours AS o, unnest(%(table_privileges)s::text[]) AS p(privilege)
+WHERE o.relkind <> 'S' AND has_table_privilege(r.role, o.oid, p.privilege)
+UNION ALL
+SELECT r.role, format('sequence %%s %%s', o.name, p.privilege)
+FROM roles AS r, ours AS o, unnest(%(sequence_privileges)s::text[]) AS p(privilege)
+WHERE o.relkind = 'S' AND has_sequence_privilege(r.role, o.oid, p.privilege)
+UNION ALL
+SELECT r.role, format('function %%s.%%s(%%s)', n.nspname, f.proname,
+                      pg_get_function_identity_arguments(f.oid))
+FROM roles AS r, pg_proc AS f JOIN pg_namespace AS n ON n.oid = f.pronamespace
+WHERE n.nspname IN ('public', 'private') AND has_function_privilege(r.role, f.oid, 'EXECUTE')
+"""
+
+
+@pytest.fixture(scope="module")
+def catalog(owner_database_url: str) -> Iterator[psycopg.Connection]:
+    with psycopg.connect(owner_database_url, autocommit=True) as conn:
+        yield conn
+
+
+def privileges(conn: psycopg.Connection) -> dict[str, set[str]]:
+    held: dict[str, set[str]] = {role: set() for role in API_ROLES}
+    for role, privilege in conn.execute(
+        PRIVILEGES_SQL,
+        {
+            "roles": list(API_ROLES),
+            "not_ours": list(NOT_OURS),
+            "table_privileges": list(TABLE_PRIVILEGES),
+            "sequence_privileges": list(SEQUENCE_PRIVILEGES),
+        },
+    ):
+        # Parameter names are not part of a function's identity; only its types are.
+        held[role].add(_without_argument_names(privilege))
+    return held
+
+
+def _without_argument_names(privilege: str) -> str:
+    if not privilege.startswith("function ") or "()" in privilege:
+        return privilege
+    head, _, arguments = privilege.partition("(")
+    types = [argument.strip().split(" ", 1)[1] for argument in arguments[:-1].split(",")]
+    return f"{head}({', '.join(types)})"
+
+
+def test_the_api_roles_hold_exactly_the_reviewed_privileges(catalog: psycopg.Connection) -> None:
+    held = privileges(catalog)
+    for role in API_ROLES:
+        assert held[role] - REVIEWED[role] == set(), f"{role} holds more than reviewed"
+        assert REVIEWED[role] - held[role] == set(), f"{role} lacks what the list says"
+
+
+@pytest.mark.parametrize("role", API_ROLES)
+def test_what_no_api_role_ever_holds(catalog: psycopg.Connection, role: str) -> None:
+    held = privileges(catalog)[role]
+    assert not {p for p in held if p.startswith("sequence ")}, "no sequence privilege"
+    for privilege in ("TRUNCATE", "REFERENCES", "TRIGGER"):
+        assert not {p for p in held if p.endswith(f" {privilege}")}, privilege
+    views = {p for p in held if p.startswith("view ")}
+    assert all(p.endswith(" SELECT") for p in views), "views are read-only"
+    assert "schema private CREATE" not in held
+    assert "schema public CREATE" not in held
+    assert "database CREATE" not in held
+
+
+def test_no_column_of_ours_has_grants_of_its_own(catalog: psycopg.Connection) -> None:
+    granted = catalog.execute(
+        "SELECT a.attrelid::regclass::text, a.attname FROM pg_attribute AS a"
+        " JOIN pg_class AS c ON c.oid = a.attrelid"
+        " WHERE c.relnamespace IN ('public'::regnamespace, 'private'::regnamespace)"
+        "   AND a.attacl IS NOT NULL"
+    ).fetchall()
+    assert granted == []
+
+
+def test_every_function_runs_with_a_fixed_search_path_and_temporary_objects_last(
+    catalog: psycopg.Connection,
+) -> None:
+    rows = catalog.execute(
+        """
+        SELECT format('%I.%I', n.nspname, f.proname), f.prosecdef,
+               (SELECT c FROM unnest(f.proconfig) AS c WHERE c LIKE 'search_path=%')
+        FROM pg_proc AS f JOIN pg_namespace AS n ON n.oid = f.pronamespace
+        WHERE n.nspname IN ('public', 'private')
+        """
+    ).fetchall()
+    assert rows, "no function found: wrong database"
+    unpinned = [name for name, _, path in rows if path is None]
+    assert unpinned == []
+    # pg_temp explicitly last: otherwise Postgres searches it first for relations and
+    # types, and a caller's temporary object would stand in for ours.
+    wrong = [name for name, _, path in rows if path != "search_path=pg_catalog, pg_temp"]
+    assert wrong == []
+    assert any(definer for _, definer, _ in rows), "the definers are among them"
+
+
+def test_no_statistic_samples_a_person(catalog: psycopg.Connection) -> None:
+    """ANALYZE samples every other column; these never (erasure would not reach them)."""
+    sampled = catalog.execute(
+        "SELECT attrelid::regclass::text, attname FROM pg_attribute"
+        " WHERE attrelid IN ('public.agent_sms'::regclass, 'public.agent_sms_events'::regclass)"
+        "   AND attnum > 0 AND NOT attisdropped AND attstattarget = 0"
+        " ORDER BY 1, 2"
+    ).fetchall()
+    assert sampled == [
+        ("agent_sms", "first_name"),
+        ("agent_sms", "last_name"),
+        ("agent_sms", "message_content"),
+        ("agent_sms", "metadata"),
+        ("agent_sms", "phone_number"),
+        ("agent_sms_events", "pending_phone_number"),
+    ]
