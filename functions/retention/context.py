@@ -17,12 +17,15 @@ from typing import TYPE_CHECKING, Any
 
 from functions.retention.bucket import ArchiveBucket
 from shared.db import classify, failure_of
-from shared.errors import ConflictError, UnavailableError
+from shared.errors import ConfigurationError, ConflictError, UnavailableError
 
 if TYPE_CHECKING:
     import psycopg
 
     from shared.settings import Settings
+
+# The tables an erasure deletes a number's rows from, in the database.
+ERASED_TABLES = ("public.agent_sms", "public.agent_sms_events")
 
 # Called with (done, total) as work advances: a progress bar, or a log line.
 Progress = Callable[[int, int], None]
@@ -120,6 +123,44 @@ class Sessions:
                 ) from None
             self.work.execute("SELECT set_config('lock_timeout', '0', true)")
             yield
+
+    def check_can_vacuum(self) -> None:
+        """Refuse to start an erasure that could not finish: on PostgreSQL 15 only the
+        owner of a table (or of the database) may VACUUM it, and anyone else's VACUUM
+        skips it with a mere warning."""
+        row = self.control.execute(
+            "SELECT bool_and(pg_has_role(current_user, c.relowner, 'USAGE')"
+            "                OR pg_has_role(current_user, d.datdba, 'USAGE'))"
+            " FROM pg_class AS c, pg_database AS d"
+            " WHERE d.datname = current_database() AND c.oid = ANY (%s::regclass[])",
+            (list(ERASED_TABLES),),
+        ).fetchone()
+        if not row or not row[0]:
+            raise ConfigurationError(
+                "erasure connects as a role that does not own "
+                + " and ".join(ERASED_TABLES)
+                + ", so it could not VACUUM the erased rows away: connect as their owner"
+            )
+
+    def vacuum_erased_tables(self) -> None:
+        """VACUUM the tables erasure deletes from, index entries included (a VACUUM that
+        finds few dead rows may leave the indexes for later), so that no old row version
+        keeps an erased number, name or text. Old versions that a transaction begun
+        before the erasure can still see stay until the next vacuum (autovacuum)."""
+        import psycopg
+
+        try:
+            # The work session's deletes reach the table's statistics when it next goes
+            # idle, up to seconds later; counted after the VACUUM, they would show as dead
+            # rows that are gone.
+            self.work.execute("SELECT pg_stat_force_next_flush()")
+            self.work.commit()
+            self.control.execute("VACUUM (INDEX_CLEANUP ON) " + ", ".join(ERASED_TABLES))
+        except psycopg.Error as exc:
+            error = classify(failure_of(exc))
+            if isinstance(error, UnavailableError):
+                error.message = "The erased rows' old versions could not be vacuumed yet."
+            raise error from None
 
     def remove_unfinished_objects(
         self, bucket: ArchiveBucket, wait_seconds: float | None = None

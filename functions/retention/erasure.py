@@ -70,11 +70,13 @@ def erase(
         if dry_run:
             receipt.erasures = [_forecast(retention, sessions, n) for n in phone_numbers]
             return receipt
+        sessions.check_can_vacuum()
         hashes = [retention.phone_hash(number) for number in phone_numbers]
         _open_audit(sessions, request_id, requester, hashes)
         for done, (number, phone_hash) in enumerate(zip(phone_numbers, hashes, strict=True)):
             receipt.erasures.append(_erase_one(retention, sessions, request_id, number, phone_hash))
             progress(done + 1, len(phone_numbers))
+        _vacuum_then_complete(sessions, request_id, receipt.erasures)
     return receipt
 
 
@@ -116,17 +118,42 @@ def _erase_one(
         # status report for one of them that came meanwhile was kept pending, with the number.
         _erase_hot(sessions, audit, number)
     except UnavailableError as exc:
-        result.complete = False
-        result.incomplete_reason = f"{exc.message} Send the same request again to finish it."
-        sessions.control.execute(
-            "UPDATE private.sms_erasures SET incomplete_reason = %s"
-            " WHERE request_id = %s AND phone_hash = %s",
-            (result.incomplete_reason, request_id, phone_hash),
-        )
-        return result
-    sessions.control.execute("SELECT private.complete_erasure(%s, %s)", (request_id, phone_hash))
-    result.complete = True
+        _incomplete(sessions, request_id, result, exc)
     return result
+
+
+def _vacuum_then_complete(
+    sessions: Sessions, request_id: str, erasures: list[NumberErasure]
+) -> None:
+    """The deleted rows stay on disk as old row versions, index entries included, until
+    a VACUUM: one, for the whole request, before any number is complete."""
+    erased = [erasure for erasure in erasures if erasure.complete is None]
+    if not erased:
+        return
+    try:
+        sessions.vacuum_erased_tables()
+    except UnavailableError as exc:
+        for erasure in erased:
+            _incomplete(sessions, request_id, erasure, exc)
+        return
+    for erasure in erased:
+        sessions.control.execute(
+            "SELECT private.complete_erasure(%s, %s)",
+            (request_id, bytes.fromhex(erasure.phone_hash)),
+        )
+        erasure.complete = True
+
+
+def _incomplete(
+    sessions: Sessions, request_id: str, result: NumberErasure, exc: UnavailableError
+) -> None:
+    result.complete = False
+    result.incomplete_reason = f"{exc.message} Send the same request again to finish it."
+    sessions.control.execute(
+        "UPDATE private.sms_erasures SET incomplete_reason = %s"
+        " WHERE request_id = %s AND phone_hash = %s",
+        (result.incomplete_reason, request_id, bytes.fromhex(result.phone_hash)),
+    )
 
 
 def _erase_hot(sessions: Sessions, audit: _Audit, number: str) -> None:

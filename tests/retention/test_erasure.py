@@ -13,7 +13,7 @@ from psycopg.types.json import Jsonb
 
 from functions.retention import archive, erasure
 from functions.retention.context import Retention
-from shared.errors import ConflictError
+from shared.errors import ConfigurationError, ConflictError
 from tests.retention.archive_state import (
     ALICE,
     BOB,
@@ -25,8 +25,10 @@ from tests.retention.archive_state import (
     object_versions,
     traces,
 )
+from tests.retention.conftest import retention_settings
 from tests.retention.test_archive import crash_on_call, phone_hash, sms_rows
-from tests.support import Tenants, acting_as, insert_sms
+from tests.support import Tenants, acting_as, create_tenants, insert_sms
+from tools.embedded import as_user
 
 pytestmark = pytest.mark.db
 
@@ -294,7 +296,7 @@ def test_a_crash_after_a_rewrite_still_leaves_its_sms_refused(
     # had to be remembered before the rewrite.
     sids = [r["provider_message_sid"] for r in archived]
     erased = clean.execute(
-        "SELECT count(*) FROM unnest(%s::text[]) AS sid WHERE private.is_erased_sms(sid)",
+        "SELECT count(*) FROM private.erased_sids(%s::text[])",
         (sids,),
     ).fetchone()
     assert erased == (len(sids),)
@@ -357,3 +359,84 @@ def test_no_api_role_reaches_the_archive_index_or_the_audit(
         pytest.raises(psycopg.errors.InsufficientPrivilege),
     ):
         conn.execute(statement)
+
+
+def test_no_statistic_or_old_row_version_keeps_an_erased_number(
+    owner_database_url: str, s3_endpoint: str, bucket_name: str
+) -> None:
+    """As the role erasure runs as in production: the tables' owner, no superuser (only
+    an owner's VACUUM does anything; anyone else's skips the table with a warning)."""
+    number, name, text = "+33655501234", "Théodebert", "Votre colis 77-QX arrive demain"
+    with psycopg.connect(owner_database_url, autocommit=True) as conn:
+        conn.execute(
+            "TRUNCATE clients, agent_types, auth.users, agent_sms, agent_sms_events CASCADE"
+        )
+        assert conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user"
+                            ).fetchone() == (False,)  # fmt: skip
+        tenants = create_tenants(conn)
+        # Often enough that ANALYZE would keep it among a column's most common values.
+        for _ in range(40):
+            insert_sms(conn, tenants.deployment_b, phone_number=number, first_name=name,
+                       last_name=name, message_content=text)  # fmt: skip
+        conn.execute(
+            "INSERT INTO agent_sms_events (provider_message_sid, twilio_status,"
+            " pending_phone_number) VALUES ('SM' || repeat('e', 32), 'sent', %s)",
+            (number,),
+        )
+        conn.execute("ANALYZE agent_sms, agent_sms_events")
+        sampled = statistics(conn)
+        # The positive control: ANALYZE ran and sampled the table's other columns...
+        assert ("agent_sms", "status") in sampled
+        assert ("agent_sms", "sent_at") in sampled
+        # ...and never these, so no statistic ever holds the number, names or text.
+        for column in ("phone_number", "first_name", "last_name", "message_content",
+                       "metadata"):  # fmt: skip
+            assert ("agent_sms", column) not in sampled
+        assert ("agent_sms_events", "pending_phone_number") not in sampled
+
+    retention = Retention.from_settings(
+        retention_settings(owner_database_url, s3_endpoint, bucket_name)
+    )
+    receipt = erasure.erase(retention, [number], requester="DPO test", request_id="stats-1")
+    assert receipt.complete
+    assert receipt.erasures[0].hot_rows == 40
+
+    with psycopg.connect(owner_database_url, autocommit=True) as conn:
+        conn.execute("ANALYZE agent_sms, agent_sms_events")
+        everything = repr(statistics(conn))
+        for trace in (number, number[1:], name, text):
+            assert trace not in everything
+        dead = conn.execute(
+            "SELECT relname, n_dead_tup FROM pg_stat_user_tables"
+            " WHERE relid IN ('agent_sms'::regclass, 'agent_sms_events'::regclass)"
+            " ORDER BY 1"
+        ).fetchall()
+    assert dead == [("agent_sms", 0), ("agent_sms_events", 0)]
+
+
+def statistics(conn: psycopg.Connection) -> dict[tuple[str, str], tuple[Any, ...]]:
+    """Every column statistic of the two tables, as pg_stats shows it."""
+    return {
+        (row[0], row[1]): row
+        for row in conn.execute(
+            "SELECT tablename, attname, most_common_vals::text, histogram_bounds::text"
+            " FROM pg_stats WHERE schemaname = 'public'"
+            "   AND tablename IN ('agent_sms', 'agent_sms_events')"
+        )
+    }
+
+
+def test_an_erasure_that_could_not_vacuum_refuses_to_start(
+    owner_database_url: str, s3_endpoint: str, bucket_name: str
+) -> None:
+    """Connected as a role that does not own the tables, VACUUM would skip them with a
+    mere warning and the erased rows' old versions would stay: refused, nothing done."""
+    stranger = "sms_erasure_stranger"
+    with psycopg.connect(owner_database_url, autocommit=True) as conn:
+        if conn.execute("SELECT FROM pg_roles WHERE rolname = %s", (stranger,)).fetchone() is None:
+            conn.execute(f"CREATE ROLE {stranger} LOGIN")
+    settings = retention_settings(as_user(owner_database_url, stranger), s3_endpoint, bucket_name)
+    with pytest.raises(ConfigurationError, match="VACUUM"):
+        erasure.erase(
+            Retention.from_settings(settings), [ALICE], requester="DPO test", request_id="x"
+        )
