@@ -27,6 +27,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("sms.lambda")
 
 LambdaHandler = Callable[[dict[str, Any], Any], dict[str, Any]]
+# The WSGI environ key under which a function URL's public origin reaches the entry point.
+PUBLIC_ORIGIN = "sms.public_origin"
 
 
 def http_handler(entry_point: Callable[[Request], Response]) -> LambdaHandler:
@@ -41,6 +43,10 @@ def http_handler(entry_point: Callable[[Request], Response]) -> LambdaHandler:
 
     def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         event = environ.get("apig_wsgi.full_event") or {}
+        if domain := event.get("requestContext", {}).get("domainName"):
+            # The function URL's own host, by which AWS routed the request to us: unlike
+            # the Host header, no client chooses it.
+            environ[PUBLIC_ORIGIN] = f"https://{domain}"
         if "rawPath" in event:
             # The path as the client sent it, percent-escapes included, as gunicorn
             # gives it in RAW_URI: Twilio's signature covers those exact bytes, and

@@ -69,10 +69,8 @@ class Settings(BaseModel):
     """Subaccounts as ACxxx:token pairs, comma-separated."""
     twilio_api_base_url: HttpUrl = HttpUrl("https://api.twilio.com")
     public_base_url: HttpUrl | None = None
-    """Where Twilio reaches twilio_status, e.g. the Lambda function URL; the signature
-    covers it. Unset: the URL is rebuilt from the request."""
-    trust_proxy: bool = False
-    """Rebuild that URL from X-Forwarded-Proto/-Host (only behind a proxy that sets them)."""
+    """Where Twilio reaches twilio_status; the signature covers it. Unset: only behind a
+    Lambda function URL, whose own host is used; elsewhere every callback is refused."""
     reconcile_after_minutes: Annotated[int, Field(ge=1)] = 60
     reconcile_within_days: Annotated[int, Field(ge=1, le=400)] = 7
     supabase_jwt_secret: SecretStr | None = None

@@ -108,6 +108,9 @@ def serve(
     """Start each function; their logs go to `output` when given, else to ours."""
     processes = []
     for function in functions:
+        # Locally each function's public URL is its own: Twilio's signatures are checked
+        # over it, unless PUBLIC_BASE_URL says otherwise (a tunnel to a real Twilio).
+        env = {"PUBLIC_BASE_URL": function.url.rstrip("/")} | environment
         command = [
             sys.executable, "-m", "functions_framework",
             "--source", str(function.source), "--target", function.name,
@@ -116,7 +119,7 @@ def serve(
         processes.append(
             subprocess.Popen(
                 command,
-                env=environment,
+                env=env,
                 stdout=output,
                 stderr=subprocess.STDOUT if output else None,
             )

@@ -13,8 +13,9 @@ from urllib.parse import quote
 from pydantic import ValidationError
 
 from shared.db import Database
-from shared.errors import BadRequestError, ForbiddenError, InvalidInputError
+from shared.errors import BadRequestError, ConfigurationError, ForbiddenError, InvalidInputError
 from shared.http import invalid_input
+from shared.lambda_adapter import PUBLIC_ORIGIN
 from shared.models import StatusReport
 from shared.phones import to_e164
 
@@ -32,18 +33,21 @@ _PATH_SAFE = "/:@!$&'()*+,;=-._~"  # RFC 3986 pchar: left as they are in a path
 def signed_urls(request: Request, settings: Settings) -> list[str]:
     """The URL Twilio called, which its signature covers, in the forms it may have used.
 
-    A callback URL configured on the bare host ("https://x.on.aws") reaches us as the
-    path "/", so for the root both spellings are tried.
+    The origin is PUBLIC_BASE_URL, or behind a Lambda function URL the URL's own host,
+    by which AWS routed the request: never a header a client writes (Host,
+    X-Forwarded-Host), or a signature Twilio made for another URL of the same account
+    would verify here. A callback URL configured on the bare host ("https://x.on.aws")
+    reaches us as the path "/", so for the root both spellings are tried.
     """
     if settings.public_base_url is not None:
         origin = str(settings.public_base_url).rstrip("/")
-    elif settings.trust_proxy:
-        # The last value is the one our own proxy wrote; earlier ones came from the client.
-        proto = request.headers.get("X-Forwarded-Proto", request.scheme).split(",")[-1].strip()
-        host = request.headers.get("X-Forwarded-Host", request.host).split(",")[-1].strip()
-        origin = f"{proto}://{host}"
+    elif (function_url := request.environ.get(PUBLIC_ORIGIN)) is not None:
+        origin = function_url
     else:
-        origin = f"{request.scheme}://{request.host}"
+        raise ConfigurationError(
+            "PUBLIC_BASE_URL is not set: twilio_status cannot tell which URL Twilio signed"
+            " (set it to the public origin Twilio calls)"
+        )
     # The path as it was sent, percent-escapes included: Twilio signed those bytes.
     raw = request.environ.get("RAW_URI") or request.environ.get("REQUEST_URI")
     if raw:

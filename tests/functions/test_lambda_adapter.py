@@ -75,8 +75,8 @@ def test_a_wrong_method_gets_the_functions_own_405(tenants: Tenants) -> None:
 def test_twilio_status_verifies_the_signature_over_the_public_url(
     tenants: Tenants, clean: psycopg.Connection, path: str, base64_body: bool
 ) -> None:
-    """No PUBLIC_BASE_URL, no TRUST_PROXY: the URL Twilio called is rebuilt from the
-    event, exactly, percent-escapes included."""
+    """No PUBLIC_BASE_URL: the URL Twilio called is the function URL's, by which AWS
+    routed the event, with the path exactly as sent, percent-escapes included."""
     sid = "SM" + uuid.uuid4().hex
     insert_sms(clean, tenants.deployment_b, provider_message_sid=sid)
     params = status_callback(ACCOUNT, sid, "delivered")
@@ -96,7 +96,12 @@ def test_twilio_status_verifies_the_signature_over_the_public_url(
         "SELECT status FROM agent_sms WHERE provider_message_sid = %s", (sid,)
     ).fetchone() == ("delivered",)
 
-    forged = dict(event, headers=event["headers"] | {"host": "attacker.example"})
+    # Signed for another URL of the account, with a Host header to match: refused.
+    elsewhere = RequestValidator(TOKEN).compute_signature(f"https://attacker.example{path}", params)
+    forged = dict(
+        event,
+        headers=event["headers"] | {"host": "attacker.example", "x-twilio-signature": elsewhere},
+    )
     assert status_lambda.handler(forged, None)["statusCode"] == 403
 
 

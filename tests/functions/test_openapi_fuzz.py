@@ -55,7 +55,11 @@ def twilio_api() -> Iterator[FakeTwilio]:
 
 @pytest.fixture
 def services(
-    database_url: str, shared_db: PostgresDatabase, twilio_api: FakeTwilio, tenants: Tenants
+    database_url: str,
+    shared_db: PostgresDatabase,
+    twilio_api: FakeTwilio,
+    tenants: Tenants,
+    urls: dict[str, str],
 ) -> Iterator[Tenants]:
     settings = Settings(
         database_url=database_url,  # type: ignore[arg-type]
@@ -65,6 +69,7 @@ def services(
         twilio_account_sid=ACCOUNT,
         twilio_auth_token=TWILIO_TOKEN,  # type: ignore[arg-type]
         twilio_api_base_url=twilio_api.url,  # type: ignore[arg-type]
+        public_base_url=origin(urls["twilio_status"]),  # type: ignore[arg-type]
     )
     runtime.use(runtime.Services(settings, _db=shared_db))
     yield tenants
