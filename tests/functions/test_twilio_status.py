@@ -283,17 +283,26 @@ def test_a_callback_url_on_the_bare_host_validates(status_url: str, sms_sid: str
     assert response.status_code == 200
 
 
-def test_headers_a_client_writes_never_choose_the_signed_url(status_url: str, sms_sid: str) -> None:
+@pytest.mark.parametrize(("public_base_url", "status"), [(PUBLIC, 403), (None, 500)])
+def test_headers_a_client_writes_never_choose_the_signed_url(
+    status_url: str,
+    sms_sid: str,
+    services: runtime.Services,
+    clean: psycopg.Connection,
+    public_base_url: str | None,
+    status: int,
+) -> None:
     """A signature Twilio made for another URL of the same account (an attacker's own
-    endpoint) does not verify here, whatever Host or X-Forwarded-* the request carries."""
-    elsewhere = "https://hooks.attacker.example/cb"
-    params = callback(sms_sid, "sent")
-    forged = {"Host": "hooks.attacker.example", "X-Forwarded-Proto": "https",
-              "X-Forwarded-Host": "hooks.attacker.example"}  # fmt: skip
-    assert (
-        post(status_url, params, path="/cb", signed_url=elsewhere, headers=forged).status_code
-        == 403
-    )
+    endpoint) does not verify here, whatever Host or X-Forwarded-* the request carries:
+    refused (403), or with no public URL configured, nothing is verified at all (500)."""
+    use_settings(services, public_base_url=public_base_url)
+    params = callback(sms_sid, "delivered")
+    for elsewhere in ("http://hooks.attacker.example/cb", "https://hooks.attacker.example/cb"):
+        forged = {"Host": "hooks.attacker.example", "X-Forwarded-Proto": "https",
+                  "X-Forwarded-Host": "hooks.attacker.example"}  # fmt: skip
+        response = post(status_url, params, path="/cb", signed_url=elsewhere, headers=forged)
+        assert response.status_code == status
+    assert row(clean, sms_sid)["status"] == "sent"
 
 
 def test_without_a_public_url_every_callback_is_refused_as_not_configured(
