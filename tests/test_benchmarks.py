@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from benchmarks import coldstart, ingest, metrics, retention, status
+from benchmarks import coldstart, erasure_vacuum, ingest, metrics, retention, status
 
 
 def test_the_ingest_benchmark_runs(capsys: pytest.CaptureFixture[str]) -> None:
@@ -34,6 +34,13 @@ def test_the_retention_benchmark_runs(capsys: pytest.CaptureFixture[str]) -> Non
     out = capsys.readouterr().out
     assert "peak memory above start" in out
     assert "full scan / index" in out
+
+
+def test_the_erasure_vacuum_benchmark_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    erasure_vacuum.main(["--rows", "5000", "--repeat", "1"])
+    out = capsys.readouterr().out
+    assert "erasure's database step" in out
+    assert "as erasure runs it" in out
 
 
 def test_the_coldstart_benchmark_runs(capsys: pytest.CaptureFixture[str]) -> None:

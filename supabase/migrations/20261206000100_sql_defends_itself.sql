@@ -43,6 +43,62 @@ BEGIN
 END
 $$;
 
+-- The period is checked before the previous one is computed from it (an infinite end
+-- failed there, as an arithmetic error rather than the rule).
+CREATE OR REPLACE FUNCTION public.get_sms_metrics(
+    p_start_date timestamptz,
+    p_end_date timestamptz,
+    p_client_id uuid DEFAULT NULL,
+    p_deployment_id uuid DEFAULT NULL,
+    p_agent_type_name text DEFAULT NULL
+) RETURNS jsonb
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_deployments uuid[];
+    v_current jsonb;
+    v_previous jsonb;
+BEGIN
+    PERFORM private.check_period(p_start_date, p_end_date);
+    v_deployments := private.sms_scope(p_client_id, p_deployment_id, p_agent_type_name);
+
+    v_current := private.sms_period_figures(v_deployments, p_start_date, p_end_date);
+    v_previous := private.sms_period_figures(
+        v_deployments, p_start_date - (p_end_date - p_start_date), p_start_date);
+
+    RETURN jsonb_build_object(
+        'current_period', v_current,
+        'previous_period', jsonb_build_object(
+            'total_sms', v_previous -> 'total_sms',
+            'delivered_sms', v_previous -> 'delivered_sms',
+            'failed_sms', v_previous -> 'failed_sms',
+            'delivery_rate', v_previous -> 'delivery_rate',
+            'failure_rate', v_previous -> 'failure_rate',
+            'total_cost', v_previous -> 'total_cost',
+            'total_margin', v_previous -> 'total_margin',
+            'avg_cost_per_sms', v_previous -> 'avg_cost_per_sms',
+            'avg_characters', v_previous -> 'avg_characters',
+            'unique_recipients', v_previous -> 'unique_recipients'
+        ),
+        'comparison', jsonb_build_object(
+            'total_sms_change',
+                (v_current ->> 'total_sms')::bigint - (v_previous ->> 'total_sms')::bigint,
+            'total_sms_change_pct', private.percentage(
+                (v_current ->> 'total_sms')::numeric - (v_previous ->> 'total_sms')::numeric,
+                (v_previous ->> 'total_sms')::numeric),
+            'delivered_sms_change',
+                (v_current ->> 'delivered_sms')::bigint - (v_previous ->> 'delivered_sms')::bigint,
+            'cost_change',
+                (v_current ->> 'total_cost')::numeric - (v_previous ->> 'total_cost')::numeric,
+            'cost_change_pct', private.percentage(
+                (v_current ->> 'total_cost')::numeric - (v_previous ->> 'total_cost')::numeric,
+                (v_previous ->> 'total_cost')::numeric)
+        )
+    );
+END
+$$;
+
 CREATE OR REPLACE FUNCTION public.get_sms_failure_reasons(
     p_start_date timestamptz,
     p_end_date timestamptz,
@@ -80,6 +136,69 @@ BEGIN
             LIMIT p_limit
         ) AS r
     );
+END
+$$;
+
+-- Reconcile's claims, bounded too (they are the service's, but an RPC defends itself
+-- whoever holds the key): at most 5,000 SMS a run, sent within 400 days.
+CREATE OR REPLACE FUNCTION public.claim_sms_to_reconcile(
+    p_min_age interval, p_max_age interval, p_limit integer
+) RETURNS jsonb
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_sids text[];
+BEGIN
+    IF p_limit IS NULL OR p_limit NOT BETWEEN 1 AND 5000 THEN
+        RAISE EXCEPTION USING ERRCODE = 'VP422', HINT = 'p_limit',
+            MESSAGE = 'a run claims from 1 to 5000 SMS';
+    END IF;
+    IF p_min_age IS NULL OR p_max_age IS NULL OR p_max_age > interval '400 days'
+       OR p_min_age < interval '0' THEN
+        RAISE EXCEPTION USING ERRCODE = 'VP422', HINT = 'p_max_age',
+            MESSAGE = 'reconcile looks at SMS sent from 0 to 400 days ago';
+    END IF;
+    PERFORM pg_advisory_xact_lock(private.pending_events_lock_key() + 1);
+    SELECT coalesce(array_agg(c.provider_message_sid ORDER BY c.checked_at NULLS FIRST, c.sent_at),
+                    '{}')
+    INTO v_sids
+    FROM (
+        SELECT s.provider_message_sid, s.sent_at, r.checked_at
+        FROM public.agent_sms AS s
+        LEFT JOIN private.sms_reconcile_checks AS r USING (provider_message_sid)
+        WHERE s.provider = 'twilio'
+          AND s.provider_message_sid IS NOT NULL
+          AND s.sent_at > now() - p_max_age
+          AND (
+              (s.status = 'sent' AND s.sent_at < now() - p_min_age)
+              OR (s.status <> 'sent' AND s.provider_cost IS NULL)
+          )
+        ORDER BY r.checked_at NULLS FIRST, s.sent_at
+        LIMIT p_limit
+    ) AS c;
+
+    INSERT INTO private.sms_reconcile_checks (provider_message_sid, checked_at)
+    SELECT unnest(v_sids), now()
+    ON CONFLICT (provider_message_sid) DO UPDATE SET checked_at = excluded.checked_at;
+    RETURN to_jsonb(v_sids);
+END
+$$;
+
+CREATE OR REPLACE FUNCTION public.release_sms_to_reconcile(p_sids text[]) RETURNS integer
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_released integer;
+BEGIN
+    IF cardinality(p_sids) > 5000 THEN
+        RAISE EXCEPTION USING ERRCODE = 'VP422', HINT = 'p_sids',
+            MESSAGE = 'a run gives back at most 5000 SMS';
+    END IF;
+    DELETE FROM private.sms_reconcile_checks WHERE provider_message_sid = ANY (p_sids);
+    GET DIAGNOSTICS v_released = ROW_COUNT;
+    RETURN v_released;
 END
 $$;
 
@@ -559,6 +678,14 @@ $$;
 -- can fail with the recipient's number in its "Failing row". A report already recorded
 -- (a replayed callback: the same SID, status, error code and carrier time) adds no
 -- event row: the history holds each report once.
+-- Reports recorded more than once before this (every replay was) keep their first row.
+DELETE FROM public.agent_sms_events AS e
+USING public.agent_sms_events AS first
+WHERE first.provider_message_sid = e.provider_message_sid
+  AND first.twilio_status = e.twilio_status
+  AND first.error_code IS NOT DISTINCT FROM e.error_code
+  AND first.reported_at IS NOT DISTINCT FROM e.reported_at
+  AND first.id < e.id;
 DROP INDEX public.idx_agent_sms_events_sid;
 CREATE UNIQUE INDEX idx_agent_sms_events_report ON public.agent_sms_events
     (provider_message_sid, twilio_status, error_code, reported_at) NULLS NOT DISTINCT;
@@ -591,6 +718,14 @@ BEGIN
     IF p_source IS NULL OR p_source NOT IN ('callback', 'reconcile') THEN
         RAISE EXCEPTION USING ERRCODE = 'VP422', HINT = 'p_source',
             MESSAGE = 'the source must be callback or reconcile';
+    END IF;
+    IF p_price IS NOT NULL AND NOT (abs(p_price) < 1000000) THEN  -- NaN and Infinity too
+        RAISE EXCEPTION USING ERRCODE = 'VP422', HINT = 'p_price',
+            MESSAGE = 'the price must be a finite amount';
+    END IF;
+    IF p_price_unit IS NOT NULL AND p_price_unit !~ '^[A-Za-z]{3}$' THEN
+        RAISE EXCEPTION USING ERRCODE = 'VP422', HINT = 'p_price_unit',
+            MESSAGE = 'the price unit must be a currency code';
     END IF;
 
     PERFORM 1 FROM public.agent_sms WHERE provider_message_sid = p_sid FOR UPDATE;
@@ -643,6 +778,20 @@ ALTER TABLE public.agent_sms
     ALTER COLUMN metadata SET STATISTICS 0;
 ALTER TABLE public.agent_sms_events ALTER COLUMN pending_phone_number SET STATISTICS 0;
 
+-- The indexes that find a number (erasure, the contact timeline) hash it: a B-tree keeps
+-- key values in its inner pages and page bounds, which no VACUUM removes, so an erased
+-- number stayed in idx_agent_sms_phone_number. A hash index holds the hash code only.
+DROP INDEX public.idx_agent_sms_phone_number;
+CREATE INDEX idx_agent_sms_phone_number ON public.agent_sms USING hash (phone_number);
+DROP INDEX public.idx_agent_sms_events_pending_phone;
+CREATE INDEX idx_agent_sms_events_pending_phone ON public.agent_sms_events
+    USING hash (pending_phone_number) WHERE pending_phone_number IS NOT NULL;
+
+-- NaN is a numeric, and greater than every number: it passed the seed's ">= 0" checks
+-- and turned a client's total cost into NaN.
+ALTER TABLE public.agent_sms ADD CONSTRAINT agent_sms_amounts_finite_check
+    CHECK (provider_cost <> 'NaN' AND voipia_margin <> 'NaN');
+
 -- The fixed search path, for every function not created or replaced above (see 3).
 ALTER FUNCTION private.accessible_deployment_ids(boolean) SET search_path = pg_catalog, pg_temp;
 ALTER FUNCTION private.agent_sms_apply_pending_events() SET search_path = pg_catalog, pg_temp;
@@ -662,10 +811,5 @@ ALTER FUNCTION private.sms_period_figures(uuid[], timestamptz, timestamptz)
     SET search_path = pg_catalog, pg_temp;
 ALTER FUNCTION private.sms_scope(uuid, uuid, text) SET search_path = pg_catalog, pg_temp;
 ALTER FUNCTION public.agent_sms_touch_updated_at() SET search_path = pg_catalog, pg_temp;
-ALTER FUNCTION public.claim_sms_to_reconcile(interval, interval, integer)
-    SET search_path = pg_catalog, pg_temp;
-ALTER FUNCTION public.get_sms_metrics(timestamptz, timestamptz, uuid, uuid, text)
-    SET search_path = pg_catalog, pg_temp;
 ALTER FUNCTION public.get_sms_timeseries(timestamptz, timestamptz, text, uuid, uuid, text)
     SET search_path = pg_catalog, pg_temp;
-ALTER FUNCTION public.release_sms_to_reconcile(text[]) SET search_path = pg_catalog, pg_temp;

@@ -8,8 +8,9 @@
 -- Not here, because they are Supabase's and shared with the rest of the project: USAGE
 -- on schema public (the three roles; CREATE for none), and CONNECT and TEMPORARY on the
 -- database, which PUBLIC holds. Revoking TEMPORARY would take it from every role of the
--- project, Supabase's own services included; instead no function here can be led astray
--- by a temporary object (every one runs with search_path = pg_catalog, pg_temp).
+-- project, Supabase's own services included. Instead a temporary object can neither
+-- stand in for one of ours (every function runs with search_path = pg_catalog, pg_temp)
+-- nor be attached to a table (no API role holds TRIGGER, below).
 
 -- anon: nothing at all. authenticated: reads its clients' SMS (row-level security) and
 -- the KPIs. service_role: what the functions do through ingest_sms, record_sms_status
@@ -30,6 +31,18 @@ GRANT SELECT, INSERT, UPDATE ON public.agent_sms, public.agent_sms_events TO ser
 GRANT SELECT ON private.sms_erased_sids, private.sms_provider_statuses,
     private.twilio_statuses TO service_role;
 GRANT SELECT, INSERT, UPDATE, DELETE ON private.sms_reconcile_checks TO service_role;
+
+-- The tables of the platform that agent_sms refers to and that row-level security reads
+-- (user_client_permissions is the root of every tenant's boundary) belong to the rest of
+-- the project, which keeps their row privileges. But none of the API roles may TRUNCATE
+-- them (it ignores row-level security: anon could empty user_client_permissions), nor
+-- plant a TRIGGER on them (its function, from the session's temporary schema, would run
+-- as whoever next writes the table: the owner, within a cascade), nor use them in a
+-- foreign key of its own (REFERENCES).
+REVOKE TRUNCATE, TRIGGER, REFERENCES ON public.clients, public.agent_types,
+    public.agent_deployments, public.agent_calls, public.agent_arthur_prospects,
+    public.agent_arthur_prospect_sequences, public.user_client_permissions
+    FROM PUBLIC, anon, authenticated, service_role;
 
 -- Sequences: none. An identity column draws from its own without the inserter's rights;
 -- setval would break every status report, and last_value tells how many there were.

@@ -50,6 +50,8 @@ SEED_CONSTRAINTS = {
     "agent_sms_status_check": "CHECK ((status = ANY (ARRAY['sent'::text, 'delivered'::text, 'failed'::text])))",
     "agent_sms_provider_cost_check": "CHECK ((provider_cost >= (0)::numeric))",
     "agent_sms_voipia_margin_check": "CHECK ((voipia_margin >= (0)::numeric))",
+    # Beyond the seed: NaN is a numeric, and greater than every number (">= 0" lets it by).
+    "agent_sms_amounts_finite_check": "CHECK (((provider_cost <> 'NaN'::numeric) AND (voipia_margin <> 'NaN'::numeric)))",
 }
 
 SEED_INDEXES = {
@@ -61,7 +63,8 @@ SEED_INDEXES = {
     "idx_agent_sms_prospect": "(prospect_id) WHERE (prospect_id IS NOT NULL)",
     "idx_agent_sms_sequence": "(sequence_id) WHERE (sequence_id IS NOT NULL)",
     # Beyond the seed: erasure and the contact timeline look up by phone.
-    "idx_agent_sms_phone_number": "(phone_number)",
+    # A hash index: a B-tree would keep erased numbers in its inner pages.
+    "idx_agent_sms_phone_number": "hash (phone_number)",
     "idx_agent_sms_sent_at": "(sent_at, id)",  # retention walks the table oldest first
     # Beyond the seed: get_sms_metrics reads its periods from this index alone.
     "idx_agent_sms_metrics": "(deployment_id, sent_at) INCLUDE (status, message_type,"
@@ -102,7 +105,9 @@ def test_indexes_are_the_seed_indexes(admin_conn: psycopg.Connection) -> None:
         "SELECT indexname, indexdef FROM pg_indexes"
         " WHERE schemaname = 'public' AND tablename = 'agent_sms'"
     ).fetchall()
-    found = {name: definition.split(" USING btree ", 1)[1] for name, definition in rows}
+    found = {
+        name: definition.split(" USING ", 1)[1].removeprefix("btree ") for name, definition in rows
+    }
     assert found == SEED_INDEXES
 
 

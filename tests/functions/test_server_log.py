@@ -45,6 +45,7 @@ TEXT = "Votre code d'accès est 48213-KX, à bientôt"
 PHONE = "+33671234598"
 NATIONAL = "0671234598"
 EMAIL = "zephyrine.q@example.org"
+CONTROL_SID = "SMcontrol" + uuid.uuid4().hex[:23]
 SECRETS = (FIRST_NAME, LAST_NAME, TEXT, "48213-KX", PHONE, NATIONAL, "671234598", EMAIL)
 
 
@@ -149,6 +150,17 @@ def failures(stack: Stack) -> str:
         item["provider_message_sid"] = "SM" + uuid.uuid4().hex
         with pytest.raises(ServiceError):
             stack.db.rpc("ingest_sms", {"p_messages": [item]})
+    # 4. The control for the DETAIL lines, where Postgres quotes a failing row: a row of
+    # harmless values, refused by a CHECK, on a connection of our own.
+    with (
+        psycopg.connect(stack.direct_url, application_name=MARKER) as conn,
+        pytest.raises(psycopg.errors.CheckViolation),
+    ):
+        conn.execute(
+            "INSERT INTO agent_sms_events (provider_message_sid, twilio_status, source)"
+            " VALUES (%s, 'sent', 'not-a-source')",
+            (CONTROL_SID,),
+        )
     time.sleep(0.2)  # the server writes its log as it goes; let the last lines land
     return stack.log.read_text(errors="replace")
 
@@ -180,6 +192,8 @@ def test_the_log_holds_each_failure(failures: str) -> None:
     assert lines_of(failures, MARKER, "ERROR", "agent_sms_phone_number_e164_check")
     assert lines_of(failures, MARKER, "ERROR", "invalid format")
     assert lines_of(failures, MARKER, "STATEMENT")
+    # DETAIL lines are written, and would show a failing row's values.
+    assert lines_of(failures, MARKER, "DETAIL", "Failing row contains", CONTROL_SID)
 
 
 @pytest.mark.parametrize("secret", SECRETS)

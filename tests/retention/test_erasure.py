@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import uuid
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import pytest
@@ -362,7 +363,7 @@ def test_no_api_role_reaches_the_archive_index_or_the_audit(
 
 
 def test_no_statistic_or_old_row_version_keeps_an_erased_number(
-    owner_database_url: str, s3_endpoint: str, bucket_name: str
+    owner_database_url: str, server_url: str, s3_endpoint: str, bucket_name: str
 ) -> None:
     """As the role erasure runs as in production: the tables' owner, no superuser (only
     an owner's VACUUM does anything; anyone else's skips the table with a warning)."""
@@ -393,6 +394,9 @@ def test_no_statistic_or_old_row_version_keeps_an_erased_number(
                        "metadata"):  # fmt: skip
             assert ("agent_sms", column) not in sampled
         assert ("agent_sms_events", "pending_phone_number") not in sampled
+    # Files on disk, read as the server's superuser: the number is in the table's, so the
+    # search finds what is there.
+    assert on_disk(server_url, owner_database_url, "agent_sms", number)
 
     retention = Retention.from_settings(
         retention_settings(owner_database_url, s3_endpoint, bucket_name)
@@ -412,6 +416,26 @@ def test_no_statistic_or_old_row_version_keeps_an_erased_number(
             " ORDER BY 1"
         ).fetchall()
     assert dead == [("agent_sms", 0), ("agent_sms_events", 0)]
+    # The indexes that find a number hold none: a B-tree's inner pages and page bounds
+    # kept an erased one, which no VACUUM removes.
+    for index in ("idx_agent_sms_phone_number", "idx_agent_sms_events_pending_phone"):
+        assert not on_disk(server_url, owner_database_url, index, number), index
+
+
+def on_disk(server_url: str, database_url: str, relation: str, value: str) -> bool:
+    """Whether the relation's file holds these bytes, once the server has written every
+    page out (a superuser's CHECKPOINT and file read)."""
+    path = urlsplit(database_url).path
+    with psycopg.connect(urlunsplit(urlsplit(server_url)._replace(path=path)),
+                         autocommit=True) as conn:  # fmt: skip
+        conn.execute("CHECKPOINT")
+        row = conn.execute(
+            "SELECT position(convert_to(%s, 'UTF8')"
+            " IN pg_read_binary_file(pg_relation_filepath(%s::regclass))) > 0",
+            (value, f"public.{relation}"),
+        ).fetchone()
+    assert row is not None
+    return bool(row[0])
 
 
 def statistics(conn: psycopg.Connection) -> dict[tuple[str, str], tuple[Any, ...]]:
