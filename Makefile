@@ -9,7 +9,7 @@ UV := .tools/bin/uv
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := .venv
 
-.PHONY: dev test lint package format migrate clean system-packages
+.PHONY: dev test lint package format migrate schema clean system-packages
 
 $(UV):
 	$(PYTHON) -m venv .tools
@@ -31,7 +31,7 @@ system-packages:
 	@tools/require.sh pgbouncer pgbouncer
 
 # The AWS deployment, packaged offline and linted (osls from package-lock.json, the
-# layers' wheels for Lambda's arm64 from uv.lock): tests/test_deployment.py reads it.
+# layers' wheels for Lambda's arm64 from uv.lock): tests/deploy/test_deployment.py reads it.
 package: .venv/.synced
 	.venv/bin/python -m tools.package
 
@@ -46,6 +46,10 @@ format: .venv/.synced
 
 migrate: .venv/.synced
 	.venv/bin/python -m tools.migrate
+
+# supabase/schema.sql, the current schema, written again from the migrations.
+schema: .venv/.synced
+	.venv/bin/python -m tools.schema
 
 clean:
 	rm -rf .venv .tools .mypy_cache .pytest_cache .ruff_cache build .serverless node_modules

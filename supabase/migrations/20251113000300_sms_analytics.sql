@@ -1,6 +1,6 @@
--- Analytics: the two views and get_sms_metrics, as the reference schema defines them.
--- All three run with the caller's rights, so row-level security decides what each
--- user sees; anon is granted none of them.
+-- Analytics: the seed's two views and get_sms_metrics, and for the dashboard's charts
+-- get_sms_timeseries and get_sms_failure_reasons. All run with the caller's rights, so
+-- row-level security decides what each user sees.
 
 CREATE VIEW public.v_agent_sms_enriched WITH (security_invoker = true) AS
 SELECT
@@ -61,39 +61,80 @@ FROM public.agent_sms AS s;
 COMMENT ON VIEW public.v_agent_communications IS
     'Every agent touchpoint, calls and SMS, one row each; respects the caller''s RLS.';
 
-REVOKE ALL ON public.v_agent_sms_enriched, public.v_agent_communications FROM PUBLIC, anon;
-GRANT SELECT ON public.v_agent_sms_enriched, public.v_agent_communications
-    TO authenticated, service_role;
-
 -- A percentage of a base, rounded as the dashboard shows it; NULL over a zero base.
 CREATE FUNCTION private.percentage(part numeric, base numeric) RETURNS numeric
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
 AS $$ SELECT round(100 * part / nullif(base, 0), 2) $$;
 
 -- The deployments a query covers: the filters, within what the caller may see (the
 -- deployments table's own row-level security applies). Written once for every RPC.
+--
+-- With no filter, under row-level security, it answers NULL: agent_sms's read policy
+-- already limits the read to the caller's deployments, as its index condition, and a
+-- list of the same deployments beside it would be a second array on the same index
+-- column, which a B-tree (before PostgreSQL 17) walks pair by pair (14,400 pairs per
+-- scan for a user of 120 deployments). service_role bypasses row-level security and
+-- keeps the list, the index condition of its reads.
 CREATE FUNCTION private.sms_scope(
     p_client_id uuid, p_deployment_id uuid, p_agent_type_name text
 ) RETURNS uuid[]
 LANGUAGE sql STABLE
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
-    SELECT coalesce(array_agg(d.id), '{}')
-    FROM public.agent_deployments AS d
-    JOIN public.agent_types AS t ON t.id = d.agent_type_id
-    WHERE (p_client_id IS NULL OR d.client_id = p_client_id)
-      AND (p_deployment_id IS NULL OR d.id = p_deployment_id)
-      AND (p_agent_type_name IS NULL OR t.name = p_agent_type_name)
+    SELECT CASE
+        WHEN p_client_id IS NULL AND p_deployment_id IS NULL AND p_agent_type_name IS NULL
+             AND row_security_active('public.agent_sms') THEN NULL
+        ELSE (
+            SELECT coalesce(array_agg(d.id), '{}')
+            FROM public.agent_deployments AS d
+            JOIN public.agent_types AS t ON t.id = d.agent_type_id
+            WHERE (p_client_id IS NULL OR d.client_id = p_client_id)
+              AND (p_deployment_id IS NULL OR d.id = p_deployment_id)
+              AND (p_agent_type_name IS NULL OR t.name = p_agent_type_name))
+    END
 $$;
 
--- Refuses a period that does not end after it starts.
-CREATE FUNCTION private.check_period(p_start timestamptz, p_end timestamptz) RETURNS void
-LANGUAGE plpgsql IMMUTABLE
+-- A NULL scope reads whatever the caller may see, so it is only ever read under
+-- row-level security: made under one role and read under another (a SECURITY DEFINER
+-- wrapper, say), or by service_role, it would read every client's SMS. Each function
+-- that reads a scope checks it first, and fails closed.
+CREATE FUNCTION private.check_scope(p_deployments uuid[]) RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
-    IF p_start IS NULL OR p_end IS NULL OR p_end <= p_start THEN
+    IF p_deployments IS NULL AND NOT row_security_active('public.agent_sms') THEN
+        RAISE EXCEPTION USING ERRCODE = 'insufficient_privilege',
+            MESSAGE = 'an unnarrowed scope is read only under row-level security';
+    END IF;
+END
+$$;
+
+-- What a period may be, for every RPC however it is called (Supabase exposes them all
+-- to any signed-in user): finite, ending after it starts, at most 366 days long, so
+-- that a series has at most 367 buckets.
+CREATE FUNCTION private.check_period(p_start timestamptz, p_end timestamptz)
+RETURNS void
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF p_start IS NULL OR NOT isfinite(p_start) THEN
+        RAISE EXCEPTION USING ERRCODE = 'VP422', HINT = 'p_start_date',
+            MESSAGE = 'start must be a date and time';
+    END IF;
+    IF p_end IS NULL OR NOT isfinite(p_end) THEN
         RAISE EXCEPTION USING ERRCODE = 'VP422', HINT = 'p_end_date',
-            MESSAGE = 'the period must end after it starts';
+            MESSAGE = 'end must be a date and time';
+    END IF;
+    IF p_end <= p_start THEN
+        RAISE EXCEPTION USING ERRCODE = 'VP422', HINT = 'p_end_date',
+            MESSAGE = 'end must be after start';
+    END IF;
+    IF p_end - p_start > interval '366 days' THEN
+        RAISE EXCEPTION USING ERRCODE = 'VP422', HINT = 'p_end_date',
+            MESSAGE = 'the period may cover at most 366 days';
     END IF;
 END
 $$;
@@ -115,13 +156,14 @@ CREATE FUNCTION private.sms_period_figures(
     p_deployments uuid[], p_start timestamptz, p_end timestamptz
 ) RETURNS jsonb
 LANGUAGE plpgsql STABLE
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 -- Planned for the actual scope and period on every call. A cached generic plan, which
 -- plpgsql adopts after five calls, guesses a window of a few thousand rows whatever
 -- the period is, and so never compiles the aggregates with JIT on large windows.
 SET plan_cache_mode = force_custom_plan
 AS $$
 BEGIN
+    PERFORM private.check_scope(p_deployments);
     RETURN (
         WITH g AS (
             SELECT s.message_type, s.deployment_id, s.workflow_id,
@@ -141,7 +183,7 @@ BEGIN
                     AS delivery_time,
                 count(s.delivered_at) FILTER (WHERE s.status = 'delivered') AS timed
             FROM public.agent_sms AS s
-            WHERE s.deployment_id = ANY (p_deployments)
+            WHERE (p_deployments IS NULL OR s.deployment_id = ANY (p_deployments))
               AND s.sent_at >= p_start
               AND s.sent_at < p_end
             GROUP BY s.message_type, s.deployment_id, s.workflow_id
@@ -185,7 +227,7 @@ BEGIN
             'unique_recipients', (
                 SELECT count(DISTINCT reverse(s.phone_number) COLLATE "C")
                 FROM public.agent_sms AS s
-                WHERE s.deployment_id = ANY (p_deployments)
+                WHERE (p_deployments IS NULL OR s.deployment_id = ANY (p_deployments))
                   AND s.sent_at >= p_start
                   AND s.sent_at < p_end),
             'active_deployments', t.deployments,
@@ -209,16 +251,6 @@ BEGIN
 END
 $$;
 
-REVOKE ALL ON FUNCTION private.percentage(numeric, numeric),
-    private.sms_scope(uuid, uuid, text),
-    private.check_period(timestamptz, timestamptz),
-    private.sms_period_figures(uuid[], timestamptz, timestamptz) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION private.percentage(numeric, numeric),
-    private.sms_scope(uuid, uuid, text),
-    private.check_period(timestamptz, timestamptz),
-    private.sms_period_figures(uuid[], timestamptz, timestamptz)
-    TO authenticated, service_role;
-
 -- The seed's KPI contract. Periods are half-open, [start, end); the previous period
 -- is the window of the same length ending at p_start_date. Runs with the caller's
 -- rights: a user who names another client's id gets empty figures, not that client's.
@@ -230,11 +262,10 @@ CREATE FUNCTION public.get_sms_metrics(
     p_agent_type_name text DEFAULT NULL
 ) RETURNS jsonb
 LANGUAGE plpgsql STABLE
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_deployments uuid[];
-    v_previous_start timestamptz := p_start_date - (p_end_date - p_start_date);
     v_current jsonb;
     v_previous jsonb;
 BEGIN
@@ -242,7 +273,8 @@ BEGIN
     v_deployments := private.sms_scope(p_client_id, p_deployment_id, p_agent_type_name);
 
     v_current := private.sms_period_figures(v_deployments, p_start_date, p_end_date);
-    v_previous := private.sms_period_figures(v_deployments, v_previous_start, p_start_date);
+    v_previous := private.sms_period_figures(
+        v_deployments, p_start_date - (p_end_date - p_start_date), p_start_date);
 
     RETURN jsonb_build_object(
         'current_period', v_current,
@@ -279,11 +311,6 @@ $$;
 COMMENT ON FUNCTION public.get_sms_metrics(timestamptz, timestamptz, uuid, uuid, text) IS
     'SMS KPIs for [p_start_date, p_end_date) and the period of the same length before it.';
 
-REVOKE ALL ON FUNCTION public.get_sms_metrics(timestamptz, timestamptz, uuid, uuid, text)
-    FROM PUBLIC, anon;
-GRANT EXECUTE ON FUNCTION public.get_sms_metrics(timestamptz, timestamptz, uuid, uuid, text)
-    TO authenticated, service_role;
-
 -- Beyond the seed, for the dashboard's charts: per day or week (UTC), every bucket of
 -- [p_start_date, p_end_date) whether it has SMS or not, oldest first.
 CREATE FUNCTION public.get_sms_timeseries(
@@ -295,7 +322,9 @@ CREATE FUNCTION public.get_sms_timeseries(
     p_agent_type_name text DEFAULT NULL
 ) RETURNS jsonb
 LANGUAGE plpgsql STABLE
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
+-- Planned for the actual scope, so that an unnarrowed scope (NULL) leaves no condition.
+SET plan_cache_mode = force_custom_plan
 AS $$
 DECLARE
     v_deployments uuid[];
@@ -308,6 +337,7 @@ BEGIN
     END IF;
     v_step := ('1 ' || p_bucket)::interval;
     v_deployments := private.sms_scope(p_client_id, p_deployment_id, p_agent_type_name);
+    PERFORM private.check_scope(v_deployments);
     RETURN (
         SELECT coalesce(jsonb_agg(jsonb_build_object(
             'bucket_start', b.bucket_start,
@@ -329,7 +359,7 @@ BEGIN
                 count(*) FILTER (WHERE s.status = 'sent') AS sent,
                 sum(s.billed_cost) AS cost
             FROM public.agent_sms AS s
-            WHERE s.deployment_id = ANY (v_deployments)
+            WHERE (v_deployments IS NULL OR s.deployment_id = ANY (v_deployments))
               AND s.sent_at >= p_start_date AND s.sent_at < p_end_date
             GROUP BY 1
         ) AS f USING (bucket_start)
@@ -347,34 +377,33 @@ CREATE FUNCTION public.get_sms_failure_reasons(
     p_limit integer DEFAULT 5
 ) RETURNS jsonb
 LANGUAGE plpgsql STABLE
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
+-- Planned for the actual scope, so that an unnarrowed scope (NULL) leaves no condition.
+SET plan_cache_mode = force_custom_plan
 AS $$
+DECLARE
+    v_deployments uuid[];
 BEGIN
     PERFORM private.check_period(p_start_date, p_end_date);
+    IF p_limit IS NULL OR p_limit NOT BETWEEN 1 AND 100 THEN
+        RAISE EXCEPTION USING ERRCODE = 'VP422', HINT = 'p_limit',
+            MESSAGE = 'the number of failure reasons must be from 1 to 100';
+    END IF;
+    v_deployments := private.sms_scope(p_client_id, p_deployment_id, p_agent_type_name);
+    PERFORM private.check_scope(v_deployments);
     RETURN (
         SELECT coalesce(jsonb_agg(jsonb_build_object('failure_reason', r.reason, 'count', r.count)
                                   ORDER BY r.count DESC, r.reason), '[]'::jsonb)
         FROM (
             SELECT coalesce(s.failure_reason, 'Unknown') AS reason, count(*) AS count
             FROM public.agent_sms AS s
-            WHERE s.deployment_id = ANY ((
-                    SELECT private.sms_scope(p_client_id, p_deployment_id, p_agent_type_name)
-                  )::uuid[])
+            WHERE (v_deployments IS NULL OR s.deployment_id = ANY (v_deployments))
               AND s.status = 'failed'
               AND s.sent_at >= p_start_date AND s.sent_at < p_end_date
             GROUP BY 1
             ORDER BY 2 DESC, 1
-            LIMIT greatest(p_limit, 0)
+            LIMIT p_limit
         ) AS r
     );
 END
 $$;
-
-REVOKE ALL ON FUNCTION
-    public.get_sms_timeseries(timestamptz, timestamptz, text, uuid, uuid, text),
-    public.get_sms_failure_reasons(timestamptz, timestamptz, uuid, uuid, text, integer)
-    FROM PUBLIC, anon;
-GRANT EXECUTE ON FUNCTION
-    public.get_sms_timeseries(timestamptz, timestamptz, text, uuid, uuid, text),
-    public.get_sms_failure_reasons(timestamptz, timestamptz, uuid, uuid, text, integer)
-    TO authenticated, service_role;

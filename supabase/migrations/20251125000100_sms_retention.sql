@@ -1,27 +1,21 @@
 -- Retention: archiving old SMS to S3, expiring the archive, and erasing a phone number
 -- everywhere. The archive's manifest, its keyed-hash phone index and the erasure audit
 -- live in the private schema, which PostgREST does not expose: only the retention job,
--- connected directly as the database owner, reads or writes them.
-
--- Archiving walks agent_sms oldest first, a month at a time.
-CREATE INDEX idx_agent_sms_sent_at ON public.agent_sms (sent_at, id);
-
--- Erasure finds a number by equality, in the database and through the archive's
--- index: every writer, not only ingest, must store it in the one form, E.164.
-ALTER TABLE public.agent_sms ADD CONSTRAINT agent_sms_phone_number_e164_check
-    CHECK (phone_number ~ '^\+[1-9][0-9]{6,14}$');
+-- connected directly as the tables' owner, reads or writes them.
 
 -- Two advisory locks. The run lock keeps retention runs from overlapping. The archive
 -- write lock is taken by each transaction that changes archived objects (a batch from
 -- its upload to its commit, an expiry, an erasure's rewrite of one object), so that an
 -- erasure never misses an object being written and never races a batch.
 CREATE FUNCTION private.retention_run_lock_key() RETURNS bigint
-LANGUAGE sql IMMUTABLE PARALLEL SAFE
-AS $$ SELECT 7419263580143 $$;
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$ BEGIN RETURN 7419263580143; END $$;
 
 CREATE FUNCTION private.archive_write_lock_key() RETURNS bigint
-LANGUAGE sql IMMUTABLE PARALLEL SAFE
-AS $$ SELECT 7419263580144 $$;
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$ BEGIN RETURN 7419263580144; END $$;
 
 -- One row per archive object. An object is recorded as 'writing' (committed) before
 -- it is uploaded, and becomes 'archived' in the transaction that deletes its rows from
@@ -90,6 +84,81 @@ CREATE TABLE private.sms_erasures (
 CREATE INDEX idx_sms_erasures_incomplete ON private.sms_erasures (phone_hash)
     WHERE completed_at IS NULL;
 
+-- The SIDs of SMS erased at their recipient's request, as SHA-256 digests, so that
+-- nothing here leads back to the message; kept for good. A status report that comes for
+-- one afterwards is dropped, not kept as pending with the number it carries, and no
+-- writer may record one again.
+CREATE TABLE private.sms_erased_sids (
+    sid_sha256 bytea       PRIMARY KEY,
+    erased_at  timestamptz NOT NULL DEFAULT now()
+);
+
+-- Remember these SIDs as erased: erasure calls it for the SMS it removes, hot
+-- (erase_hot_sms) or archived.
+CREATE FUNCTION private.remember_erased_sids(p_sids text[]) RETURNS void
+LANGUAGE sql
+SET search_path = pg_catalog, pg_temp
+AS $$
+    INSERT INTO private.sms_erased_sids (sid_sha256)
+    SELECT sha256(convert_to(sid, 'UTF8')) FROM unnest(p_sids) AS sid WHERE sid IS NOT NULL
+    ON CONFLICT DO NOTHING;
+$$;
+
+-- Which of these SIDs were erased, written once: every reader of the erased SIDs goes
+-- through it, once per statement for all its rows.
+CREATE FUNCTION private.erased_sids(p_sids text[]) RETURNS SETOF text
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN QUERY
+    SELECT DISTINCT u.sid
+    FROM unnest(p_sids) AS u(sid)
+    JOIN private.sms_erased_sids AS e ON e.sid_sha256 = sha256(convert_to(u.sid, 'UTF8'));
+END
+$$;
+
+-- Inserts (40001: an erasure that committed while the insert waited on the row it
+-- deleted; ingest's retry then answers the item 410).
+CREATE FUNCTION private.agent_sms_refuse_erased() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF EXISTS (SELECT FROM private.erased_sids(ARRAY(SELECT n.provider_message_sid
+                                                     FROM new_rows AS n))) THEN
+        RAISE EXCEPTION USING ERRCODE = '40001',
+            MESSAGE = 'an SMS erased at its recipient''s request may not be recorded again';
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+CREATE TRIGGER agent_sms_refuse_erased
+    AFTER INSERT ON public.agent_sms
+    REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION private.agent_sms_refuse_erased();
+
+-- Updates that give an SMS an erased SID: refused for good (410).
+CREATE FUNCTION private.agent_sms_refuse_erased_sid() RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF EXISTS (SELECT FROM private.erased_sids(ARRAY[NEW.provider_message_sid])) THEN
+        RAISE EXCEPTION USING ERRCODE = 'VP410', HINT = 'provider_message_sid',
+            MESSAGE = 'an SMS erased at its recipient''s request may not be recorded again';
+    END IF;
+    RETURN NEW;
+END
+$$;
+
+CREATE TRIGGER agent_sms_refuse_erased_sid
+    BEFORE UPDATE OF provider_message_sid ON public.agent_sms
+    FOR EACH ROW
+    WHEN (NEW.provider_message_sid IS DISTINCT FROM OLD.provider_message_sid)
+    EXECUTE FUNCTION private.agent_sms_refuse_erased_sid();
+
 -- The rows the next archive object holds: the oldest SMS sent before p_before, from
 -- one calendar month (UTC) so that each object sits in one year=/month= partition,
 -- oldest first, locked until the caller's transaction ends so that no status update
@@ -97,7 +166,7 @@ CREATE INDEX idx_sms_erasures_incomplete ON private.sms_erasures (phone_hash)
 CREATE FUNCTION private.sms_due_for_archive(p_before timestamptz, p_limit integer)
 RETURNS SETOF public.agent_sms
 LANGUAGE plpgsql
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_month_start timestamptz;
@@ -120,7 +189,7 @@ END
 $$;
 
 -- Record an uploaded, verified object as archived, index its numbers, and delete its
--- rows, the status events it holds, and reconcile's bookkeeping, all in the caller's
+-- rows, the status reports it holds, and reconcile's bookkeeping, all in the caller's
 -- transaction. Refuses (and so rolls everything back) unless every row it was given
 -- is deleted.
 CREATE FUNCTION private.commit_archive_object(
@@ -133,7 +202,7 @@ CREATE FUNCTION private.commit_archive_object(
     p_phone_counts integer[]
 ) RETURNS void
 LANGUAGE plpgsql
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_deleted integer;
@@ -174,14 +243,14 @@ BEGIN
 END
 $$;
 
--- Erase one number (E.164) from the hot tables: its SMS, their status events, the
--- status events still pending for it, and reconcile's bookkeeping of its SIDs. The
--- SIDs are remembered as erased, so that a late status report for one is dropped
--- rather than kept with the number. Returns the counts; erasing twice returns zeros.
+-- Erase one number (E.164) from the hot tables: its SMS, their status reports, the
+-- reports still pending for it, and reconcile's bookkeeping of its SIDs. The SIDs are
+-- remembered as erased, so that a late status report for one is dropped rather than
+-- kept with the number. Returns the counts; erasing twice returns zeros.
 CREATE FUNCTION private.erase_hot_sms(p_phone_number text)
 RETURNS TABLE (hot_rows integer, status_events integer, pending_events integer)
 LANGUAGE plpgsql
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_sids text[];
@@ -203,9 +272,7 @@ BEGIN
     GET DIAGNOSTICS pending_events = ROW_COUNT;
 
     DELETE FROM private.sms_reconcile_checks AS c WHERE c.provider_message_sid = ANY (v_sids);
-    INSERT INTO private.sms_erased_sids (sid_sha256)
-    SELECT sha256(convert_to(sid, 'UTF8')) FROM unnest(v_sids) AS sid WHERE sid IS NOT NULL
-    ON CONFLICT DO NOTHING;
+    PERFORM private.remember_erased_sids(v_sids);
     RETURN NEXT;
 END
 $$;
@@ -215,7 +282,7 @@ $$;
 CREATE FUNCTION private.complete_erasure(p_request_id text, p_phone_hash bytea)
 RETURNS void
 LANGUAGE sql
-SET search_path = ''
+SET search_path = pg_catalog, pg_temp
 AS $$
     UPDATE private.sms_erasures
     SET completed_at = now(),
@@ -223,14 +290,3 @@ AS $$
     WHERE phone_hash = p_phone_hash
       AND (completed_at IS NULL OR request_id = p_request_id);
 $$;
-
-REVOKE ALL ON FUNCTION
-    private.retention_run_lock_key(),
-    private.archive_write_lock_key(),
-    private.sms_due_for_archive(timestamptz, integer),
-    private.commit_archive_object(text, uuid[], bigint[], text, bigint, bytea[], integer[]),
-    private.erase_hot_sms(text),
-    private.complete_erasure(text, bytea)
-FROM PUBLIC;
-REVOKE ALL ON private.sms_archive_objects, private.sms_archive_phone_index, private.sms_erasures
-    FROM PUBLIC, anon, authenticated, service_role;

@@ -126,34 +126,3 @@ def test_the_demo_data_loads_and_reloads(empty_database: str) -> None:
             " (SELECT count(DISTINCT status) FROM agent_sms)"
         ).fetchone()
     assert counts == (2, 42, 3)  # 30 recent SMS, 12 due for archiving
-
-
-def test_status_reports_recorded_twice_before_keep_one_row(
-    empty_database: str, scratch_migrations: Path
-) -> None:
-    """Before 20261206000100 every replayed callback was a row of its own; its unique
-    index on the report must still build over such a history, keeping the first."""
-    later = sorted(p for p in scratch_migrations.glob("*.sql") if p.name >= "20261206")
-    held_back = {path: path.read_text() for path in later}
-    for path in later:
-        path.unlink()
-    migrate.apply(empty_database, include_local=True, report=lambda _: None)
-    with psycopg.connect(empty_database) as conn:
-        conn.execute(
-            "INSERT INTO agent_sms_events (provider_message_sid, twilio_status, error_code,"
-            " reported_at, applied_at) VALUES"
-            " ('SM' || repeat('a', 32), 'delivered', NULL, NULL, now()),"
-            " ('SM' || repeat('a', 32), 'delivered', NULL, NULL, now()),"
-            " ('SM' || repeat('a', 32), 'failed', 30003, '2026-11-01T10:00Z', now()),"
-            " ('SM' || repeat('a', 32), 'failed', 30003, '2026-11-01T10:00Z', now()),"
-            " ('SM' || repeat('a', 32), 'failed', 30003, '2026-11-01T10:05Z', now())"
-        )
-    for path, text in held_back.items():
-        path.write_text(text)
-    migrate.apply(empty_database, include_local=True, report=lambda _: None)
-    with psycopg.connect(empty_database) as conn:
-        kept = conn.execute(
-            "SELECT twilio_status, error_code, reported_at IS NULL FROM agent_sms_events"
-            " ORDER BY id"
-        ).fetchall()
-    assert kept == [("delivered", None, True), ("failed", 30003, False), ("failed", 30003, False)]
