@@ -46,8 +46,8 @@ from benchmarks.common import (
     median,
     timed,
 )
-from tests.fake_twilio import status_callback
-from tests.lambda_events import DOMAIN, function_url_event
+from tools.fake_twilio import status_callback
+from tools.lambda_events import DOMAIN, function_url_event
 
 ACCOUNT = "AC" + "f" * 32
 TOKEN = "benchmark-auth-token"  # noqa: S105 (a local test server's)

@@ -14,8 +14,8 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from tests import openapi_contract
-from tests.support import Shop, Tenants, create_shop, create_tenants
+from tests.support import openapi_contract
+from tests.support.builders import Shop, Tenants, create_shop, create_tenants
 from tools.embedded import as_user, embedded_postgres, throwaway_database
 from tools.migrate import apply
 

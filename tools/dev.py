@@ -33,6 +33,7 @@ from tools.embedded import (
     moto_s3_server,
     wait_for_port,
 )
+from tools.tokens import access_token
 
 FUNCTIONS_DIR = migrate.ROOT / "functions"
 FIRST_PORT = 8081
@@ -188,12 +189,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def demo_token(environment: dict[str, str]) -> str:
     """What Supabase Auth would hand the seed's viewer, to try the metrics function."""
-    import jwt
-
-    now = int(time.time())
-    claims = {"sub": DEMO_VIEWER, "role": "authenticated", "aud": "authenticated",
-              "iat": now, "exp": now + 86_400}  # fmt: skip
-    return jwt.encode(claims, environment["SUPABASE_JWT_SECRET"], algorithm="HS256")
+    claims = {"sub": DEMO_VIEWER, "role": "authenticated", "aud": "authenticated"}
+    return access_token(claims, environment["SUPABASE_JWT_SECRET"], ttl=86_400)
 
 
 def _stop(processes: list[subprocess.Popen[bytes]]) -> None:

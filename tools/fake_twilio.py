@@ -9,7 +9,7 @@ from typing import Any
 
 from werkzeug.wrappers import Request, Response
 
-from tests.loopback import LoopbackServer
+from tools.loopback import LoopbackServer
 
 _MESSAGE_PATH = re.compile(r"^/2010-04-01/Accounts/(AC[0-9a-f]{32})/Messages/(\w+)\.json$")
 

@@ -12,7 +12,7 @@
 3. `osls package` writes .serverless/ with dummy credentials. It asks CloudFormation
    whether each layer is already deployed; a local stand-in answers that the stack
    does not exist, so nothing leaves the machine.
-4. cfn-lint checks the CloudFormation template; tests/test_deployment.py checks its
+4. cfn-lint checks the CloudFormation template; tests/deploy/test_deployment.py checks its
    structure.
 """
 

@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from tests.fake_twilio import status_callback
+from tools.fake_twilio import status_callback
 
 ACCOUNT_SID = "AC" + "5" * 32
 AGENTS = ("louis", "arthur", "alexandra")

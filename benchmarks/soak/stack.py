@@ -20,8 +20,6 @@ from psycopg.conninfo import conninfo_to_dict
 from benchmarks.common import database_server
 from benchmarks.soak.faults import FlakyLink
 from benchmarks.soak.plan import ACCOUNT_SID, AGENTS, Plan
-from tests.fake_twilio import FakeTwilio
-from tests.support import make_jwt
 from tools.dev import LocalFunction, discover_functions, serve
 from tools.embedded import (
     create_versioned_bucket,
@@ -30,7 +28,9 @@ from tools.embedded import (
     throwaway_database,
     wait_for_port,
 )
+from tools.fake_twilio import FakeTwilio
 from tools.migrate import ROOT, apply
+from tools.tokens import access_token
 
 KEYS = {
     "INGEST_API_KEYS": "soak-ingest-key-0123456789abcdef0123",
@@ -64,7 +64,7 @@ class Stack:
     def token(self, user_id: str) -> str:
         """A dashboard user's Supabase access token."""
         claims = {"sub": user_id, "role": "authenticated", "aud": "authenticated"}
-        return make_jwt(claims, secret=KEYS["SUPABASE_JWT_SECRET"])
+        return access_token(claims, KEYS["SUPABASE_JWT_SECRET"])
 
 
 @contextmanager

@@ -24,7 +24,7 @@ from psycopg.rows import dict_row
 from benchmarks.soak.plan import CONTENT_MARK, MARGIN, Plan, Sms
 from benchmarks.soak.stack import KEYS, S3_CREDENTIALS, Stack
 from functions.retention.archive_format import decode
-from tests.metrics_reference import as_json_numbers, reference_by_message_type, reference_period
+from tools.metrics_reference import as_json_numbers, reference_by_message_type, reference_period
 
 _E164 = re.compile(rb"\+\d{8,15}")
 

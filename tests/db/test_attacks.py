@@ -21,7 +21,7 @@ import pytest
 
 from shared.db import Caller, PostgresDatabase
 from shared.errors import InvalidInputError, ServiceError
-from tests.support import Tenants, acting_as
+from tests.support.builders import Tenants, acting_as
 
 
 @pytest.fixture(scope="module")

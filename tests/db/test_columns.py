@@ -8,7 +8,7 @@ from decimal import Decimal
 import psycopg
 import pytest
 
-from tests.support import Tenants, insert_sms
+from tests.support.builders import Tenants, insert_sms
 
 
 def test_generated_columns_compute(tenants: Tenants, clean: psycopg.Connection) -> None:

@@ -25,8 +25,8 @@ from shared.errors import (
     NotFoundError,
     UnavailableError,
 )
-from tests.fake_postgrest import FakePostgrest, Keys
-from tests.support import JWT_SECRET, Tenants, make_jwt
+from tests.support.builders import JWT_SECRET, Tenants, make_jwt
+from tests.support.fake_postgrest import FakePostgrest, Keys
 
 KEYS = Keys(
     jwt_secret=JWT_SECRET,

@@ -13,12 +13,21 @@ import pytest
 
 from shared.db import Caller, PostgresDatabase
 from shared.errors import ForbiddenError, InvalidInputError
-from tests.metrics_reference import (
+from tests.support.builders import (
+    NOV_1,
+    WEEK,
+    Shop,
+    acting_as,
+    build_shop,
+    insert_sms,
+    metrics,
+    one,
+)
+from tools.metrics_reference import (
     as_json_numbers,
     reference_by_message_type,
     reference_period,
 )
-from tests.support import NOV_1, WEEK, Shop, acting_as, build_shop, insert_sms, metrics, one
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ import uuid
 import psycopg
 import pytest
 
-from tests.support import Tenants, acting_as
+from tests.support.builders import Tenants, acting_as
 
 
 def visible_ids(conn: psycopg.Connection) -> set[uuid.UUID]:

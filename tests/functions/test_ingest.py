@@ -20,8 +20,8 @@ import pytest
 from shared import runtime
 from shared.db import PostgresDatabase
 from shared.settings import Settings
-from tests.functions.conftest import serve
-from tests.support import Tenants
+from tests.support.builders import Tenants
+from tests.support.served import serve
 
 KEY = "k" * 40
 ROTATED_KEY = "r" * 40

@@ -18,9 +18,9 @@ from functions.twilio_status import aws_lambda as status_lambda
 from shared import runtime
 from shared.db import PostgresDatabase
 from shared.settings import Settings
-from tests.fake_twilio import status_callback
-from tests.lambda_events import DOMAIN, body_of, function_url_event, headers_of
-from tests.support import JWT_SECRET, Tenants, insert_sms, make_jwt
+from tests.support.builders import JWT_SECRET, Tenants, insert_sms, make_jwt
+from tools.fake_twilio import status_callback
+from tools.lambda_events import DOMAIN, body_of, function_url_event, headers_of
 
 pytestmark = pytest.mark.db
 

@@ -16,9 +16,9 @@ from werkzeug.wrappers import Response
 from shared import runtime
 from shared.db import SERVICE, PostgresDatabase
 from shared.settings import Settings
-from tests.functions.conftest import serve
-from tests.loopback import LoopbackServer
-from tests.support import JWT_SECRET, NOV_1, WEEK, Shop, metrics
+from tests.support.builders import JWT_SECRET, NOV_1, WEEK, Shop, metrics
+from tests.support.served import serve
+from tools.loopback import LoopbackServer
 
 SERVICE_KEY = "m" * 40
 EC_KEY = ec.generate_private_key(ec.SECP256R1())

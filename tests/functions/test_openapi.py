@@ -8,9 +8,9 @@ Where the code side comes from, so that it cannot drift from the code silently:
   methods the decorator is given. They must be exactly the spec's operationIds and
   methods.
 - **Statuses** are the ones the functions really answered during this test session.
-  Every function the tests serve goes through tests/functions/conftest.py's
+  Every function the tests serve goes through tests/support/served.py's
   ``LocalFunction``, which notes each response's (entry point, method, status)
-  (tests/openapi_contract.py). That covers every endpoint test and the Schemathesis
+  (tests/support/openapi_contract.py). That covers every endpoint test and the Schemathesis
   runs, so a status that any test provokes is seen here, whether or not anyone
   remembered to add it to a list. This module runs after every other test (see
   ``pytest_collection_modifyitems`` in tests/conftest.py) and checks:
@@ -34,8 +34,8 @@ import pytest
 from openapi_spec_validator import validate
 from openapi_spec_validator.validation import OpenAPIV31SpecValidator
 
-from tests import openapi_contract
-from tests.openapi_contract import ROOT, documented, operations, spec
+from tests.support import openapi_contract
+from tests.support.openapi_contract import ROOT, documented, operations, spec
 
 pytestmark = pytest.mark.after_all
 

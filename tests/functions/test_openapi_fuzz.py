@@ -19,10 +19,10 @@ from werkzeug.test import EnvironBuilder
 from shared import runtime
 from shared.db import PostgresDatabase
 from shared.settings import Settings
-from tests.fake_twilio import FakeTwilio
-from tests.functions.conftest import LocalFunction
-from tests.openapi_fuzz import SCHEMA, Case, bounded, call_and_check, origin, send_prepared
-from tests.support import JWT_SECRET, Tenants, make_jwt
+from tests.support.builders import JWT_SECRET, Tenants, make_jwt
+from tests.support.openapi_fuzz import SCHEMA, Case, bounded, call_and_check, origin, send_prepared
+from tests.support.served import LocalFunction
+from tools.fake_twilio import FakeTwilio
 
 pytestmark = pytest.mark.db
 

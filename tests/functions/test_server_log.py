@@ -27,10 +27,10 @@ from shared import runtime
 from shared.db import PostgresDatabase
 from shared.errors import ServiceError
 from shared.settings import Settings
-from tests.fake_twilio import status_callback
-from tests.functions.conftest import LocalFunction
-from tests.support import JWT_SECRET, Tenants, create_tenants, make_jwt
+from tests.support.builders import JWT_SECRET, Tenants, create_tenants, make_jwt
+from tests.support.served import LocalFunction
 from tools.embedded import embedded_server
+from tools.fake_twilio import status_callback
 from tools.migrate import apply
 from tools.pooler import transaction_pooler
 

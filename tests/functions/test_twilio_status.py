@@ -22,9 +22,9 @@ from twilio.request_validator import RequestValidator
 from shared import runtime
 from shared.db import PostgresDatabase
 from shared.settings import Settings
-from tests.fake_twilio import FakeTwilio, status_callback
-from tests.functions.conftest import serve
-from tests.support import Tenants, insert_sms
+from tests.support.builders import Tenants, insert_sms
+from tests.support.served import serve
+from tools.fake_twilio import FakeTwilio, status_callback
 
 MAIN_ACCOUNT = "AC" + "a" * 32
 SUBACCOUNT = "AC" + "b" * 32
@@ -527,7 +527,7 @@ def waiting_on_advisory_lock(conn: psycopg.Connection) -> bool:
 def test_api_users_cannot_read_status_events(
     status_url: str, sms_sid: str, database_url: str, tenants: Tenants
 ) -> None:
-    from tests.support import acting_as
+    from tests.support.builders import acting_as
 
     post(status_url, callback(sms_sid, "delivered"))
     with (

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -11,10 +10,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import jwt
 import psycopg
 
 from shared.db import SERVICE, Caller, PostgresDatabase
+from tools.tokens import access_token
 
 JWT_SECRET = "test-jwt-secret-with-at-least-32-characters!"
 
@@ -124,8 +123,7 @@ def acting_as(
 
 
 def make_jwt(claims: dict[str, Any], *, secret: str = JWT_SECRET, ttl: int = 3600) -> str:
-    now = int(time.time())
-    return jwt.encode({"iat": now, "exp": now + ttl, **claims}, secret, algorithm="HS256")
+    return access_token(claims, secret, ttl=ttl)
 
 
 # --- a shop whose SMS figures are known by construction (metrics tests) ------------------

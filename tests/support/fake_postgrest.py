@@ -17,7 +17,7 @@ from werkzeug.wrappers import Request, Response
 
 from shared.db import Caller, PostgresDatabase, PostgresFailure
 from shared.errors import ServiceError
-from tests.loopback import LoopbackServer
+from tools.loopback import LoopbackServer
 
 
 @dataclass(frozen=True)

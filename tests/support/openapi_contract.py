@@ -1,9 +1,9 @@
 """The OpenAPI contract (openapi.yaml) as the tests use it, and what the functions under
 test really answered.
 
-Every function the tests serve (tests/functions/conftest.py, LocalFunction) goes
+Every function the tests serve (tests/support/served.py, LocalFunction) goes
 through ``record``: each response's (entry point, method, status) lands in ``ANSWERED``
-for the whole test session. tests/test_openapi.py compares that with the spec.
+for the whole test session. tests/functions/test_openapi.py compares that with the spec.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SPEC_PATH = ROOT / "openapi.yaml"
 HTTP_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 

@@ -28,7 +28,7 @@ from schemathesis.specs.openapi.checks import (
     unsupported_method,
 )
 
-from tests.openapi_contract import SPEC_PATH
+from tests.support.openapi_contract import SPEC_PATH
 
 SCHEMA = schemathesis.openapi.from_path(SPEC_PATH)
 Case = schemathesis.Case[Any]

@@ -1,8 +1,11 @@
-"""Reading the whole state back, independently of the code under test: every object
-version in the bucket, and every row in the database."""
+"""Retention under test: its settings, the people whose SMS it archives and erases, and
+reading the whole state back independently of the code under test (every object
+version in the bucket, every row in the database)."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import io
 import uuid
 from collections import Counter
@@ -13,11 +16,65 @@ from typing import Any
 import psycopg
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
+from functions.retention.bucket import ArchiveBucket
 from functions.retention.context import Retention
-from tests.support import insert_sms
+from shared.errors import UnavailableError
+from shared.settings import Settings
+from tests.support.builders import insert_sms
 
 ALICE, BOB, CAROL = "+33612345001", "+33612345002", "+32470123456"
+
+INDEX_SECRET = "archive-index-secret-for-tests-0123456789"
+SCHEDULER_KEY = "s" * 40
+PRIVACY_KEY = "p" * 40
+
+
+def retention_settings(
+    database_url: str, s3_endpoint: str, bucket_name: str, **overrides: Any
+) -> Settings:
+    values: dict[str, Any] = {
+        "database_url": database_url,
+        "archive_bucket": bucket_name,
+        "s3_endpoint_url": s3_endpoint,
+        "archive_index_secret": INDEX_SECRET,
+        "archive_batch_size": 4,
+    } | overrides
+    return Settings(**values)
+
+
+def sms_rows(
+    conn: psycopg.Connection, ids: list[uuid.UUID] | None = None
+) -> dict[str, dict[str, Any]]:
+    cur = conn.execute(
+        "SELECT * FROM public.agent_sms WHERE %s::uuid[] IS NULL OR id = ANY(%s::uuid[])",
+        (ids, ids),
+    )
+    names = [column.name for column in cur.description or []]
+    return {str(row[0]): dict(zip(names, row, strict=True)) for row in cur.fetchall()}
+
+
+def phone_hash(number: str) -> bytes:
+    return hmac.new(INDEX_SECRET.encode(), number.encode(), hashlib.sha256).digest()
+
+
+def crash_on_call(
+    monkeypatch: pytest.MonkeyPatch, bucket: ArchiveBucket, number: int, *, after_upload: bool
+) -> None:
+    """Make the bucket's n-th verified upload die, before or after the upload itself."""
+    real = bucket.put_verified
+    calls = iter(range(1, 1000))
+
+    def put_verified(key: str, data: bytes, sha256: str) -> None:
+        call = next(calls)
+        if call == number and not after_upload:
+            raise UnavailableError("S3 is down")
+        real(key, data, sha256)
+        if call == number:
+            raise RuntimeError("the process died here")
+
+    monkeypatch.setattr(bucket, "put_verified", put_verified)
 
 
 def at(year: int, month: int, day: int, hour: int = 9) -> datetime:

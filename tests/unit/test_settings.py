@@ -6,7 +6,7 @@ import pytest
 
 from shared.errors import ConfigurationError
 from shared.settings import Settings
-from tests.support import make_jwt
+from tests.support.builders import make_jwt
 
 DB_VARS = ("DATABASE_URL", "SUPABASE_URL", "SUPABASE_SECRET_KEY")
 ANON_JWT = make_jwt({"role": "anon"})

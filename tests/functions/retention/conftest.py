@@ -15,13 +15,20 @@ import pytest
 from functions.retention.context import Retention
 from shared import runtime
 from shared.settings import Settings
-from tests.retention.archive_state import ALICE, BOB, CAROL, at, days_ago, insert_contact_sms
-from tests.support import Tenants
+from tests.support.builders import Tenants
+from tests.support.retention import (
+    ALICE,
+    BOB,
+    CAROL,
+    PRIVACY_KEY,
+    SCHEDULER_KEY,
+    at,
+    days_ago,
+    insert_contact_sms,
+    retention_settings,
+)
 from tools.embedded import create_versioned_bucket, moto_s3_server
 
-INDEX_SECRET = "archive-index-secret-for-tests-0123456789"
-SCHEDULER_KEY = "s" * 40
-PRIVACY_KEY = "p" * 40
 AWS_TEST_ENVIRONMENT = {
     "AWS_ACCESS_KEY_ID": "testing",
     "AWS_SECRET_ACCESS_KEY": "testing",
@@ -43,19 +50,6 @@ def bucket_name(s3_endpoint: str) -> str:
     name = f"archive-{uuid.uuid4().hex[:12]}"
     create_versioned_bucket(s3_endpoint, name)
     return name
-
-
-def retention_settings(
-    database_url: str, s3_endpoint: str, bucket_name: str, **overrides: Any
-) -> Settings:
-    values: dict[str, Any] = {
-        "database_url": database_url,
-        "archive_bucket": bucket_name,
-        "s3_endpoint_url": s3_endpoint,
-        "archive_index_secret": INDEX_SECRET,
-        "archive_batch_size": 4,
-    } | overrides
-    return Settings(**values)
 
 
 @pytest.fixture

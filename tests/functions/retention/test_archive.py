@@ -4,7 +4,6 @@ and crashes at every step leaving each SMS in exactly one place after a rerun.""
 from __future__ import annotations
 
 import hashlib
-import hmac
 import json
 import re
 import uuid
@@ -17,33 +16,24 @@ import psycopg
 import pytest
 
 from functions.retention import archive
-from functions.retention.bucket import ArchiveBucket
 from functions.retention.context import Retention
 from shared.errors import ConflictError, ServiceError, UnavailableError
-from tests.retention.archive_state import (
+from tests.support.builders import Tenants
+from tests.support.retention import (
     ALICE,
     BOB,
     copies,
+    crash_on_call,
     days_ago,
     insert_contact_sms,
     manifest,
     object_versions,
+    phone_hash,
+    retention_settings,
+    sms_rows,
 )
-from tests.retention.conftest import INDEX_SECRET, retention_settings
-from tests.support import Tenants
 
 pytestmark = pytest.mark.db
-
-
-def sms_rows(
-    conn: psycopg.Connection, ids: list[uuid.UUID] | None = None
-) -> dict[str, dict[str, Any]]:
-    cur = conn.execute(
-        "SELECT * FROM public.agent_sms WHERE %s::uuid[] IS NULL OR id = ANY(%s::uuid[])",
-        (ids, ids),
-    )
-    names = [column.name for column in cur.description or []]
-    return {str(row[0]): dict(zip(names, row, strict=True)) for row in cur.fetchall()}
 
 
 def archived_value(value: Any) -> Any:
@@ -53,10 +43,6 @@ def archived_value(value: Any) -> Any:
     if isinstance(value, dict):
         return json.dumps(value, sort_keys=True)
     return value
-
-
-def phone_hash(number: str) -> bytes:
-    return hmac.new(INDEX_SECRET.encode(), number.encode(), hashlib.sha256).digest()
 
 
 def test_archive_round_trip_keeps_every_column_and_indexes_every_number(
@@ -240,24 +226,6 @@ def assert_each_in_exactly_one_place(
     counted = copies(conn, retention)
     assert {str(i): counted[str(i)] for i in ids} == {str(i): 1 for i in ids}
     assert all(entry["state"] == "archived" for entry in manifest(conn).values())
-
-
-def crash_on_call(
-    monkeypatch: pytest.MonkeyPatch, bucket: ArchiveBucket, number: int, *, after_upload: bool
-) -> None:
-    """Make the bucket's n-th verified upload die, before or after the upload itself."""
-    real = bucket.put_verified
-    calls = iter(range(1, 1000))
-
-    def put_verified(key: str, data: bytes, sha256: str) -> None:
-        call = next(calls)
-        if call == number and not after_upload:
-            raise UnavailableError("S3 is down")
-        real(key, data, sha256)
-        if call == number:
-            raise RuntimeError("the process died here")
-
-    monkeypatch.setattr(bucket, "put_verified", put_verified)
 
 
 def test_crash_after_upload_before_delete(

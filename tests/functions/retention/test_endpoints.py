@@ -19,17 +19,19 @@ from functions.retention import archive
 from functions.retention.context import Retention
 from shared import runtime
 from shared.settings import Settings
-from tests.functions.conftest import ROOT, serve
-from tests.lambda_events import body_of, function_url_event
-from tests.retention.archive_state import (
+from tests.support.builders import Tenants
+from tests.support.retention import (
     ALICE,
+    PRIVACY_KEY,
+    SCHEDULER_KEY,
     days_ago,
     insert_contact_sms,
     object_versions,
+    retention_settings,
     traces,
 )
-from tests.retention.conftest import PRIVACY_KEY, SCHEDULER_KEY, retention_settings
-from tests.support import Tenants
+from tests.support.served import ROOT, serve
+from tools.lambda_events import body_of, function_url_event
 
 pytestmark = pytest.mark.db
 

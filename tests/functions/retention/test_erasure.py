@@ -15,20 +15,22 @@ from psycopg.types.json import Jsonb
 from functions.retention import archive, erasure
 from functions.retention.context import Retention
 from shared.errors import ConfigurationError, ConflictError
-from tests.retention.archive_state import (
+from tests.support.builders import Tenants, acting_as, create_tenants, insert_sms
+from tests.support.retention import (
     ALICE,
     BOB,
     archived_rows,
     at,
     copies,
+    crash_on_call,
     days_ago,
     insert_contact_sms,
     object_versions,
+    phone_hash,
+    retention_settings,
+    sms_rows,
     traces,
 )
-from tests.retention.conftest import retention_settings
-from tests.retention.test_archive import crash_on_call, phone_hash, sms_rows
-from tests.support import Tenants, acting_as, create_tenants, insert_sms
 from tools.embedded import as_user
 
 pytestmark = pytest.mark.db

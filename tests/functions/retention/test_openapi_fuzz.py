@@ -13,10 +13,9 @@ import pytest
 from functions.retention import archive
 from functions.retention.context import Retention
 from shared.settings import Settings
-from tests.functions.conftest import LocalFunction
-from tests.openapi_fuzz import SCHEMA, Case, bounded, call_and_check
-from tests.retention.archive_state import ALICE
-from tests.retention.conftest import PRIVACY_KEY, SCHEDULER_KEY
+from tests.support.openapi_fuzz import SCHEMA, Case, bounded, call_and_check
+from tests.support.retention import ALICE, PRIVACY_KEY, SCHEDULER_KEY
+from tests.support.served import LocalFunction
 
 pytestmark = pytest.mark.db
 
