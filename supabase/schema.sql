@@ -40,6 +40,27 @@ $$;
 COMMENT ON FUNCTION private.accessible_deployment_ids(admin_only boolean) IS 'Deployments of the clients the calling user may see (or, with admin_only, administer).';
 
 --
+-- Name: add_to_erasure(text, bytea, integer, integer, integer, integer, integer, integer, integer); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.add_to_erasure(p_request_id text, p_phone_hash bytea, p_hot_rows integer DEFAULT 0, p_status_events integer DEFAULT 0, p_pending_events integer DEFAULT 0, p_archived_rows integer DEFAULT 0, p_objects_rewritten integer DEFAULT 0, p_objects_deleted integer DEFAULT 0, p_object_versions_deleted integer DEFAULT 0) RETURNS void
+    LANGUAGE plpgsql
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+BEGIN
+    UPDATE private.sms_erasures
+    SET hot_rows = hot_rows + p_hot_rows,
+        status_events = status_events + p_status_events,
+        pending_events = pending_events + p_pending_events,
+        archived_rows = archived_rows + p_archived_rows,
+        objects_rewritten = objects_rewritten + p_objects_rewritten,
+        objects_deleted = objects_deleted + p_objects_deleted,
+        object_versions_deleted = object_versions_deleted + p_object_versions_deleted
+    WHERE request_id = p_request_id AND phone_hash = p_phone_hash;
+END
+$$;
+
+--
 -- Name: agent_sms_apply_pending_events(); Type: FUNCTION; Schema: private; Owner: -
 --
 
@@ -270,6 +291,22 @@ CREATE FUNCTION private.archive_write_lock_key() RETURNS bigint
     AS $$ BEGIN RETURN 7419263580144; END $$;
 
 --
+-- Name: begin_archive_object(text); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.begin_archive_object(p_object_key text) RETURNS boolean
+    LANGUAGE plpgsql
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+BEGIN
+    INSERT INTO private.sms_archive_objects (object_key) VALUES (p_object_key)
+    ON CONFLICT (object_key) DO UPDATE SET created_at = now()
+    WHERE sms_archive_objects.state = 'writing';
+    RETURN FOUND;
+END
+$$;
+
+--
 -- Name: check_period(timestamp with time zone, timestamp with time zone); Type: FUNCTION; Schema: private; Owner: -
 --
 
@@ -425,6 +462,34 @@ END
 $$;
 
 --
+-- Name: expired_archive_objects(timestamp with time zone); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.expired_archive_objects(p_before timestamp with time zone) RETURNS TABLE(object_key text, row_count integer)
+    LANGUAGE plpgsql STABLE
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+BEGIN
+    RETURN QUERY SELECT o.object_key, o.row_count FROM private.sms_archive_objects AS o
+                 WHERE o.state = 'archived' AND o.max_sent_at < p_before
+                 ORDER BY o.max_sent_at;
+END
+$$;
+
+--
+-- Name: forget_archive_object(text); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.forget_archive_object(p_object_key text) RETURNS void
+    LANGUAGE plpgsql
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+BEGIN
+    DELETE FROM private.sms_archive_objects WHERE object_key = p_object_key;
+END
+$$;
+
+--
 -- Name: links_outside_tenant(uuid[], uuid[], uuid[], uuid[]); Type: FUNCTION; Schema: private; Owner: -
 --
 
@@ -464,6 +529,41 @@ END
 $$;
 
 --
+-- Name: mark_erasure_incomplete(text, bytea, text); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.mark_erasure_incomplete(p_request_id text, p_phone_hash bytea, p_reason text) RETURNS void
+    LANGUAGE plpgsql
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+BEGIN
+    UPDATE private.sms_erasures SET incomplete_reason = p_reason
+    WHERE request_id = p_request_id AND phone_hash = p_phone_hash;
+END
+$$;
+
+--
+-- Name: open_erasure(text, text, bytea[]); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.open_erasure(p_request_id text, p_requester text, p_phone_hashes bytea[]) RETURNS void
+    LANGUAGE plpgsql
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+BEGIN
+    IF EXISTS (SELECT FROM private.sms_erasures AS e
+               WHERE e.request_id = p_request_id AND e.requester <> p_requester) THEN
+        RAISE EXCEPTION USING ERRCODE = 'VP409', HINT = 'X-Request-Id',
+            MESSAGE = 'This request id belongs to another requester''s erasure;'
+                      ' send a new X-Request-Id.';
+    END IF;
+    INSERT INTO private.sms_erasures (request_id, phone_hash, requester)
+    SELECT p_request_id, h, p_requester FROM unnest(p_phone_hashes) AS h
+    ON CONFLICT DO NOTHING;
+END
+$$;
+
+--
 -- Name: pending_events_lock_key(); Type: FUNCTION; Schema: private; Owner: -
 --
 
@@ -480,6 +580,24 @@ CREATE FUNCTION private.percentage(part numeric, base numeric) RETURNS numeric
     LANGUAGE sql IMMUTABLE PARALLEL SAFE
     SET search_path TO 'pg_catalog', 'pg_temp'
     AS $$ SELECT round(100 * part / nullif(base, 0), 2) $$;
+
+--
+-- Name: purge_pending_events(timestamp with time zone); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.purge_pending_events(p_before timestamp with time zone) RETURNS integer
+    LANGUAGE plpgsql
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+DECLARE
+    v_purged integer;
+BEGIN
+    DELETE FROM public.agent_sms_events
+    WHERE id IN (SELECT private.stale_pending_events(p_before));
+    GET DIAGNOSTICS v_purged = ROW_COUNT;
+    RETURN v_purged;
+END
+$$;
 
 --
 -- Name: raise_without_values(text, text, text, text); Type: FUNCTION; Schema: private; Owner: -
@@ -510,6 +628,24 @@ END
 $$;
 
 --
+-- Name: record_rewritten_object(text, bytea, integer, text, bigint, timestamp with time zone, timestamp with time zone); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.record_rewritten_object(p_object_key text, p_phone_hash bytea, p_row_count integer, p_sha256 text, p_size_bytes bigint, p_min_sent_at timestamp with time zone, p_max_sent_at timestamp with time zone) RETURNS void
+    LANGUAGE plpgsql
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+BEGIN
+    UPDATE private.sms_archive_objects
+    SET row_count = p_row_count, sha256 = p_sha256, size_bytes = p_size_bytes,
+        min_sent_at = p_min_sent_at, max_sent_at = p_max_sent_at, rewritten_at = now()
+    WHERE object_key = p_object_key;
+    DELETE FROM private.sms_archive_phone_index
+    WHERE phone_hash = p_phone_hash AND object_key = p_object_key;
+END
+$$;
+
+--
 -- Name: refuse_link_outside_tenant(text); Type: FUNCTION; Schema: private; Owner: -
 --
 
@@ -534,6 +670,28 @@ CREATE FUNCTION private.remember_erased_sids(p_sids text[]) RETURNS void
     INSERT INTO private.sms_erased_sids (sid_sha256)
     SELECT sha256(convert_to(sid, 'UTF8')) FROM unnest(p_sids) AS sid WHERE sid IS NOT NULL
     ON CONFLICT DO NOTHING;
+$$;
+
+--
+-- Name: retention_forecast(timestamp with time zone, integer, timestamp with time zone, timestamp with time zone); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.retention_forecast(p_archive_before timestamp with time zone, p_batch_size integer, p_expire_before timestamp with time zone, p_pending_before timestamp with time zone) RETURNS TABLE(archived_objects integer, archived_rows integer, expired_objects integer, expired_rows integer, unfinished_objects integer, pending_events integer)
+    LANGUAGE plpgsql STABLE
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+BEGIN
+    SELECT coalesce(sum(ceil(m.n::numeric / p_batch_size)), 0), coalesce(sum(m.n), 0)
+    INTO archived_objects, archived_rows
+    FROM (SELECT count(*) AS n FROM public.agent_sms AS s
+          WHERE s.sent_at < p_archive_before
+          GROUP BY date_trunc('month', s.sent_at, 'UTC')) AS m;
+    SELECT count(*), coalesce(sum(x.row_count), 0) INTO expired_objects, expired_rows
+    FROM private.expired_archive_objects(p_expire_before) AS x;
+    SELECT count(*) INTO unfinished_objects FROM private.unfinished_archive_objects();
+    SELECT count(*) INTO pending_events FROM private.stale_pending_events(p_pending_before);
+    RETURN NEXT;
+END
 $$;
 
 --
@@ -746,6 +904,20 @@ CREATE FUNCTION private.sms_scope(p_client_id uuid, p_deployment_id uuid, p_agen
 $$;
 
 --
+-- Name: stale_pending_events(timestamp with time zone); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.stale_pending_events(p_before timestamp with time zone) RETURNS SETOF bigint
+    LANGUAGE plpgsql STABLE
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+BEGIN
+    RETURN QUERY SELECT e.id FROM public.agent_sms_events AS e
+                 WHERE e.applied_at IS NULL AND e.received_at < p_before;
+END
+$$;
+
+--
 -- Name: twilio_failure_reason(integer); Type: FUNCTION; Schema: private; Owner: -
 --
 
@@ -775,6 +947,20 @@ BEGIN
         WHEN 30500 THEN 'Carrier violation'
         ELSE 'Twilio error ' || error_code
     END;
+END
+$$;
+
+--
+-- Name: unfinished_archive_objects(); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.unfinished_archive_objects() RETURNS SETOF text
+    LANGUAGE plpgsql STABLE
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+BEGIN
+    RETURN QUERY SELECT o.object_key FROM private.sms_archive_objects AS o
+                 WHERE o.state = 'writing' ORDER BY o.object_key;
 END
 $$;
 
@@ -1842,6 +2028,8 @@ REVOKE ALL ON FUNCTION
     public.record_sms_status(text, text, integer, timestamptz, text, text, numeric, text),
     public.release_sms_to_reconcile(text[]),
     private.accessible_deployment_ids(boolean),
+    private.add_to_erasure(text, bytea, integer, integer, integer, integer, integer, integer,
+                           integer),
     private.agent_sms_apply_pending_events(),
     private.agent_sms_refuse_erased(),
     private.agent_sms_refuse_erased_sid(),
@@ -1851,23 +2039,34 @@ REVOKE ALL ON FUNCTION
     private.apply_sms_event(public.agent_sms_events),
     private.apply_sms_status(text, text, integer, timestamptz),
     private.archive_write_lock_key(),
+    private.begin_archive_object(text),
     private.check_period(timestamptz, timestamptz),
     private.check_scope(uuid[]),
     private.commit_archive_object(text, uuid[], bigint[], text, bigint, bytea[], integer[]),
     private.complete_erasure(text, bytea),
     private.erase_hot_sms(text),
     private.erased_sids(text[]),
+    private.expired_archive_objects(timestamptz),
+    private.forget_archive_object(text),
     private.links_outside_tenant(uuid[], uuid[], uuid[], uuid[]),
+    private.mark_erasure_incomplete(text, bytea, text),
+    private.open_erasure(text, text, bytea[]),
     private.pending_events_lock_key(),
     private.percentage(numeric, numeric),
+    private.purge_pending_events(timestamptz),
     private.raise_without_values(text, text, text, text),
+    private.record_rewritten_object(text, bytea, integer, text, bigint, timestamptz,
+                                    timestamptz),
     private.refuse_link_outside_tenant(text),
     private.remember_erased_sids(text[]),
+    private.retention_forecast(timestamptz, integer, timestamptz, timestamptz),
     private.retention_run_lock_key(),
     private.sms_due_for_archive(timestamptz, integer),
     private.sms_period_figures(uuid[], timestamptz, timestamptz),
     private.sms_scope(uuid, uuid, text),
-    private.twilio_failure_reason(integer)
+    private.stale_pending_events(timestamptz),
+    private.twilio_failure_reason(integer),
+    private.unfinished_archive_objects()
 FROM PUBLIC, anon, authenticated, service_role;
 
 -- The KPIs, for signed-in users (row-level security decides what they read) and the

@@ -54,14 +54,17 @@ def run(
     pending_before = now - timedelta(days=settings.pending_events_max_age_days)
     report = RetentionReport(dry_run=dry_run)
     with retention.sessions() as sessions:
+        forecast = _forecast(
+            retention, sessions, RetentionReport(dry_run=True), archive_before, expire_before,
+            pending_before,
+        )  # fmt: skip
         if dry_run:
-            return _forecast(
-                retention, sessions, report, archive_before, expire_before, pending_before
-            )
+            return forecast
         sessions.hold_run_lock()
         report.unfinished_objects_removed = sessions.remove_unfinished_objects(retention.bucket)
         deadline = clock() + settings.retention_time_budget_seconds
-        _archive(retention, sessions, report, archive_before, progress, deadline)
+        _archive(retention, sessions, report, archive_before, forecast.archived_rows, progress,
+                 deadline)  # fmt: skip
         _expire(retention, sessions, report, expire_before, deadline)
         report.pending_events_purged = _purge_pending_events(sessions, pending_before)
     log.info("retention run finished", extra=report.as_json())
@@ -73,10 +76,10 @@ def _archive(
     sessions: Sessions,
     report: RetentionReport,
     archive_before: datetime,
+    due: int,
     progress: Progress,
     deadline: float,
 ) -> None:
-    due = _rows_due(sessions, archive_before)
     progress(0, due)
     while True:
         if clock() > deadline:
@@ -106,12 +109,9 @@ def _archive_one_object(retention: Retention, sessions: Sessions, archive_before
         key = archive_format.object_key(retention.settings.archive_prefix, batch.table)
         # Committed before the upload, so that a crash after it leaves a trace to clean.
         recorded = sessions.control.execute(
-            "INSERT INTO private.sms_archive_objects (object_key) VALUES (%s)"
-            " ON CONFLICT (object_key) DO UPDATE SET created_at = now()"
-            " WHERE sms_archive_objects.state = 'writing' RETURNING state",
-            (key,),
+            "SELECT private.begin_archive_object(%s)", (key,)
         ).fetchone()
-        if recorded is None:
+        if not recorded or not recorded[0]:
             raise ConflictError(
                 f"The archive already holds exactly these SMS ({key}): they were put back"
                 " into agent_sms. Delete them from agent_sms, then run again."
@@ -143,9 +143,7 @@ def _expire(
 ) -> None:
     """Delete every archived object whose newest SMS is past the retention horizon."""
     expired = sessions.control.execute(
-        "SELECT object_key, row_count FROM private.sms_archive_objects"
-        " WHERE state = 'archived' AND max_sent_at < %s ORDER BY max_sent_at",
-        (expire_before,),
+        "SELECT object_key, row_count FROM private.expired_archive_objects(%s)", (expire_before,)
     ).fetchall()
     for key, rows in expired:
         if clock() > deadline:
@@ -155,14 +153,9 @@ def _expire(
             # The object first: a crash before the manifest follows leaves an entry
             # whose object is already gone, which the next run deletes again.
             retention.bucket.delete_versions(key, keep_current=False)
-            sessions.work.execute(
-                "DELETE FROM private.sms_archive_objects WHERE object_key = %s", (key,)
-            )
+            sessions.work.execute("SELECT private.forget_archive_object(%s)", (key,))
         report.expired_objects += 1
         report.expired_rows += rows
-
-
-_PENDING_STALE = "FROM public.agent_sms_events WHERE applied_at IS NULL AND received_at < %s"
 
 
 def _purge_pending_events(sessions: Sessions, before: datetime) -> int:
@@ -170,13 +163,7 @@ def _purge_pending_events(sessions: Sessions, before: datetime) -> int:
 
     Erased SIDs are kept for good (digests of random ids, nothing personal): they stop
     an erased SMS from coming back through a late report or an n8n replay."""
-    return sessions.control.execute("DELETE " + _PENDING_STALE, (before,)).rowcount
-
-
-def _rows_due(sessions: Sessions, archive_before: datetime) -> int:
-    row = sessions.control.execute(
-        "SELECT count(*) FROM public.agent_sms WHERE sent_at < %s", (archive_before,)
-    ).fetchone()
+    row = sessions.control.execute("SELECT private.purge_pending_events(%s)", (before,)).fetchone()
     return int(row[0]) if row else 0
 
 
@@ -189,25 +176,17 @@ def _forecast(
     pending_before: datetime,
 ) -> RetentionReport:
     """What a run would do now, changing nothing."""
-    control = sessions.control
-    # One object per batch of one month's rows, as _archive_one_object cuts them.
-    archiving = control.execute(
-        "SELECT coalesce(sum(ceil(n::numeric / %s)), 0)::integer, coalesce(sum(n), 0)::integer"
-        " FROM (SELECT count(*) AS n FROM public.agent_sms WHERE sent_at < %s"
-        "       GROUP BY date_trunc('month', sent_at, 'UTC')) AS months",
-        (retention.settings.archive_batch_size, archive_before),
+    row = sessions.control.execute(
+        "SELECT * FROM private.retention_forecast(%s, %s, %s, %s)",
+        (archive_before, retention.settings.archive_batch_size, expire_before, pending_before),
     ).fetchone()
-    report.archived_objects, report.archived_rows = archiving or (0, 0)
-    expiring = control.execute(
-        "SELECT count(*)::integer, coalesce(sum(row_count), 0)::integer"
-        " FROM private.sms_archive_objects WHERE state = 'archived' AND max_sent_at < %s",
-        (expire_before,),
-    ).fetchone()
-    report.expired_objects, report.expired_rows = expiring or (0, 0)
-    unfinished = control.execute(
-        "SELECT count(*) FROM private.sms_archive_objects WHERE state = 'writing'"
-    ).fetchone()
-    report.unfinished_objects_removed = unfinished[0] if unfinished else 0
-    pending = control.execute("SELECT count(*) " + _PENDING_STALE, (pending_before,)).fetchone()
-    report.pending_events_purged = pending[0] if pending else 0
+    assert row is not None  # one row, always
+    (
+        report.archived_objects,
+        report.archived_rows,
+        report.expired_objects,
+        report.expired_rows,
+        report.unfinished_objects_removed,
+        report.pending_events_purged,
+    ) = row
     return report

@@ -169,12 +169,8 @@ class Sessions:
         versions; its rows are still in agent_sms. Under the lock, no batch is in
         progress, so every object still being written is such a leftover."""
         with self.archive_write_lock(wait_seconds):
-            keys = self.work.execute(
-                "SELECT object_key FROM private.sms_archive_objects WHERE state = 'writing'"
-            ).fetchall()
+            keys = self.work.execute("SELECT private.unfinished_archive_objects()").fetchall()
             for (key,) in keys:
                 bucket.delete_versions(key, keep_current=False)
-                self.work.execute(
-                    "DELETE FROM private.sms_archive_objects WHERE object_key = %s", (key,)
-                )
+                self.work.execute("SELECT private.forget_archive_object(%s)", (key,))
         return len(keys)

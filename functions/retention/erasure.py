@@ -17,7 +17,7 @@ from typing import Any
 
 from functions.retention import archive_format
 from functions.retention.context import Progress, Retention, Sessions, no_progress
-from shared.errors import ConflictError, UnavailableError
+from shared.errors import UnavailableError
 
 # How long an erasure waits for an archive batch being written to commit.
 ARCHIVE_LOCK_WAIT_SECONDS = 30.0
@@ -84,17 +84,8 @@ def _open_audit(sessions: Sessions, request_id: str, requester: str, hashes: lis
     """Record the erasure before anything is erased: a failure from here on leaves a
     record that says incomplete. The same request id, from the same requester,
     continues it."""
-    owners = sessions.control.execute(
-        "SELECT DISTINCT requester FROM private.sms_erasures WHERE request_id = %s", (request_id,)
-    ).fetchall()
-    if owners and owners != [(requester,)]:
-        raise ConflictError(
-            "This request id belongs to another requester's erasure; send a new X-Request-Id."
-        )
     sessions.control.execute(
-        "INSERT INTO private.sms_erasures (request_id, phone_hash, requester)"
-        " SELECT %s, h, %s FROM unnest(%s::bytea[]) AS h ON CONFLICT DO NOTHING",
-        (request_id, requester, hashes),
+        "SELECT private.open_erasure(%s, %s, %s::bytea[])", (request_id, requester, hashes)
     )
 
 
@@ -150,9 +141,8 @@ def _incomplete(
     result.complete = False
     result.incomplete_reason = f"{exc.message} Send the same request again to finish it."
     sessions.control.execute(
-        "UPDATE private.sms_erasures SET incomplete_reason = %s"
-        " WHERE request_id = %s AND phone_hash = %s",
-        (result.incomplete_reason, request_id, bytes.fromhex(result.phone_hash)),
+        "SELECT private.mark_erasure_incomplete(%s, %s, %s)",
+        (request_id, bytes.fromhex(result.phone_hash), result.incomplete_reason),
     )
 
 
@@ -189,7 +179,7 @@ def _erase_from_object(
             # Gone (expired meanwhile), or only this number's rows: the whole object goes.
             removed = table.num_rows if table is not None else 0
             versions = bucket.delete_versions(key, keep_current=False)
-            work.execute("DELETE FROM private.sms_archive_objects WHERE object_key = %s", (key,))
+            work.execute("SELECT private.forget_archive_object(%s)", (key,))
             deleted = 1 if table is not None else 0
             audit.add(
                 archived_rows=removed, objects_deleted=deleted, object_versions_deleted=versions
@@ -206,16 +196,10 @@ def _erase_from_object(
             # From the object as it now is, even when an earlier erasure that a crash
             # cut short already rewrote it.
             work.execute(
-                "UPDATE private.sms_archive_objects SET row_count = %s, sha256 = %s,"
-                " size_bytes = %s, min_sent_at = %s, max_sent_at = %s, rewritten_at = now()"
-                " WHERE object_key = %s",
-                (kept.num_rows, hashlib.sha256(data).hexdigest(), len(data), first, last, key),
-            )
-            work.execute(
-                "DELETE FROM private.sms_archive_phone_index"
-                " WHERE phone_hash = %s AND object_key = %s",
-                (audit.phone_hash, key),
-            )
+                "SELECT private.record_rewritten_object(%s, %s, %s, %s, %s, %s, %s)",
+                (key, audit.phone_hash, kept.num_rows, hashlib.sha256(data).hexdigest(),
+                 len(data), first, last),
+            )  # fmt: skip
             audit.add(
                 archived_rows=removed,
                 objects_rewritten=1 if removed else 0,
@@ -234,11 +218,10 @@ class _Audit:
     def add(self, **counts: int) -> None:
         """Add to this erasure's counts: in the audit record, in the work session's open
         transaction, and in the receipt's entry."""
-        assignments = ", ".join(f"{name} = {name} + %s" for name in counts)
+        named = "".join(f", p_{name} => %s" for name in counts)  # the receipt's field names
         self.sessions.work.execute(
-            f"UPDATE private.sms_erasures SET {assignments}"  # noqa: S608 (field names)
-            " WHERE request_id = %s AND phone_hash = %s",
-            (*counts.values(), self.request_id, self.phone_hash),
+            f"SELECT private.add_to_erasure(%s, %s{named})",
+            (self.request_id, self.phone_hash, *counts.values()),
         )
         for name, count in counts.items():
             setattr(self.result, name, getattr(self.result, name) + count)

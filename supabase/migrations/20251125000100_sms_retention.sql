@@ -1,7 +1,8 @@
 -- Retention: archiving old SMS to S3, expiring the archive, and erasing a phone number
 -- everywhere. The archive's manifest, its keyed-hash phone index and the erasure audit
 -- live in the private schema, which PostgREST does not expose: only the retention job,
--- connected directly as the tables' owner, reads or writes them.
+-- connected directly as the tables' owner, reads them, and writes them only through the
+-- functions below.
 
 -- Two advisory locks. The run lock keeps retention runs from overlapping. The archive
 -- write lock is taken by each transaction that changes archived objects (a batch from
@@ -188,6 +189,132 @@ BEGIN
 END
 $$;
 
+-- An object about to be uploaded: recorded as being written, in its own committed
+-- transaction, so that a crash after the upload leaves a trace to clean. False when the
+-- archive already holds exactly these SMS (they were put back into agent_sms).
+CREATE FUNCTION private.begin_archive_object(p_object_key text) RETURNS boolean
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    INSERT INTO private.sms_archive_objects (object_key) VALUES (p_object_key)
+    ON CONFLICT (object_key) DO UPDATE SET created_at = now()
+    WHERE sms_archive_objects.state = 'writing';
+    RETURN FOUND;
+END
+$$;
+
+-- Objects a crash left between their upload and their commit: their rows are still in
+-- agent_sms. With no batch in progress (under the archive write lock), every object
+-- still being written is one.
+CREATE FUNCTION private.unfinished_archive_objects() RETURNS SETOF text
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN QUERY SELECT o.object_key FROM private.sms_archive_objects AS o
+                 WHERE o.state = 'writing' ORDER BY o.object_key;
+END
+$$;
+
+-- Objects whose newest SMS was sent before p_before: past the retention horizon, oldest
+-- first.
+CREATE FUNCTION private.expired_archive_objects(p_before timestamptz)
+RETURNS TABLE (object_key text, row_count integer)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN QUERY SELECT o.object_key, o.row_count FROM private.sms_archive_objects AS o
+                 WHERE o.state = 'archived' AND o.max_sent_at < p_before
+                 ORDER BY o.max_sent_at;
+END
+$$;
+
+-- An object gone from the bucket (expired, erased whole, or a crash's leftover): its
+-- manifest entry and, with it, its index entries.
+CREATE FUNCTION private.forget_archive_object(p_object_key text) RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    DELETE FROM private.sms_archive_objects WHERE object_key = p_object_key;
+END
+$$;
+
+-- An object rewritten without one number's rows (erasure): what it now holds, and the
+-- number no longer in its index.
+CREATE FUNCTION private.record_rewritten_object(
+    p_object_key text, p_phone_hash bytea, p_row_count integer, p_sha256 text,
+    p_size_bytes bigint, p_min_sent_at timestamptz, p_max_sent_at timestamptz
+) RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    UPDATE private.sms_archive_objects
+    SET row_count = p_row_count, sha256 = p_sha256, size_bytes = p_size_bytes,
+        min_sent_at = p_min_sent_at, max_sent_at = p_max_sent_at, rewritten_at = now()
+    WHERE object_key = p_object_key;
+    DELETE FROM private.sms_archive_phone_index
+    WHERE phone_hash = p_phone_hash AND object_key = p_object_key;
+END
+$$;
+
+-- Status reports for an SMS that was never recorded, received before p_before: they
+-- will never apply.
+CREATE FUNCTION private.stale_pending_events(p_before timestamptz) RETURNS SETOF bigint
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    RETURN QUERY SELECT e.id FROM public.agent_sms_events AS e
+                 WHERE e.applied_at IS NULL AND e.received_at < p_before;
+END
+$$;
+
+CREATE FUNCTION private.purge_pending_events(p_before timestamptz) RETURNS integer
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_purged integer;
+BEGIN
+    DELETE FROM public.agent_sms_events
+    WHERE id IN (SELECT private.stale_pending_events(p_before));
+    GET DIAGNOSTICS v_purged = ROW_COUNT;
+    RETURN v_purged;
+END
+$$;
+
+-- What a retention run would do now, changing nothing: the objects and rows it would
+-- archive (one month of at most p_batch_size rows per object, as sms_due_for_archive
+-- cuts them), the objects and rows it would expire, the leftovers it would delete and
+-- the pending reports it would purge.
+CREATE FUNCTION private.retention_forecast(
+    p_archive_before timestamptz, p_batch_size integer, p_expire_before timestamptz,
+    p_pending_before timestamptz
+) RETURNS TABLE (
+    archived_objects integer, archived_rows integer, expired_objects integer,
+    expired_rows integer, unfinished_objects integer, pending_events integer
+)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    SELECT coalesce(sum(ceil(m.n::numeric / p_batch_size)), 0), coalesce(sum(m.n), 0)
+    INTO archived_objects, archived_rows
+    FROM (SELECT count(*) AS n FROM public.agent_sms AS s
+          WHERE s.sent_at < p_archive_before
+          GROUP BY date_trunc('month', s.sent_at, 'UTC')) AS m;
+    SELECT count(*), coalesce(sum(x.row_count), 0) INTO expired_objects, expired_rows
+    FROM private.expired_archive_objects(p_expire_before) AS x;
+    SELECT count(*) INTO unfinished_objects FROM private.unfinished_archive_objects();
+    SELECT count(*) INTO pending_events FROM private.stale_pending_events(p_pending_before);
+    RETURN NEXT;
+END
+$$;
+
 -- Record an uploaded, verified object as archived, index its numbers, and delete its
 -- rows, the status reports it holds, and reconcile's bookkeeping, all in the caller's
 -- transaction. Refuses (and so rolls everything back) unless every row it was given
@@ -274,6 +401,64 @@ BEGIN
     DELETE FROM private.sms_reconcile_checks AS c WHERE c.provider_message_sid = ANY (v_sids);
     PERFORM private.remember_erased_sids(v_sids);
     RETURN NEXT;
+END
+$$;
+
+-- The audit record of an erasure, written before anything is erased: a failure from
+-- there on leaves a record that says incomplete. The same request id continues it, but
+-- only from the same requester.
+CREATE FUNCTION private.open_erasure(
+    p_request_id text, p_requester text, p_phone_hashes bytea[]
+) RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF EXISTS (SELECT FROM private.sms_erasures AS e
+               WHERE e.request_id = p_request_id AND e.requester <> p_requester) THEN
+        RAISE EXCEPTION USING ERRCODE = 'VP409', HINT = 'X-Request-Id',
+            MESSAGE = 'This request id belongs to another requester''s erasure;'
+                      ' send a new X-Request-Id.';
+    END IF;
+    INSERT INTO private.sms_erasures (request_id, phone_hash, requester)
+    SELECT p_request_id, h, p_requester FROM unnest(p_phone_hashes) AS h
+    ON CONFLICT DO NOTHING;
+END
+$$;
+
+-- Add to an erasure's counts, in the caller's transaction: the one that erased them.
+CREATE FUNCTION private.add_to_erasure(
+    p_request_id text, p_phone_hash bytea,
+    p_hot_rows integer DEFAULT 0, p_status_events integer DEFAULT 0,
+    p_pending_events integer DEFAULT 0, p_archived_rows integer DEFAULT 0,
+    p_objects_rewritten integer DEFAULT 0, p_objects_deleted integer DEFAULT 0,
+    p_object_versions_deleted integer DEFAULT 0
+) RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    UPDATE private.sms_erasures
+    SET hot_rows = hot_rows + p_hot_rows,
+        status_events = status_events + p_status_events,
+        pending_events = pending_events + p_pending_events,
+        archived_rows = archived_rows + p_archived_rows,
+        objects_rewritten = objects_rewritten + p_objects_rewritten,
+        objects_deleted = objects_deleted + p_objects_deleted,
+        object_versions_deleted = object_versions_deleted + p_object_versions_deleted
+    WHERE request_id = p_request_id AND phone_hash = p_phone_hash;
+END
+$$;
+
+CREATE FUNCTION private.mark_erasure_incomplete(
+    p_request_id text, p_phone_hash bytea, p_reason text
+) RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    UPDATE private.sms_erasures SET incomplete_reason = p_reason
+    WHERE request_id = p_request_id AND phone_hash = p_phone_hash;
 END
 $$;
 
