@@ -31,7 +31,7 @@ from benchmarks.common import (
     thread_clients,
     timed,
 )
-from shared.models import SmsIn
+from functions.ingest_sms.models import SmsIn
 
 KEY = "benchmark-ingest-key-0123456789abcdef"
 

@@ -39,7 +39,8 @@ import psycopg
 
 from benchmarks.common import benchmark_database
 from functions.retention import archive, archive_format, erasure
-from functions.retention.context import Retention
+from functions.retention.context import Retention, retention_context
+from shared.runtime import Services
 from shared.settings import Settings
 from tools.embedded import create_versioned_bucket, wait_for_port
 
@@ -87,7 +88,7 @@ def main(argv: list[str] | None = None) -> None:
             settings = _settings(url, endpoint, bucket, args.batch)
             results.append((size, _run_child(settings)))
         _report_archive(results)
-        _report_erasure(Retention.from_settings(settings))
+        _report_erasure(Services(settings).get(retention_context))
 
 
 def _settings(url: str, endpoint: str, bucket: str, batch: int) -> Settings:
@@ -120,7 +121,7 @@ def _load(url: str, rows: int) -> None:
 
 def _archive_in_this_process() -> dict[str, Any]:
     """The child: baseline read, then the archive run, with this process's peak memory."""
-    retention = Retention.from_settings(Settings.load())
+    retention = Services(Settings.load()).get(retention_context)
     before = _peak_rss_mb()
     cutoff = datetime.now(UTC) - timedelta(days=retention.settings.archive_after_days)
     sent_at = archive_format.COLUMN_NAMES.index("sent_at")

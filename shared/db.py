@@ -51,6 +51,7 @@ if TYPE_CHECKING:
     from psycopg.pq.abc import PGconn, PGresult
     from psycopg_pool import ConnectionPool
 
+    from shared.runtime import Services
     from shared.settings import Settings
 
 API_ROLES = frozenset({"anon", "authenticated", "service_role"})
@@ -540,6 +541,11 @@ class SupabaseDatabase:
             if self._http is not None:
                 self._http.close()
                 self._http = None
+
+
+def database(services: Services) -> Database:
+    """The factory of the composition root (shared.runtime)."""
+    return database_from_settings(services.settings)
 
 
 def database_from_settings(settings: Settings) -> Database:

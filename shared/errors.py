@@ -7,6 +7,11 @@ traces, phone numbers or message texts.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
+
 
 class ServiceError(Exception):
     status = 500
@@ -19,6 +24,13 @@ class ServiceError(Exception):
         self.message = message or self.default_message
         self.field = field
         super().__init__(self.message)
+
+    def as_json(self) -> dict[str, Any]:
+        """The body every error response has: {"error": {"code", "message", "field"?}}."""
+        detail = {"code": self.code, "message": self.message}
+        if self.field is not None:
+            detail["field"] = self.field
+        return {"error": detail}
 
 
 class BadRequestError(ServiceError):
@@ -104,8 +116,32 @@ class InternalError(ServiceError):
     """A fault on our side that retrying will not fix on its own."""
 
 
+class NotConfiguredError(ServiceError):
+    """The function is missing a setting it needs to serve anyone (keys, tokens, its
+    public URL): it fails closed, the same way in every function, and logs an error that
+    an alarm can see."""
+
+    code = "not_configured"
+    default_message = (
+        "This function is not configured to serve this request yet. Retrying will not help;"
+        " report it."
+    )
+
+
 class ConfigurationError(Exception):
     """Start-up cannot proceed: a setting is missing or malformed.
 
     Raised before any request is served; the message names the variable.
     """
+
+
+def invalid_input(exc: ValidationError) -> InvalidInputError:
+    """A pydantic failure, told by field name and rule, never by the value received."""
+    first = exc.errors(include_url=False, include_input=False, include_context=False)[0]
+    field = ".".join(str(part) for part in first["loc"]) or None
+    reason = "unknown field" if first["type"] == "extra_forbidden" else first["msg"]
+    if first["type"].endswith("_parsing"):
+        # Pydantic's parse errors go on to quote what they found in the input.
+        reason = reason.split(",", 1)[0]
+    reason = reason.removeprefix("Value error, ")
+    return InvalidInputError(f"{field}: {reason}" if field else reason, field=field)

@@ -24,14 +24,14 @@ from shared.errors import (
     BadRequestError,
     ConfigurationError,
     InternalError,
-    InvalidInputError,
     MethodNotAllowedError,
+    NotConfiguredError,
     PayloadTooLargeError,
     ServiceError,
     UnavailableError,
     UnsupportedMediaTypeError,
+    invalid_input,
 )
-from shared.models import ErrorBody, ErrorDetail
 
 if TYPE_CHECKING:
     from werkzeug.wrappers import Request, Response
@@ -107,25 +107,12 @@ def _not_json(constant: str) -> Any:
 
 
 def error_response(error: ServiceError) -> Response:
-    body = ErrorBody(error=ErrorDetail(code=error.code, message=error.message, field=error.field))
     headers: dict[str, str] = {}
     if isinstance(error, MethodNotAllowedError):
         headers["Allow"] = ", ".join(error.allowed)
     if isinstance(error, UnavailableError):
         headers["Retry-After"] = str(error.retry_after)
-    return json_response(body.model_dump(exclude_none=True), error.status, headers)
-
-
-def invalid_input(exc: ValidationError) -> InvalidInputError:
-    """A pydantic failure, told by field name and rule, never by the value received."""
-    first = exc.errors(include_url=False, include_input=False, include_context=False)[0]
-    field = ".".join(str(part) for part in first["loc"]) or None
-    reason = "unknown field" if first["type"] == "extra_forbidden" else first["msg"]
-    if first["type"].endswith("_parsing"):
-        # Pydantic's parse errors go on to quote what they found in the input.
-        reason = reason.split(",", 1)[0]
-    reason = reason.removeprefix("Value error, ")
-    return InvalidInputError(f"{field}: {reason}" if field else reason, field=field)
+    return json_response(error.as_json(), error.status, headers)
 
 
 def endpoint(*methods: str) -> Callable[[Handler], Handler]:
@@ -147,8 +134,8 @@ def endpoint(*methods: str) -> Callable[[Handler], Handler]:
                     _log_failure(exc)
                     response = error_response(exc)
                 except ConfigurationError as exc:
-                    log.error("cannot serve: %s", exc)
-                    response = error_response(InternalError())
+                    log.error("not configured: %s", exc)
+                    response = error_response(NotConfiguredError())
                 except Exception:
                     log.exception("unhandled error")
                     response = error_response(InternalError())

@@ -7,7 +7,6 @@ from typing import TYPE_CHECKING
 from functions.ingest_sms import recording
 from shared import runtime
 from shared.auth import require_api_key
-from shared.errors import ConfigurationError
 from shared.http import endpoint, json_response, read_json
 
 if TYPE_CHECKING:
@@ -17,9 +16,7 @@ if TYPE_CHECKING:
 @endpoint("POST")
 def ingest_sms(request: Request) -> Response:
     services = runtime.services()
-    if not services.settings.ingest_api_keys:
-        raise ConfigurationError("INGEST_API_KEYS is not set: ingest_sms accepts no caller")
-    require_api_key(request, services.settings.ingest_api_keys)
+    require_api_key(request, services.settings.ingest_api_keys, setting="INGEST_API_KEYS")
     items, is_batch = recording.parse(read_json(request, max_bytes=recording.MAX_BODY_BYTES))
     checked = recording.validate(items, services.settings.default_phone_region)
     outcomes = recording.record(services.db, checked)

@@ -13,10 +13,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from functions.ingest_sms.models import IngestBatch, SmsIn
 from shared.db import Database
-from shared.errors import ConflictError, GoneError, InvalidInputError, ServiceError
-from shared.http import invalid_input
-from shared.models import ErrorDetail, IngestBatch, SmsIn
+from shared.errors import ConflictError, GoneError, InvalidInputError, ServiceError, invalid_input
 
 log = logging.getLogger("sms.ingest")
 
@@ -45,10 +44,7 @@ class Outcome:
 
     def as_json(self) -> dict[str, Any]:
         if self.error is not None:
-            detail = ErrorDetail(
-                code=self.error.code, message=self.error.message, field=self.error.field
-            )
-            return {"error": detail.model_dump(exclude_none=True)}
+            return self.error.as_json()
         return {"id": self.id, "created": self.created}
 
 

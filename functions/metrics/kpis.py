@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from functions.metrics.models import RPC_ARGUMENTS, MetricsQuery
 from shared.db import Caller, Database
 from shared.errors import InvalidInputError
-from shared.models import RPC_ARGUMENTS, MetricsQuery
 
 _PARAMETERS = {argument: parameter for parameter, argument in RPC_ARGUMENTS.items()}
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from functions.metrics import kpis
+from functions.metrics.models import MetricsQuery
 from shared import runtime
 from shared.auth import bearer_token, matches_api_key, verify_access_token
 from shared.db import SERVICE
 from shared.errors import UnauthorizedError
 from shared.http import endpoint, json_response
-from shared.models import MetricsQuery
 
 if TYPE_CHECKING:
     from werkzeug.wrappers import Request, Response
@@ -25,7 +25,7 @@ def metrics(request: Request) -> Response:
     if matches_api_key(token, services.settings.metrics_service_keys):
         caller = SERVICE
     else:
-        caller = verify_access_token(token, services.settings)
+        caller = verify_access_token(token, services)
     query = MetricsQuery.model_validate(request.args.to_dict())
     figures = kpis.read(services.db, query, caller)
     # Per-user figures: a shared cache must never hand them to someone else.

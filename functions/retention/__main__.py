@@ -17,11 +17,11 @@ from contextlib import contextmanager
 from pydantic import ValidationError
 
 from functions.retention import archive, erasure
-from functions.retention.context import Progress, Retention
+from functions.retention.context import Progress, retention_context
+from functions.retention.models import ErasureRequest
 from shared import logs
-from shared.errors import ConfigurationError, ServiceError
-from shared.http import invalid_input
-from shared.models import ErasureRequest
+from shared.errors import ConfigurationError, ServiceError, invalid_input
+from shared.runtime import Services
 from shared.settings import Settings
 
 
@@ -30,10 +30,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = Settings.load()
         logs.configure(settings.log_level)
+        services = Services(settings)
         if args.command == "archive":
             with _progress_bar("rows archived", enabled=not args.dry_run) as progress:
                 report = archive.run(
-                    Retention.from_settings(settings), dry_run=args.dry_run, progress=progress
+                    services.get(retention_context), dry_run=args.dry_run, progress=progress
                 )
             return _print(report.as_json(), report.complete)
         ask = ErasureRequest.model_validate(
@@ -46,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         with _progress_bar("numbers erased", enabled=not args.dry_run) as progress:
             receipt = erasure.erase(
-                Retention.from_settings(settings),
+                services.get(retention_context),
                 ask.phone_numbers,
                 requester=ask.requester,
                 request_id=args.request_id or uuid.uuid4().hex,

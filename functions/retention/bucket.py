@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
     from mypy_boto3_s3.type_defs import ObjectIdentifierTypeDef
 
-    from shared.settings import Settings
+    from shared.runtime import Services
 
 log = logging.getLogger("sms.retention.bucket")
 
@@ -28,25 +28,6 @@ class ArchiveBucket:
     def __init__(self, client: S3Client, name: str) -> None:
         self.client = client
         self.name = name
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> ArchiveBucket:
-        import boto3
-        from botocore.config import Config
-
-        if settings.archive_bucket is None:
-            raise settings.missing("archive_bucket", purpose="the archive")
-        endpoint = str(settings.s3_endpoint_url) if settings.s3_endpoint_url else None
-        client = boto3.client(
-            "s3",
-            endpoint_url=endpoint,
-            config=Config(
-                connect_timeout=5,
-                read_timeout=60,
-                retries={"max_attempts": 3, "mode": "standard"},
-            ),
-        )
-        return cls(client, settings.archive_bucket)
 
     def put_verified(self, key: str, data: bytes, sha256: str) -> None:
         """Upload, then read back and compare: only a verified copy counts."""
@@ -120,3 +101,24 @@ def _reaching_s3() -> Iterator[None]:
     except BotoCoreError as exc:
         log.warning("archive bucket unreachable", extra={"dependency_code": type(exc).__name__})
         raise UnavailableError("The archive bucket cannot be reached; retry later.") from None
+
+
+def archive_bucket(services: Services) -> ArchiveBucket:
+    """The archive bucket (the composition root's factory): one S3 client per process."""
+    import boto3
+    from botocore.config import Config
+
+    settings = services.settings
+    if settings.archive_bucket is None:
+        raise settings.missing("archive_bucket", purpose="the archive")
+    endpoint = str(settings.s3_endpoint_url) if settings.s3_endpoint_url else None
+    client = boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        config=Config(
+            connect_timeout=5,
+            read_timeout=60,
+            retries={"max_attempts": 3, "mode": "standard"},
+        ),
+    )
+    return ArchiveBucket(client, settings.archive_bucket)

@@ -15,13 +15,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from functions.retention.bucket import ArchiveBucket
+from functions.retention.bucket import ArchiveBucket, archive_bucket
 from shared.db import classify, failure_of
 from shared.errors import ConfigurationError, ConflictError, UnavailableError
 
 if TYPE_CHECKING:
     import psycopg
 
+    from shared.runtime import Services
     from shared.settings import Settings
 
 # The tables an erasure deletes a number's rows from, in the database.
@@ -41,20 +42,6 @@ class Retention:
     bucket: ArchiveBucket
     database_url: str
     index_secret: bytes
-
-    @classmethod
-    def from_settings(cls, settings: Settings, bucket: ArchiveBucket | None = None) -> Retention:
-        database_url, secret = settings.database_url, settings.archive_index_secret
-        if database_url is None or secret is None or settings.archive_bucket is None:
-            raise settings.missing(
-                "database_url", "archive_bucket", "archive_index_secret", purpose="retention"
-            )
-        return cls(
-            settings=settings,
-            bucket=bucket or ArchiveBucket.from_settings(settings),
-            database_url=database_url.get_secret_value(),
-            index_secret=secret.get_secret_value().encode(),
-        )
 
     def phone_hash(self, phone_number: str) -> bytes:
         """HMAC-SHA256 of the E.164 number: what the index and the audit keep."""
@@ -81,6 +68,23 @@ class Retention:
                 yield Sessions(control, work)
         except psycopg.Error as exc:
             raise classify(failure_of(exc), retry_after=self.settings.retry_after_seconds) from None
+
+
+def retention_context(services: Services) -> Retention:
+    """Retention as the settings describe it (the composition root's factory): the bucket
+    is built once, the database sessions opened per run."""
+    settings = services.settings
+    database_url, secret = settings.database_url, settings.archive_index_secret
+    if database_url is None or secret is None or settings.archive_bucket is None:
+        raise settings.missing(
+            "database_url", "archive_bucket", "archive_index_secret", purpose="retention"
+        )
+    return Retention(
+        settings=settings,
+        bucket=services.get(archive_bucket),
+        database_url=database_url.get_secret_value(),
+        index_secret=secret.get_secret_value().encode(),
+    )
 
 
 @dataclass(frozen=True)

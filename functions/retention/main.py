@@ -7,11 +7,11 @@ import uuid
 from typing import TYPE_CHECKING
 
 from functions.retention import archive, erasure
-from functions.retention.context import Retention
+from functions.retention.context import retention_context
+from functions.retention.models import ErasureRequest, RetentionRequest
 from shared import logs, runtime
 from shared.auth import require_api_key
 from shared.http import endpoint, json_response, read_json
-from shared.models import ErasureRequest, RetentionRequest
 
 if TYPE_CHECKING:
     from werkzeug.wrappers import Request, Response
@@ -23,26 +23,28 @@ MAX_BODY_BYTES = 65_536
 
 @endpoint("POST")
 def retention(request: Request) -> Response:
-    settings = runtime.services().settings
-    require_api_key(request, settings.retention_api_keys)
+    services = runtime.services()
+    settings = services.settings
+    require_api_key(request, settings.retention_api_keys, setting="RETENTION_API_KEYS")
     body = read_json(request, max_bytes=MAX_BODY_BYTES, if_empty={})
     options = RetentionRequest.model_validate(body)
     report = archive.run(
-        Retention.from_settings(settings), dry_run=options.dry_run, progress=_log_progress
+        services.get(retention_context), dry_run=options.dry_run, progress=_log_progress
     )
     return json_response(report.as_json())
 
 
 @endpoint("POST")
 def erase(request: Request) -> Response:
-    settings = runtime.services().settings
-    require_api_key(request, settings.privacy_api_keys)
+    services = runtime.services()
+    settings = services.settings
+    require_api_key(request, settings.privacy_api_keys, setting="PRIVACY_API_KEYS")
     ask = ErasureRequest.model_validate(
         read_json(request, max_bytes=MAX_BODY_BYTES),
         context={"region": settings.default_phone_region},
     )
     receipt = erasure.erase(
-        Retention.from_settings(settings),
+        services.get(retention_context),
         ask.phone_numbers,
         requester=ask.requester,
         request_id=logs.request_id.get() or uuid.uuid4().hex,

@@ -12,7 +12,7 @@ handler = http_handler(twilio_status)
 
 
 def _reconcile(services: Services) -> dict[str, Any]:
-    return reconciliation.run(services.db, services.settings).as_json()
+    return reconciliation.run(services).as_json()
 
 
 reconcile = scheduled_handler(_reconcile)

@@ -12,11 +12,16 @@ from urllib.parse import quote
 
 from pydantic import ValidationError
 
+from functions.twilio_status.models import StatusReport
 from shared.db import Database
-from shared.errors import BadRequestError, ConfigurationError, ForbiddenError, InvalidInputError
-from shared.http import invalid_input
+from shared.errors import (
+    BadRequestError,
+    ConfigurationError,
+    ForbiddenError,
+    InvalidInputError,
+    invalid_input,
+)
 from shared.lambda_adapter import PUBLIC_ORIGIN
-from shared.models import StatusReport
 from shared.phones import to_e164
 
 if TYPE_CHECKING:
@@ -79,6 +84,10 @@ def verified_params(request: Request, settings: Settings) -> dict[str, str]:
         raise ForbiddenError("Not a Twilio status callback.")
     signature = request.headers.get(SIGNATURE_HEADER)
     account = params.get("AccountSid")
+    if not settings.twilio_accounts():
+        raise ConfigurationError(
+            "TWILIO_AUTH_TOKEN is not set: twilio_status can verify no callback"
+        )
     token = settings.twilio_token_for(account)
     if not signature or token is None:
         raise ForbiddenError("The request is not signed by a configured Twilio account.")

@@ -25,4 +25,4 @@ def twilio_status(request: Request) -> Response:
 @endpoint("POST")
 def reconcile(request: Request) -> Response:
     services = runtime.services()
-    return json_response(reconciliation.run(services.db, services.settings).as_json())
+    return json_response(reconciliation.run(services).as_json())

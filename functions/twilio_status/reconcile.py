@@ -15,13 +15,14 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from functions.twilio_status import callbacks
+from functions.twilio_status.models import StatusReport
 from shared.db import Database
 from shared.errors import ConfigurationError, UnavailableError
-from shared.models import StatusReport
 
 if TYPE_CHECKING:
     from twilio.rest import Client
 
+    from shared.runtime import Services
     from shared.settings import Settings
 
 log = logging.getLogger("sms.reconcile")
@@ -41,10 +42,11 @@ class ReconcileRun:
         return asdict(self)
 
 
-def run(db: Database, settings: Settings) -> ReconcileRun:
+def run(services: Services) -> ReconcileRun:
     import requests  # the HTTP library under twilio's client
 
-    clients = _clients(settings)
+    db, settings = services.db, services.settings
+    clients = services.get(twilio_clients)
     sids: list[str] = db.rpc(
         "claim_sms_to_reconcile",
         {
@@ -106,10 +108,13 @@ def _reconcile_one(
     outcome.changed += bool(result["changed"])
 
 
-def _clients(settings: Settings) -> list[Client]:
+def twilio_clients(services: Services) -> list[Client]:
+    """A client per configured Twilio account, main first (the composition root's
+    factory): their HTTP sessions, and so their connections, last the process."""
     from twilio.http.http_client import TwilioHttpClient
     from twilio.rest import Client
 
+    settings = services.settings
     accounts = settings.twilio_accounts()
     if not accounts:
         raise ConfigurationError(

@@ -210,7 +210,7 @@ def test_the_example_n8n_workflow_sends_then_records_with_retries() -> None:
     goes to ingest_sms with header auth and retries, in fields ingest_sms accepts."""
     import re
 
-    from shared.models import SmsIn
+    from functions.ingest_sms.models import SmsIn
 
     workflow = json.loads((ROOT / "docs/n8n/send-and-record-sms.json").read_text("utf-8"))
     nodes = {node["name"]: node for node in workflow["nodes"]}

@@ -18,7 +18,7 @@ import psycopg
 import pytest
 
 from shared import runtime
-from shared.db import PostgresDatabase
+from shared.db import PostgresDatabase, database
 from shared.settings import Settings
 from tests.support.builders import Tenants
 from tests.support.served import serve
@@ -36,7 +36,7 @@ def ingest_url() -> Iterator[str]:
 @pytest.fixture(autouse=True)
 def services(database_url: str, shared_db: PostgresDatabase) -> Iterator[runtime.Services]:
     settings = Settings(database_url=database_url, ingest_api_keys=f"{KEY},{ROTATED_KEY}")  # type: ignore[arg-type]
-    current = runtime.Services(settings, _db=shared_db)
+    current = runtime.Services(settings, provided={database: shared_db})
     runtime.use(current)
     yield current
     runtime.use(None)
@@ -115,9 +115,11 @@ def test_every_configured_key_works_so_keys_can_rotate(ingest_url: str, tenants:
 def test_with_no_keys_configured_nobody_gets_in(
     ingest_url: str, tenants: Tenants, database_url: str, services: runtime.Services
 ) -> None:
-    runtime.use(runtime.Services(Settings(database_url=database_url), _db=services.db))  # type: ignore[arg-type]
+    settings = Settings(database_url=database_url)  # type: ignore[arg-type]
+    runtime.use(runtime.Services(settings, provided={database: services.db}))
     response = post(ingest_url, sms(tenants), key="")
     assert response.status_code == 500
+    assert response.json()["error"]["code"] == "not_configured"
     assert "INGEST_API_KEYS" not in response.text
 
 

@@ -16,7 +16,7 @@ from functions.ingest_sms import aws_lambda as ingest_lambda
 from functions.metrics import aws_lambda as metrics_lambda
 from functions.twilio_status import aws_lambda as status_lambda
 from shared import runtime
-from shared.db import PostgresDatabase
+from shared.db import PostgresDatabase, database
 from shared.settings import Settings
 from tests.support.builders import JWT_SECRET, Tenants, insert_sms, make_jwt
 from tools.fake_twilio import status_callback
@@ -37,7 +37,7 @@ def services(database_url: str, shared_db: PostgresDatabase) -> Iterator[Setting
         twilio_auth_token=TOKEN,  # type: ignore[arg-type]
         supabase_jwt_secret=JWT_SECRET,  # type: ignore[arg-type]
     )
-    runtime.use(runtime.Services(settings, _db=shared_db))
+    runtime.use(runtime.Services(settings, provided={database: shared_db}))
     yield settings
     runtime.use(None)
 

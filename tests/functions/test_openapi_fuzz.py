@@ -17,7 +17,7 @@ from twilio.request_validator import RequestValidator
 from werkzeug.test import EnvironBuilder
 
 from shared import runtime
-from shared.db import PostgresDatabase
+from shared.db import PostgresDatabase, database
 from shared.settings import Settings
 from tests.support.builders import JWT_SECRET, Tenants, make_jwt
 from tests.support.openapi_fuzz import SCHEMA, Case, bounded, call_and_check, origin, send_prepared
@@ -71,7 +71,7 @@ def services(
         twilio_api_base_url=twilio_api.url,  # type: ignore[arg-type]
         public_base_url=origin(urls["twilio_status"]),  # type: ignore[arg-type]
     )
-    runtime.use(runtime.Services(settings, _db=shared_db))
+    runtime.use(runtime.Services(settings, provided={database: shared_db}))
     yield tenants
     runtime.use(None)
 

@@ -24,7 +24,7 @@ import pytest
 from twilio.request_validator import RequestValidator
 
 from shared import runtime
-from shared.db import PostgresDatabase
+from shared.db import PostgresDatabase, database
 from shared.errors import ServiceError
 from shared.settings import Settings
 from tests.support.builders import JWT_SECRET, Tenants, create_tenants, make_jwt
@@ -86,7 +86,7 @@ def stack() -> Iterator[Stack]:
                 public_base_url=status.url.rstrip("/"),  # type: ignore[arg-type]
                 supabase_jwt_secret=JWT_SECRET,  # type: ignore[arg-type]
             )
-            runtime.use(runtime.Services(settings, _db=db))
+            runtime.use(runtime.Services(settings, provided={database: db}))
             try:
                 yield Stack(
                     server.log,

@@ -20,7 +20,7 @@ import pytest
 from twilio.request_validator import RequestValidator
 
 from shared import runtime
-from shared.db import PostgresDatabase
+from shared.db import PostgresDatabase, database
 from shared.settings import Settings
 from tests.support.builders import Tenants, insert_sms
 from tests.support.served import serve
@@ -58,7 +58,7 @@ def settings_for(database_url: str, **overrides: Any) -> Settings:
 
 @pytest.fixture(autouse=True)
 def services(database_url: str, shared_db: PostgresDatabase) -> Iterator[runtime.Services]:
-    current = runtime.Services(settings_for(database_url), _db=shared_db)
+    current = runtime.Services(settings_for(database_url), provided={database: shared_db})
     runtime.use(current)
     yield current
     runtime.use(None)
@@ -69,7 +69,8 @@ def use_settings(services: runtime.Services, **overrides: Any) -> None:
     assert database_url is not None
     runtime.use(
         runtime.Services(
-            settings_for(database_url.get_secret_value(), **overrides), _db=services.db
+            settings_for(database_url.get_secret_value(), **overrides),
+            provided={database: services.db},
         )
     )
 

@@ -19,8 +19,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from functions.retention.bucket import ArchiveBucket
-from functions.retention.context import Retention
+from functions.retention.context import Retention, retention_context
 from shared.errors import UnavailableError
+from shared.runtime import Services
 from shared.settings import Settings
 from tests.support.builders import insert_sms
 
@@ -29,6 +30,11 @@ ALICE, BOB, CAROL = "+33612345001", "+33612345002", "+32470123456"
 INDEX_SECRET = "archive-index-secret-for-tests-0123456789"
 SCHEDULER_KEY = "s" * 40
 PRIVACY_KEY = "p" * 40
+
+
+def retention_for(settings: Settings) -> Retention:
+    """Retention as a process builds it from these settings."""
+    return Services(settings).get(retention_context)
 
 
 def retention_settings(

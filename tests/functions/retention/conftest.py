@@ -25,6 +25,7 @@ from tests.support.retention import (
     at,
     days_ago,
     insert_contact_sms,
+    retention_for,
     retention_settings,
 )
 from tools.embedded import create_versioned_bucket, moto_s3_server
@@ -55,7 +56,7 @@ def bucket_name(s3_endpoint: str) -> str:
 @pytest.fixture
 def retention(tenants: Tenants, database_url: str, s3_endpoint: str, bucket_name: str) -> Retention:
     """Retention over a clean database holding the two tenants, and an empty bucket."""
-    return Retention.from_settings(retention_settings(database_url, s3_endpoint, bucket_name))
+    return retention_for(retention_settings(database_url, s3_endpoint, bucket_name))
 
 
 @pytest.fixture

@@ -29,6 +29,7 @@ from tests.support.retention import (
     manifest,
     object_versions,
     phone_hash,
+    retention_for,
     retention_settings,
     sms_rows,
 )
@@ -181,7 +182,7 @@ def test_objects_past_the_horizon_expire_with_every_version_and_their_index(
     s3_endpoint: str,
     bucket_name: str,
 ) -> None:
-    retention = Retention.from_settings(
+    retention = retention_for(
         retention_settings(database_url, s3_endpoint, bucket_name, archive_expire_after_days=1095)
     )
     insert_contact_sms(clean, tenants.deployment_b, days_ago(1200), ALICE, {})
@@ -315,7 +316,7 @@ def test_an_unreachable_bucket_deletes_nothing(
     nowhere = retention_settings(database_url, "http://127.0.0.1:9", bucket_name)
     before = sms_rows(clean)
     with pytest.raises(UnavailableError, match="archive bucket"):
-        archive.run(Retention.from_settings(nowhere))
+        archive.run(retention_for(nowhere))
     assert sms_rows(clean) == before
 
 
@@ -355,7 +356,7 @@ def test_the_time_budget_also_bounds_expiry_and_the_next_run_resumes(
     bucket_name: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    retention = Retention.from_settings(retention_settings(database_url, s3_endpoint, bucket_name))
+    retention = retention_for(retention_settings(database_url, s3_endpoint, bucket_name))
     for days in (1300, 1200):  # two months, two objects, both past the horizon
         insert_contact_sms(clean, tenants.deployment_b, days_ago(days), ALICE, {})
     expired: list[str] = []

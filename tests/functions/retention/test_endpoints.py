@@ -27,6 +27,7 @@ from tests.support.retention import (
     days_ago,
     insert_contact_sms,
     object_versions,
+    retention_for,
     retention_settings,
     traces,
 )
@@ -177,7 +178,7 @@ def test_erase_reports_an_incomplete_erasure_as_503_with_its_receipt(
     database_url: str,
     bucket_name: str,
 ) -> None:
-    archive.run(Retention.from_settings(settings))
+    archive.run(retention_for(settings))
     broken = retention_settings(
         database_url, "http://127.0.0.1:9", bucket_name, privacy_api_keys=PRIVACY_KEY
     )

@@ -27,6 +27,7 @@ from tests.support.retention import (
     insert_contact_sms,
     object_versions,
     phone_hash,
+    retention_for,
     retention_settings,
     sms_rows,
     traces,
@@ -400,9 +401,7 @@ def test_no_statistic_or_old_row_version_keeps_an_erased_number(
     # search finds what is there.
     assert on_disk(server_url, owner_database_url, "agent_sms", number)
 
-    retention = Retention.from_settings(
-        retention_settings(owner_database_url, s3_endpoint, bucket_name)
-    )
+    retention = retention_for(retention_settings(owner_database_url, s3_endpoint, bucket_name))
     receipt = erasure.erase(retention, [number], requester="DPO test", request_id="stats-1")
     assert receipt.complete
     assert receipt.erasures[0].hot_rows == 40
@@ -463,6 +462,4 @@ def test_an_erasure_that_could_not_vacuum_refuses_to_start(
             conn.execute(f"CREATE ROLE {stranger} LOGIN")
     settings = retention_settings(as_user(owner_database_url, stranger), s3_endpoint, bucket_name)
     with pytest.raises(ConfigurationError, match="VACUUM"):
-        erasure.erase(
-            Retention.from_settings(settings), [ALICE], requester="DPO test", request_id="x"
-        )
+        erasure.erase(retention_for(settings), [ALICE], requester="DPO test", request_id="x")

@@ -11,10 +11,9 @@ from contextlib import ExitStack
 import pytest
 
 from functions.retention import archive
-from functions.retention.context import Retention
 from shared.settings import Settings
 from tests.support.openapi_fuzz import SCHEMA, Case, bounded, call_and_check
-from tests.support.retention import ALICE, PRIVACY_KEY, SCHEDULER_KEY
+from tests.support.retention import ALICE, PRIVACY_KEY, SCHEDULER_KEY, retention_for
 from tests.support.served import LocalFunction
 
 pytestmark = pytest.mark.db
@@ -44,7 +43,7 @@ def test_retention(case: Case, urls: dict[str, str], services: Settings) -> None
 @pytest.fixture
 def archived(services: Settings) -> None:
     """The SMS due for archiving are in the archive; the others are still in agent_sms."""
-    archive.run(Retention.from_settings(services))
+    archive.run(retention_for(services))
 
 
 @SCHEMA.include(operation_id="erase").parametrize()
