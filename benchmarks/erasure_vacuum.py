@@ -17,17 +17,13 @@ and prints each as a median, with the ratio VACUUM / erasure step.
 from __future__ import annotations
 
 import argparse
-import os
 import time
 import uuid
-from contextlib import nullcontext
 
 import psycopg
 
 from benchmarks.common import median
-from benchmarks.metrics import load
-from tools.embedded import embedded_postgres, throwaway_database
-from tools.migrate import apply
+from benchmarks.metrics import loaded_database
 
 SMS_PER_NUMBER = 30
 
@@ -100,15 +96,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rows", type=int, default=360_000)
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args(argv)
-    server = os.environ.get("DATABASE_URL")
-    with (
-        embedded_postgres() if server is None else nullcontext(server) as base,
-        throwaway_database(base, prefix="sms_bench") as url,
-    ):
-        apply(url, include_local=True, report=lambda _: None)
-        with psycopg.connect(url) as conn:
-            print(f"loading {args.rows:,} SMS over 3 years")
-            load(conn, url, args.rows)
+    with loaded_database(args.rows) as url:
         run(url, args.repeat)
 
 

@@ -20,15 +20,16 @@ import json
 import os
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import nullcontext
+from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
 
 import psycopg
 
-from benchmarks.common import median, timed
-from tools.embedded import embedded_postgres, throwaway_database
+from benchmarks.common import database_server, median, timed
+from tools.embedded import throwaway_database
 from tools.migrate import apply
 
 CHUNK = 1_000_000
@@ -197,22 +198,27 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.database_url:
         if args.load:
-            apply(args.database_url, include_local=True, report=lambda _: None)
-            with psycopg.connect(args.database_url) as conn:
-                print(f"loading {args.rows:,} SMS over 3 years")
-                load(conn, args.database_url, args.rows)
+            migrate_and_load(args.database_url, args.rows)
         run(args.database_url, args)
         return
-    server = os.environ.get("DATABASE_URL")
-    with (
-        embedded_postgres() if server is None else nullcontext(server) as base,
-        throwaway_database(base, prefix="sms_bench") as url,
-    ):
-        apply(url, include_local=True, report=lambda _: None)
-        with psycopg.connect(url) as conn:
-            print(f"loading {args.rows:,} SMS over 3 years")
-            load(conn, url, args.rows)
+    with loaded_database(args.rows) as url:
         run(url, args)
+
+
+@contextmanager
+def loaded_database(rows: int) -> Iterator[str]:
+    """A throwaway database (on DATABASE_URL's server, or an embedded one) holding
+    `rows` SMS over three years."""
+    with database_server() as server, throwaway_database(server, prefix="sms_bench") as url:
+        migrate_and_load(url, rows)
+        yield url
+
+
+def migrate_and_load(url: str, rows: int) -> None:
+    apply(url, include_local=True, report=lambda _: None)
+    with psycopg.connect(url) as conn:
+        print(f"loading {rows:,} SMS over 3 years")
+        load(conn, url, rows)
 
 
 def run(url: str, args: argparse.Namespace) -> None:

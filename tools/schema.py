@@ -24,6 +24,8 @@ from tools.embedded import embedded_server, throwaway_database
 from tools.migrate import MIGRATIONS_DIR, ROOT, apply
 
 SCHEMA_FILE = ROOT / "supabase" / "schema.sql"
+# The platform's tables agent_sms refers to: production's, faked in
+# supabase/local/02_referenced_tables.sql.
 PLATFORM_TABLES = (
     "public.clients",
     "public.agent_types",

@@ -13,17 +13,9 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 
+from tools.schema import PLATFORM_TABLES as NOT_OURS
+
 API_ROLES = ("anon", "authenticated", "service_role")
-# Production's tables, faked in supabase/local/02_referenced_tables.sql.
-NOT_OURS = (
-    "public.clients",
-    "public.agent_types",
-    "public.agent_deployments",
-    "public.agent_calls",
-    "public.agent_arthur_prospects",
-    "public.agent_arthur_prospect_sequences",
-    "public.user_client_permissions",
-)
 TABLE_PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER")
 SEQUENCE_PRIVILEGES = ("USAGE", "SELECT", "UPDATE")
 
@@ -32,7 +24,7 @@ SEQUENCE_PRIVILEGES = ("USAGE", "SELECT", "UPDATE")
 REVIEWED = {
     "anon": {
         # Supabase's, for every role (CONNECT and TEMPORARY through PUBLIC): see
-        # supabase/migrations/20261206000200_api_privileges.sql for why TEMPORARY stays.
+        # supabase/migrations/20261206000100_api_privileges.sql for why TEMPORARY stays.
         "database CONNECT",
         "database TEMPORARY",
         "schema public USAGE",

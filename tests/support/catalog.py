@@ -7,16 +7,7 @@ from __future__ import annotations
 
 import psycopg
 
-# Production's tables, faked in supabase/local/02_referenced_tables.sql.
-NOT_OURS = (
-    "public.clients",
-    "public.agent_types",
-    "public.agent_deployments",
-    "public.agent_calls",
-    "public.agent_arthur_prospects",
-    "public.agent_arthur_prospect_sequences",
-    "public.user_client_permissions",
-)
+from tools.schema import PLATFORM_TABLES as NOT_OURS
 
 _QUERIES = {
     "relations": """
