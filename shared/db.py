@@ -26,6 +26,7 @@ import json
 import re
 import select
 import threading
+import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -273,6 +274,29 @@ _SET_CONTEXT = (
 )
 
 
+def connection_options(timeout: float) -> dict[str, Any]:
+    """libpq settings that end a call to a peer gone silent. Connecting is bounded by
+    connect_timeout. A peer that stops acknowledging (packets dropped) is given up after
+    tcp_user_timeout, and an idle connection to a vanished peer is found by keepalives
+    (with tcp_user_timeout set, unanswered probes end it within that time too). A peer
+    that still acknowledges but never answers (a hung pooler, a mute relay) only a
+    deadline of our own ends: PostgresDatabase keeps one per call."""
+    seconds = max(1, round(timeout))
+    return {
+        "connect_timeout": seconds,
+        "keepalives": 1,
+        "keepalives_idle": seconds,
+        "keepalives_interval": 1,
+        "keepalives_count": 3,
+        "tcp_user_timeout": seconds * 1000,
+    }
+
+
+# Past the statement timeout, how long a call waits for the server's own answer (the
+# statement canceled) before it gives up on a peer that says nothing at all.
+_DEADLINE_GRACE_SECONDS = 1.0
+
+
 class PostgresDatabase:
     """psycopg over a direct or pooled (Supabase pooler) connection."""
 
@@ -310,7 +334,7 @@ class PostgresDatabase:
                     kwargs={
                         "autocommit": True,
                         "prepare_threshold": None,
-                        "connect_timeout": max(1, int(self._timeout)),
+                        **connection_options(self._timeout),
                     },
                     name="sms-tracking",
                 )
@@ -345,13 +369,17 @@ class PostgresDatabase:
         names = _arg_names(args)
         payload = to_json(dict(args or {}))
         claims = to_json(dict(caller.claims))
+        # Every call ends by this time, whatever the network does: a connection from the
+        # pool, the call's round trip and its answer all count against it.
+        deadline = time.monotonic() + self._timeout + _DEADLINE_GRACE_SECONDS
         # Each idle pooled connection may have been closed by the server meanwhile
         # (restart, pg_terminate_backend, pooler timeout). Such a connection is found
         # before anything is sent, and replaced; one attempt more than the pool holds
         # always reaches a fresh one. A call is never sent twice.
         for _ in range(self._pool_size + 1):
             try:
-                with self._connections().connection() as conn:
+                pool = self._connections()
+                with pool.connection(timeout=_remaining(deadline)) as conn:
                     if _closed_by_server(conn):
                         conn.close()  # the pool discards it
                         continue
@@ -361,6 +389,7 @@ class PostgresDatabase:
                             conn.pgconn,
                             (_SET_CONTEXT, [role.encode(), claims, self._statement_timeout]),
                             (call, [payload]),
+                            deadline=deadline,
                         )
                     except BaseException:
                         conn.close()  # its protocol state is unknown: the pool discards it
@@ -372,6 +401,11 @@ class PostgresDatabase:
                     return json.loads(value) if value is not None else None
             except PoolTimeout:
                 failure = PostgresFailure("08000", "no database connection within the timeout")
+                raise classify(failure, retry_after=self._retry_after) from None
+            except DeadlineError:
+                failure = PostgresFailure(
+                    "08000", "the database did not answer within the deadline"
+                )
                 raise classify(failure, retry_after=self._retry_after) from None
             except psycopg.Error as exc:
                 raise classify(failure_of(exc), retry_after=self._retry_after) from None
@@ -409,9 +443,35 @@ def _closed_by_server(conn: psycopg.Connection[Any]) -> bool:
     return bool(readable)
 
 
-def _pipeline(pgconn: PGconn, *statements: tuple[bytes, list[bytes]]) -> list[PGresult]:
+class DeadlineError(Exception):
+    """A call's deadline passed with the database silent."""
+
+
+def _remaining(deadline: float) -> float:
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise DeadlineError
+    return left
+
+
+def _wait(pgconn: PGconn, *, writable: bool, deadline: float) -> None:
+    """Until the connection's socket is ready, or the deadline has passed."""
+    sockets = [pgconn.socket]
+    ready = (
+        select.select([], sockets, [], _remaining(deadline))
+        if writable
+        else select.select(sockets, [], [], _remaining(deadline))
+    )
+    if not any(ready):
+        raise DeadlineError
+
+
+def _pipeline(
+    pgconn: PGconn, *statements: tuple[bytes, list[bytes]], deadline: float
+) -> list[PGresult]:
     """Send the statements with their parameters bound by the server, then one Sync;
-    return each statement's result. One round trip, one implicit transaction."""
+    return each statement's result. One round trip, one implicit transaction, ended by
+    the deadline whatever the server does."""
     from psycopg import pq
 
     pgconn.enter_pipeline_mode()
@@ -419,11 +479,11 @@ def _pipeline(pgconn: PGconn, *statements: tuple[bytes, list[bytes]]) -> list[PG
         pgconn.send_query_params(sql, params)
     pgconn.pipeline_sync()
     while pgconn.flush():
-        select.select([], [pgconn.socket], [])
+        _wait(pgconn, writable=True, deadline=deadline)
     results: list[PGresult] = []
     while True:
         while pgconn.is_busy():
-            select.select([pgconn.socket], [], [])
+            _wait(pgconn, writable=False, deadline=deadline)
             pgconn.consume_input()
         result = pgconn.get_result()
         if result is None:

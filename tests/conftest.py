@@ -18,6 +18,7 @@ from tests.support import openapi_contract
 from tests.support.builders import Shop, Tenants, create_shop, create_tenants
 from tools.embedded import as_user, embedded_postgres, throwaway_database
 from tools.migrate import apply
+from tools.pooler import transaction_pooler
 
 
 @pytest.fixture(scope="session")
@@ -71,6 +72,14 @@ def owner_database_url(server_url: str, database_url: str) -> Iterator[str]:
         owner_url = as_user(url, OWNER_ROLE)
         apply(owner_url, include_local=True, report=lambda _: None)
         yield owner_url
+
+
+@pytest.fixture(scope="session")
+def pooled_database_url(database_url: str) -> Iterator[str]:
+    """The session's database through PgBouncer in transaction mode: the path the
+    functions take in production, through Supabase's transaction pooler."""
+    with transaction_pooler(database_url) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

@@ -6,19 +6,15 @@ from __future__ import annotations
 
 import os
 import secrets
-import socket
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import quote
 
 import psycopg
-from psycopg.conninfo import conninfo_to_dict
 
 from benchmarks.common import database_server
-from benchmarks.soak.faults import FlakyLink
 from benchmarks.soak.plan import ACCOUNT_SID, AGENTS, Plan
 from tools.dev import LocalFunction, discover_functions, serve
 from tools.embedded import (
@@ -30,6 +26,7 @@ from tools.embedded import (
 )
 from tools.fake_twilio import FakeTwilio
 from tools.migrate import ROOT, apply
+from tools.relay import Relay, relay_to_database, tcp_connector
 from tools.tokens import access_token
 
 KEYS = {
@@ -57,8 +54,8 @@ class Stack:
     bucket: str
     urls: dict[str, str]  # entry point -> URL
     masters: dict[str, int]  # entry point -> gunicorn master pid
-    database_link: FlakyLink
-    s3_link: FlakyLink
+    database_link: Relay
+    s3_link: Relay
     log_path: Path
 
     def token(self, user_id: str) -> str:
@@ -74,7 +71,7 @@ def running_stack(plan: Plan, workdir: Path, workers: int = 2) -> Iterator[Stack
         url = stack.enter_context(throwaway_database(server, prefix="sms_soak"))
         apply(url, include_local=True, report=lambda _: None)
         create_tenants(url, plan)
-        database_link, url_via_link = link_to_database(url)
+        database_link, url_via_link = relay_to_database(url)
         stack.callback(database_link.close)
 
         s3_endpoint = stack.enter_context(moto_s3_server())
@@ -88,7 +85,7 @@ def running_stack(plan: Plan, workdir: Path, workers: int = 2) -> Iterator[Stack
             secret_key=S3_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
         )
         s3_port = int(s3_endpoint.rsplit(":", 1)[1])
-        s3_link = FlakyLink(_tcp_connector("127.0.0.1", s3_port))
+        s3_link = Relay(tcp_connector("127.0.0.1", s3_port))
         stack.callback(s3_link.close)
 
         twilio = stack.enter_context(FakeTwilio({ACCOUNT_SID: KEYS["TWILIO_AUTH_TOKEN"]}))
@@ -167,47 +164,6 @@ def create_tenants(url: str, plan: Plan) -> None:
                     " VALUES (%s, %s, 'viewer')",
                     (user.user_id, client_id),
                 )
-
-
-def link_to_database(url: str) -> tuple[FlakyLink, str]:
-    """A link in front of the database at `url`, and the URL that reaches it through it."""
-    link = FlakyLink(_postgres_connector(url))
-    return link, _via(url, link.port)
-
-
-def _postgres_connector(url: str) -> Callable[[], socket.socket]:
-    """How to reach the server behind `url`: a TCP address or a Unix socket."""
-    params = conninfo_to_dict(url)
-    host = str(params.get("host") or "127.0.0.1")
-    port = int(params.get("port") or 5432)
-    if not host.startswith("/"):
-        return _tcp_connector(host, port)
-    path = f"{host}/.s.PGSQL.{port}"
-
-    def unix() -> socket.socket:
-        sock = socket.socket(socket.AF_UNIX)
-        sock.connect(path)
-        return sock
-
-    return unix
-
-
-def _tcp_connector(host: str, port: int) -> Callable[[], socket.socket]:
-    def tcp() -> socket.socket:
-        sock = socket.create_connection((host, port), timeout=5)
-        sock.settimeout(None)  # connected: from now on it may sit idle as long as it likes
-        return sock
-
-    return tcp
-
-
-def _via(url: str, port: int) -> str:
-    """The same database, reached through the link on this local port."""
-    params = conninfo_to_dict(url)
-    user = quote(str(params.get("user") or "postgres"), safe="")
-    password = quote(str(params.get("password") or ""), safe="")
-    credentials = f"{user}:{password}" if password else user
-    return f"postgresql://{credentials}@127.0.0.1:{port}/{params['dbname']}"
 
 
 def _stop(processes: list[subprocess.Popen[bytes]]) -> None:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from functions.retention.bucket import ArchiveBucket, archive_bucket
-from shared.db import classify, failure_of
+from shared.db import classify, connection_options, failure_of
 from shared.errors import ConfigurationError, ConflictError, UnavailableError
 
 if TYPE_CHECKING:
@@ -52,13 +52,11 @@ class Retention:
         """Two connections, closed after; a database failure becomes the service's error."""
         import psycopg
 
-        connect_timeout = max(1, int(self.settings.database_timeout_seconds))
+        options = connection_options(self.settings.database_timeout_seconds)
         try:
             with (
-                psycopg.connect(
-                    self.database_url, autocommit=True, connect_timeout=connect_timeout
-                ) as control,
-                psycopg.connect(self.database_url, connect_timeout=connect_timeout) as work,
+                psycopg.connect(self.database_url, autocommit=True, **options) as control,
+                psycopg.connect(self.database_url, **options) as work,
             ):
                 # A batch's statements move thousands of rows, not one API call's worth.
                 timeout = f"{int(self.settings.database_timeout_seconds * 6000)}ms"

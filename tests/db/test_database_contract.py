@@ -27,6 +27,7 @@ from shared.errors import (
 )
 from tests.support.builders import JWT_SECRET, Tenants, make_jwt
 from tests.support.fake_postgrest import FakePostgrest, Keys
+from tools.relay import relay_to_database
 
 KEYS = Keys(
     jwt_secret=JWT_SECRET,
@@ -311,9 +312,7 @@ def test_calls_arriving_while_the_first_connection_is_made_share_that_attempt(
 def test_a_database_down_at_the_first_call_is_used_once_it_is_back(
     database_url: str, contract_functions: None
 ) -> None:
-    from benchmarks.soak.stack import link_to_database
-
-    link, via_link = link_to_database(database_url)
+    link, via_link = relay_to_database(database_url)
     db = PostgresDatabase(via_link, timeout=0.5)
     outage = threading.Thread(target=link.cut, args=(1.5,))
     outage.start()
