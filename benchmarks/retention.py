@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> None:
 
 def _settings(url: str, endpoint: str, bucket: str, batch: int) -> Settings:
     return Settings(
-        database_url=url,  # type: ignore[arg-type]
+        database_session_url=url,  # type: ignore[arg-type]
         archive_bucket=bucket,
         s3_endpoint_url=endpoint,  # type: ignore[arg-type]
         archive_index_secret=INDEX_SECRET,  # type: ignore[arg-type]
@@ -213,10 +213,10 @@ def _report_erasure(retention: Retention) -> None:
 
 
 def _run_child(settings: Settings) -> dict[str, Any]:
-    assert settings.database_url is not None
+    assert settings.database_session_url is not None
     assert settings.archive_index_secret is not None
     environment = os.environ | {
-        "DATABASE_URL": settings.database_url.get_secret_value(),
+        "DATABASE_SESSION_URL": settings.database_session_url.get_secret_value(),
         "ARCHIVE_BUCKET": settings.archive_bucket or "",
         "S3_ENDPOINT_URL": str(settings.s3_endpoint_url),
         "ARCHIVE_INDEX_SECRET": settings.archive_index_secret.get_secret_value(),

@@ -46,7 +46,11 @@ class Settings(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
     database_url: SecretStr | None = None
-    """Direct or pooled Postgres connection (postgresql://...). Takes precedence over Supabase."""
+    """The functions' Postgres connection (postgresql://...): on Supabase, the transaction
+    pooler (port 6543). Takes precedence over Supabase's HTTP API."""
+    database_session_url: SecretStr | None = None
+    """Retention's and erasure's: a session that holds advisory locks for a run, so the
+    direct connection or the session pooler (port 5432), never the transaction pooler."""
 
     supabase_url: HttpUrl | None = None
     supabase_secret_key: SecretStr | None = None
@@ -177,7 +181,7 @@ class Settings(BaseModel):
     def _upper(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
 
-    @field_validator("database_url")
+    @field_validator("database_url", "database_session_url")
     @classmethod
     def _postgres_scheme(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None and not value.get_secret_value().startswith(
@@ -205,11 +209,11 @@ class Settings(BaseModel):
 
     @model_validator(mode="after")
     def _one_database(self) -> Settings:
-        if self.database_url is None:
+        if self.database_url is None and self.database_session_url is None:
             if self.supabase_url is None:
                 raise ValueError(
-                    "no database configured: set DATABASE_URL, "
-                    "or SUPABASE_URL with SUPABASE_SECRET_KEY"
+                    "no database configured: set DATABASE_URL (and DATABASE_SESSION_URL for"
+                    " retention), or SUPABASE_URL with SUPABASE_SECRET_KEY"
                 )
             if self.supabase_secret_key is None:
                 raise ValueError("SUPABASE_SECRET_KEY is required when SUPABASE_URL is set")

@@ -49,7 +49,7 @@ DEV_KEYS = {
     "ARCHIVE_BUCKET": "sms-archive-local",
 }
 SHARED_ENVIRONMENT = (
-    "DATABASE_URL", "S3_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
+    "DATABASE_URL", "DATABASE_SESSION_URL", "S3_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
     "AWS_DEFAULT_REGION",
 )  # fmt: skip
 DEMO_VIEWER = "e0000000-0000-4000-8000-000000000001"  # supabase/seed.sql: viewer of one client
@@ -145,6 +145,7 @@ def main(argv: list[str] | None = None) -> int:
             os.environ
             | {
                 "DATABASE_URL": database_url,
+                "DATABASE_SESSION_URL": database_url,
                 "S3_ENDPOINT_URL": s3_endpoint,
                 "AWS_ACCESS_KEY_ID": os.environ.get("AWS_ACCESS_KEY_ID", "local"),
                 "AWS_SECRET_ACCESS_KEY": os.environ.get("AWS_SECRET_ACCESS_KEY", "local"),

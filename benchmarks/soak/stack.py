@@ -100,6 +100,7 @@ def running_stack(plan: Plan, workdir: Path, workers: int = 2) -> Iterator[Stack
             | {
                 "PYTHONPATH": str(ROOT),
                 "DATABASE_URL": url_via_link,
+                "DATABASE_SESSION_URL": url_via_link,
                 "S3_ENDPOINT_URL": f"http://127.0.0.1:{s3_link.port}",
                 "ARCHIVE_BUCKET": bucket,
                 "TWILIO_API_BASE_URL": twilio.url,

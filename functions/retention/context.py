@@ -72,10 +72,10 @@ def retention_context(services: Services) -> Retention:
     """Retention as the settings describe it (the composition root's factory): the bucket
     is built once, the database sessions opened per run."""
     settings = services.settings
-    database_url, secret = settings.database_url, settings.archive_index_secret
+    database_url, secret = settings.database_session_url, settings.archive_index_secret
     if database_url is None or secret is None or settings.archive_bucket is None:
         raise settings.missing(
-            "database_url", "archive_bucket", "archive_index_secret", purpose="retention"
+            "database_session_url", "archive_bucket", "archive_index_secret", purpose="retention"
         )
     return Retention(
         settings=settings,

@@ -41,7 +41,7 @@ def retention_settings(
     database_url: str, s3_endpoint: str, bucket_name: str, **overrides: Any
 ) -> Settings:
     values: dict[str, Any] = {
-        "database_url": database_url,
+        "database_session_url": database_url,
         "archive_bucket": bucket_name,
         "s3_endpoint_url": s3_endpoint,
         "archive_index_secret": INDEX_SECRET,

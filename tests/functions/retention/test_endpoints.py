@@ -330,8 +330,8 @@ def run_cli(settings: Settings, *args: str, stdin: str = "") -> subprocess.Compl
     environment = {
         key.upper(): value
         for key, value in {
-            "database_url": settings.database_url.get_secret_value()
-            if settings.database_url
+            "database_session_url": settings.database_session_url.get_secret_value()
+            if settings.database_session_url
             else "",
             "archive_bucket": settings.archive_bucket or "",
             "s3_endpoint_url": str(settings.s3_endpoint_url),
