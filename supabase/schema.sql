@@ -117,7 +117,7 @@ $$;
 --
 
 CREATE FUNCTION private.agent_sms_refuse_foreign_link_update() RETURNS trigger
-    LANGUAGE plpgsql
+    LANGUAGE plpgsql SECURITY DEFINER
     SET search_path TO 'pg_catalog', 'pg_temp'
     AS $$
 DECLARE
@@ -1957,15 +1957,15 @@ INSERT INTO private.twilio_statuses (twilio_status, provider_status) VALUES ('un
 --
 
 --
--- The grants, as 20261206000100_api_privileges.sql has them
+-- The grants, as 20261206000100_roles_and_privileges.sql has them
 --
 
--- What the API roles may do with this project's objects: the whole grant set, in one
--- place. Supabase grants anon, authenticated and service_role everything in public by
--- default (ALTER DEFAULT PRIVILEGES ... GRANT ALL), and PUBLIC may execute any new
--- function: each object here is first stripped of every grant to them, then given
--- exactly what its callers need. tests/db/test_privileges.py holds the catalogs to
--- this list; a new object gets its line here.
+-- Who may do what with this project's objects: the roles our functions log in as, and
+-- the whole grant set, in one place. Supabase grants anon, authenticated and
+-- service_role everything in public by default (ALTER DEFAULT PRIVILEGES ... GRANT ALL),
+-- and PUBLIC may execute any new function: each object here is first stripped of every
+-- grant to them, then given exactly what its callers need. tests/db/test_privileges.py
+-- holds the catalogs to this list; a new object gets its line here.
 --
 -- Not here, because they are Supabase's and shared with the rest of the project: USAGE
 -- on schema public (the three roles; CREATE for none), and CONNECT and TEMPORARY on the
@@ -1974,12 +1974,60 @@ INSERT INTO private.twilio_statuses (twilio_status, provider_status) VALUES ('un
 -- stand in for one of ours (every function runs with search_path = pg_catalog, pg_temp)
 -- nor be attached to a table (no API role holds TRIGGER, below).
 
+-- The login roles. The functions never connect as postgres, which owns the whole
+-- project: a leaked connection string gives away only what its role holds. Passwords
+-- are set by hand, never here (README, "Database roles"). Roles are cluster-wide, so
+-- they are created only when absent.
+--   sms_api        ingest_sms, twilio_status, reconcile and metrics, through the
+--                  transaction pooler. As PostgREST's authenticator, it holds nothing
+--                  of its own (NOINHERIT) and switches, per transaction, to the API
+--                  role of the caller (shared/db.py).
+--   sms_retention  the archive and erasure, through a session. It deletes what it
+--                  archives or erases, keeps the archive's records and VACUUMs the
+--                  erased rows away, which on PostgreSQL 15 only a table's owner may:
+--                  so it belongs to sms_data_owner, which owns this project's tables
+--                  and nothing else (not the functions, not the platform's tables).
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'sms_api') THEN
+        CREATE ROLE sms_api LOGIN NOINHERIT;
+    END IF;
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'sms_retention') THEN
+        CREATE ROLE sms_retention LOGIN INHERIT;
+    END IF;
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'sms_data_owner') THEN
+        CREATE ROLE sms_data_owner NOLOGIN;
+    END IF;
+END
+$$;
+GRANT anon, authenticated, service_role TO sms_api;
+GRANT sms_data_owner TO sms_retention;
+
+-- The tables pass to sms_data_owner. The migrator stays a member, so what it owns (the
+-- functions, SECURITY DEFINER ones included) keeps an owner's rights on them; the new
+-- owner needs CREATE on a table's schema only for the handover.
+GRANT sms_data_owner TO CURRENT_USER;
+GRANT CREATE ON SCHEMA public, private TO sms_data_owner;
+ALTER TABLE public.agent_sms OWNER TO sms_data_owner;
+ALTER TABLE public.agent_sms_events OWNER TO sms_data_owner;
+ALTER TABLE private.sms_erased_sids OWNER TO sms_data_owner;
+ALTER TABLE private.sms_reconcile_checks OWNER TO sms_data_owner;
+ALTER TABLE private.sms_archive_objects OWNER TO sms_data_owner;
+ALTER TABLE private.sms_archive_phone_index OWNER TO sms_data_owner;
+ALTER TABLE private.sms_erasures OWNER TO sms_data_owner;
+ALTER TABLE private.sms_provider_statuses OWNER TO sms_data_owner;
+ALTER TABLE private.twilio_statuses OWNER TO sms_data_owner;
+REVOKE CREATE ON SCHEMA public, private FROM sms_data_owner;
+
 -- anon: nothing at all. authenticated: reads its clients' SMS (row-level security) and
 -- the KPIs. service_role: what the functions do through ingest_sms, record_sms_status
--- and reconcile. Retention and erasure run as the owner.
+-- and reconcile. sms_retention: the tables as their owner, and the retention functions
+-- below.
 
 REVOKE ALL ON SCHEMA private FROM PUBLIC, anon, authenticated, service_role;
 GRANT USAGE ON SCHEMA private TO authenticated, service_role;
+-- The owner's, for the foreign-key checks that run as the owner of the table they read.
+GRANT USAGE ON SCHEMA private TO sms_data_owner;
 
 -- Tables. TRUNCATE ignores row-level security, TRIGGER and REFERENCES act on a table
 -- beyond its rows: no API role holds any of them.
@@ -2086,7 +2134,7 @@ TO authenticated, service_role;
 GRANT EXECUTE ON FUNCTION private.accessible_deployment_ids(boolean) TO authenticated;
 
 -- What the service's RPCs and the triggers they fire call as service_role. The
--- SECURITY DEFINER triggers, and retention, run as the owner and need no grant.
+-- SECURITY DEFINER triggers run as their owner and need no grant.
 GRANT EXECUTE ON FUNCTION
     public.claim_sms_to_reconcile(interval, interval, integer),
     public.ingest_sms(jsonb),
@@ -2100,3 +2148,31 @@ GRANT EXECUTE ON FUNCTION
     private.refuse_link_outside_tenant(text),
     private.twilio_failure_reason(integer)
 TO service_role;
+
+-- What the archive and erasure call as sms_retention (functions/retention), and what
+-- those call in turn.
+GRANT EXECUTE ON FUNCTION
+    private.add_to_erasure(text, bytea, integer, integer, integer, integer, integer, integer,
+                           integer),
+    private.archive_write_lock_key(),
+    private.begin_archive_object(text),
+    private.commit_archive_object(text, uuid[], bigint[], text, bigint, bytea[], integer[]),
+    private.complete_erasure(text, bytea),
+    private.erase_hot_sms(text),
+    private.erased_sids(text[]),
+    private.expired_archive_objects(timestamptz),
+    private.forget_archive_object(text),
+    private.mark_erasure_incomplete(text, bytea, text),
+    private.open_erasure(text, text, bytea[]),
+    private.pending_events_lock_key(),
+    private.purge_pending_events(timestamptz),
+    private.raise_without_values(text, text, text, text),
+    private.record_rewritten_object(text, bytea, integer, text, bigint, timestamptz,
+                                    timestamptz),
+    private.remember_erased_sids(text[]),
+    private.retention_forecast(timestamptz, integer, timestamptz, timestamptz),
+    private.retention_run_lock_key(),
+    private.sms_due_for_archive(timestamptz, integer),
+    private.stale_pending_events(timestamptz),
+    private.unfinished_archive_objects()
+TO sms_retention;

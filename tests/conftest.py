@@ -17,7 +17,7 @@ from psycopg import sql
 from tests.support import openapi_contract
 from tests.support.builders import Shop, Tenants, create_shop, create_tenants
 from tools.embedded import as_user, embedded_postgres, throwaway_database
-from tools.migrate import apply
+from tools.migrate import API_LOGIN, RETENTION_LOGIN, apply
 from tools.pooler import transaction_pooler
 
 
@@ -76,10 +76,17 @@ def owner_database_url(server_url: str, database_url: str) -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def pooled_database_url(database_url: str) -> Iterator[str]:
-    """The session's database through PgBouncer in transaction mode: the path the
-    functions take in production, through Supabase's transaction pooler."""
-    with transaction_pooler(database_url) as url:
+    """The session's database through PgBouncer in transaction mode, as the functions'
+    login role: the path they take in production, through Supabase's transaction pooler."""
+    with transaction_pooler(as_user(database_url, API_LOGIN), users=(API_LOGIN,)) as url:
         yield url
+
+
+@pytest.fixture(scope="session")
+def retention_database_url(database_url: str) -> str:
+    """The session's database as retention's login role: the functions' tests run as
+    production's roles, with no more rights."""
+    return as_user(database_url, RETENTION_LOGIN)
 
 
 @pytest.fixture(scope="session")

@@ -27,6 +27,11 @@ LOCAL_DIR = ROOT / "supabase" / "local"
 MIGRATIONS_DIR = ROOT / "supabase" / "migrations"
 SEED_FILE = ROOT / "supabase" / "seed.sql"
 
+# The roles the migrations create for the functions to log in as (see
+# 20261206000100_roles_and_privileges.sql): the transaction-pooled functions', retention's.
+API_LOGIN = "sms_api"
+RETENTION_LOGIN = "sms_retention"
+
 _MIGRATION_NAME = re.compile(r"^(\d{14})_([a-z0-9_]+)\.sql$")
 _LOCK_KEY = 0x5_3_4D_53  # advisory lock: one migrator at a time per database
 

@@ -76,7 +76,7 @@ def render(url: str) -> str:
     excluded = [f"--exclude-table={table}" for table in PLATFORM_TABLES]
     schema = _dump(url, "--schema-only", "--schema=public", "--schema=private", *excluded)
     rows = _dump(url, "--data-only", "--column-inserts", *(f"--table={t}" for t in LOOKUP_TABLES))
-    (privileges,) = MIGRATIONS_DIR.glob("*_api_privileges.sql")
+    (privileges,) = MIGRATIONS_DIR.glob("*_roles_and_privileges.sql")
     parts = [
         HEADER,
         _clean(schema),

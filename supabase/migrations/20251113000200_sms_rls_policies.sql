@@ -5,7 +5,7 @@
 --   service_insert_sms         INSERT  service_role   n8n records SMS (ingest_sms)
 --   service_update_sms         UPDATE  service_role   status reports (record_sms_status)
 -- anon has no policy and no grant. Who may do what at all is in
--- 20251206000100_api_privileges.sql.
+-- 20261206000100_roles_and_privileges.sql.
 
 -- The access rule is written once, here. It lives outside the API-exposed public
 -- schema and runs as its owner so that it can read the permission tables whatever

@@ -86,9 +86,10 @@ CREATE TRIGGER agent_sms_links_within_tenant
 
 -- Updates: only of the links, and only those the update sets (all of them when it moves
 -- the SMS to another deployment): a call deleted elsewhere sets call_id to NULL, which
--- must not fail because of the other links.
+-- must not fail because of the other links. It runs as its owner: such a cascade writes
+-- agent_sms as the table's owner (sms_data_owner), who may not read the platform's tables.
 CREATE FUNCTION private.agent_sms_refuse_foreign_link_update() RETURNS trigger
-LANGUAGE plpgsql
+LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE

@@ -1,5 +1,6 @@
-"""The catalogs of a fresh database, held to one reviewed list: what the API roles may
-do with this project's objects, and that every function runs with a fixed search path.
+"""The catalogs of a fresh database, held to one reviewed list: what the API roles and
+the functions' login roles may do with this project's objects, and that every function
+runs with a fixed search path.
 
 The database is owned by a role that is no superuser and applied its own migrations,
 as on Supabase. The objects of supabase/local (Supabase's auth schema and the tables
@@ -13,18 +14,36 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 
+from tools.migrate import API_LOGIN, RETENTION_LOGIN
 from tools.schema import PLATFORM_TABLES as NOT_OURS
 
 API_ROLES = ("anon", "authenticated", "service_role")
+LOGIN_ROLES = (API_LOGIN, RETENTION_LOGIN)
+DATA_OWNER = "sms_data_owner"
 TABLE_PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER")
 SEQUENCE_PRIVILEGES = ("USAGE", "SELECT", "UPDATE")
 
-# Every privilege an API role holds on this project's objects, and on the schemas and
-# the database they live in. Reviewed: a change here is a change of who may do what.
+# Every table of this project: sms_data_owner owns them, and retention's login role
+# holds an owner's rights on them through it.
+OUR_TABLES = (
+    "public.agent_sms",
+    "public.agent_sms_events",
+    "private.sms_archive_objects",
+    "private.sms_archive_phone_index",
+    "private.sms_erased_sids",
+    "private.sms_erasures",
+    "private.sms_provider_statuses",
+    "private.sms_reconcile_checks",
+    "private.twilio_statuses",
+)
+EVERYONES = {"database CONNECT", "database TEMPORARY", "schema public USAGE"}
+
+# Every privilege a role holds on this project's objects, and on the schemas and the
+# database they live in. Reviewed: a change here is a change of who may do what.
 REVIEWED = {
     "anon": {
         # Supabase's, for every role (CONNECT and TEMPORARY through PUBLIC): see
-        # supabase/migrations/20261206000100_api_privileges.sql for why TEMPORARY stays.
+        # supabase/migrations/20261206000100_roles_and_privileges.sql for why TEMPORARY stays.
         "database CONNECT",
         "database TEMPORARY",
         "schema public USAGE",
@@ -87,6 +106,38 @@ REVIEWED = {
         "function private.sms_scope(uuid,uuid,text)",
         "function private.twilio_failure_reason(integer)",
     },
+    # Nothing of its own: it acts only as the API role it switches to (NOINHERIT).
+    API_LOGIN: EVERYONES,
+    RETENTION_LOGIN: EVERYONES
+    | {"schema private USAGE"}
+    | {f"table {table} {privilege}" for table in OUR_TABLES for privilege in TABLE_PRIVILEGES}
+    | {f"sequence public.agent_sms_events_id_seq {p}" for p in SEQUENCE_PRIVILEGES}
+    | {
+        "function private.add_to_erasure(text,bytea,integer,integer,integer,integer,integer,"
+        "integer,integer)",
+        "function private.archive_write_lock_key()",
+        "function private.begin_archive_object(text)",
+        "function private.commit_archive_object(text,uuid[],bigint[],text,bigint,bytea[],"
+        "integer[])",
+        "function private.complete_erasure(text,bytea)",
+        "function private.erase_hot_sms(text)",
+        "function private.erased_sids(text[])",
+        "function private.expired_archive_objects(timestamptz)",
+        "function private.forget_archive_object(text)",
+        "function private.mark_erasure_incomplete(text,bytea,text)",
+        "function private.open_erasure(text,text,bytea[])",
+        "function private.pending_events_lock_key()",
+        "function private.purge_pending_events(timestamptz)",
+        "function private.raise_without_values(text,text,text,text)",
+        "function private.record_rewritten_object(text,bytea,integer,text,bigint,timestamptz,"
+        "timestamptz)",
+        "function private.remember_erased_sids(text[])",
+        "function private.retention_forecast(timestamptz,integer,timestamptz,timestamptz)",
+        "function private.retention_run_lock_key()",
+        "function private.sms_due_for_archive(timestamptz,integer)",
+        "function private.stale_pending_events(timestamptz)",
+        "function private.unfinished_archive_objects()",
+    },
 }
 
 PRIVILEGES_SQL = """
@@ -130,11 +181,11 @@ def catalog(owner_database_url: str) -> Iterator[psycopg.Connection]:
 
 
 def privileges(conn: psycopg.Connection) -> dict[str, set[str]]:
-    held: dict[str, set[str]] = {role: set() for role in API_ROLES}
+    held: dict[str, set[str]] = {role: set() for role in REVIEWED}
     for role, privilege in conn.execute(
         PRIVILEGES_SQL,
         {
-            "roles": list(API_ROLES),
+            "roles": list(REVIEWED),
             "not_ours": list(NOT_OURS),
             "table_privileges": list(TABLE_PRIVILEGES),
             "sequence_privileges": list(SEQUENCE_PRIVILEGES),
@@ -144,11 +195,48 @@ def privileges(conn: psycopg.Connection) -> dict[str, set[str]]:
     return held
 
 
-def test_the_api_roles_hold_exactly_the_reviewed_privileges(catalog: psycopg.Connection) -> None:
+def test_every_role_holds_exactly_the_reviewed_privileges(catalog: psycopg.Connection) -> None:
     held = privileges(catalog)
-    for role in API_ROLES:
+    for role in REVIEWED:
         assert held[role] - REVIEWED[role] == set(), f"{role} holds more than reviewed"
         assert REVIEWED[role] - held[role] == set(), f"{role} lacks what the list says"
+
+
+def test_the_login_roles_log_in_with_no_power_beyond_their_memberships(
+    catalog: psycopg.Connection,
+) -> None:
+    rows = catalog.execute(
+        """
+        SELECT r.rolname, r.rolcanlogin, r.rolinherit,
+               r.rolsuper OR r.rolcreaterole OR r.rolcreatedb OR r.rolreplication
+                   OR r.rolbypassrls,
+               ARRAY(SELECT g.rolname::text FROM pg_auth_members AS m
+                     JOIN pg_roles AS g ON g.oid = m.roleid
+                     WHERE m.member = r.oid ORDER BY 1)
+        FROM pg_roles AS r WHERE r.rolname = ANY (%s) ORDER BY 1
+        """,
+        ([*LOGIN_ROLES, DATA_OWNER],),
+    ).fetchall()
+    assert rows == [
+        (API_LOGIN, True, False, False, ["anon", "authenticated", "service_role"]),
+        (DATA_OWNER, False, True, False, []),
+        (RETENTION_LOGIN, True, True, False, [DATA_OWNER]),
+    ]
+
+
+def test_the_data_owner_owns_this_projects_tables_and_nothing_else(
+    catalog: psycopg.Connection,
+) -> None:
+    owned = catalog.execute(
+        "SELECT c.oid::regclass::text FROM pg_class AS c"
+        " WHERE c.relowner = %s::regrole AND c.relkind IN ('r', 'p', 'v', 'm', 'f')"
+        " UNION ALL SELECT p.oid::regprocedure::text FROM pg_proc AS p"
+        " WHERE p.proowner = %s::regrole"
+        " UNION ALL SELECT n.nspname::text FROM pg_namespace AS n WHERE n.nspowner = %s::regrole"
+        " ORDER BY 1",
+        (DATA_OWNER,) * 3,
+    ).fetchall()
+    assert [name for (name,) in owned] == sorted(OUR_TABLES)
 
 
 @pytest.mark.parametrize("role", API_ROLES)

@@ -54,9 +54,11 @@ def bucket_name(s3_endpoint: str) -> str:
 
 
 @pytest.fixture
-def retention(tenants: Tenants, database_url: str, s3_endpoint: str, bucket_name: str) -> Retention:
+def retention(
+    tenants: Tenants, retention_database_url: str, s3_endpoint: str, bucket_name: str
+) -> Retention:
     """Retention over a clean database holding the two tenants, and an empty bucket."""
-    return retention_for(retention_settings(database_url, s3_endpoint, bucket_name))
+    return retention_for(retention_settings(retention_database_url, s3_endpoint, bucket_name))
 
 
 @pytest.fixture
@@ -87,12 +89,12 @@ def old_sms(tenants: Tenants, clean: psycopg.Connection) -> list[uuid.UUID]:
 
 @pytest.fixture
 def served_settings(
-    tenants: Tenants, database_url: str, s3_endpoint: str, bucket_name: str
+    tenants: Tenants, retention_database_url: str, s3_endpoint: str, bucket_name: str
 ) -> Iterator[Settings]:
     """What the served retention and erase functions run with: the test's database and
     bucket, and both kinds of key."""
     settings = retention_settings(
-        database_url,
+        retention_database_url,
         s3_endpoint,
         bucket_name,
         retention_api_keys=SCHEDULER_KEY,

@@ -178,12 +178,14 @@ def test_a_run_out_of_time_stops_between_objects_and_the_next_resumes(
 def test_objects_past_the_horizon_expire_with_every_version_and_their_index(
     tenants: Tenants,
     clean: psycopg.Connection,
-    database_url: str,
+    retention_database_url: str,
     s3_endpoint: str,
     bucket_name: str,
 ) -> None:
     retention = retention_for(
-        retention_settings(database_url, s3_endpoint, bucket_name, archive_expire_after_days=1095)
+        retention_settings(
+            retention_database_url, s3_endpoint, bucket_name, archive_expire_after_days=1095
+        )
     )
     insert_contact_sms(clean, tenants.deployment_b, days_ago(1200), ALICE, {})
     insert_contact_sms(clean, tenants.deployment_b, days_ago(1199), BOB, {})
@@ -253,7 +255,8 @@ def commit_fails_once(admin_conn: psycopg.Connection) -> Iterator[None]:
     admin_conn.execute(
         """
         CREATE SEQUENCE public.test_commits;
-        CREATE FUNCTION public.test_fail_second_commit() RETURNS trigger LANGUAGE plpgsql AS $$
+        CREATE FUNCTION public.test_fail_second_commit() RETURNS trigger LANGUAGE plpgsql
+        SECURITY DEFINER AS $$
         BEGIN
             IF nextval('public.test_commits') = 2 THEN
                 RAISE EXCEPTION 'the database went away at commit';
@@ -310,10 +313,10 @@ def test_an_unreachable_bucket_deletes_nothing(
     tenants: Tenants,
     old_sms: list[uuid.UUID],
     clean: psycopg.Connection,
-    database_url: str,
+    retention_database_url: str,
     bucket_name: str,
 ) -> None:
-    nowhere = retention_settings(database_url, "http://127.0.0.1:9", bucket_name)
+    nowhere = retention_settings(retention_database_url, "http://127.0.0.1:9", bucket_name)
     before = sms_rows(clean)
     with pytest.raises(UnavailableError, match="archive bucket"):
         archive.run(retention_for(nowhere))
@@ -351,12 +354,12 @@ def test_an_archived_sms_put_back_never_overwrites_its_archived_object(
 def test_the_time_budget_also_bounds_expiry_and_the_next_run_resumes(
     tenants: Tenants,
     clean: psycopg.Connection,
-    database_url: str,
+    retention_database_url: str,
     s3_endpoint: str,
     bucket_name: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    retention = retention_for(retention_settings(database_url, s3_endpoint, bucket_name))
+    retention = retention_for(retention_settings(retention_database_url, s3_endpoint, bucket_name))
     for days in (1300, 1200):  # two months, two objects, both past the horizon
         insert_contact_sms(clean, tenants.deployment_b, days_ago(days), ALICE, {})
     expired: list[str] = []

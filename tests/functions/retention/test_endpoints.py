@@ -175,12 +175,12 @@ def test_erase_reports_an_incomplete_erasure_as_503_with_its_receipt(
     erase_url: str,
     settings: Settings,
     old_sms: list[uuid.UUID],
-    database_url: str,
+    retention_database_url: str,
     bucket_name: str,
 ) -> None:
     archive.run(retention_for(settings))
     broken = retention_settings(
-        database_url, "http://127.0.0.1:9", bucket_name, privacy_api_keys=PRIVACY_KEY
+        retention_database_url, "http://127.0.0.1:9", bucket_name, privacy_api_keys=PRIVACY_KEY
     )
     runtime.use(runtime.Services(broken))
     response = post(erase_url, PRIVACY_KEY, {"phone_numbers": [ALICE], "requester": "dpo"})
@@ -257,12 +257,12 @@ def test_retention_with_the_archive_unreachable_is_503_and_deletes_nothing(
     retention_url: str,
     settings: Settings,
     old_sms: list[uuid.UUID],
-    database_url: str,
+    retention_database_url: str,
     bucket_name: str,
     clean: psycopg.Connection,
 ) -> None:
     broken = retention_settings(
-        database_url, "http://127.0.0.1:9", bucket_name, retention_api_keys=SCHEDULER_KEY
+        retention_database_url, "http://127.0.0.1:9", bucket_name, retention_api_keys=SCHEDULER_KEY
     )
     runtime.use(runtime.Services(broken))
     response = post(retention_url, SCHEDULER_KEY)
