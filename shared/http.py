@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 from pydantic_core import to_jsonable_python
 
-from shared import logs
+from shared import emf, logs
 from shared.errors import (
     BadRequestError,
     ConfigurationError,
@@ -139,12 +139,22 @@ def endpoint(*methods: str) -> Callable[[Handler], Handler]:
                 except Exception:
                     log.exception("unhandled error")
                     response = error_response(InternalError())
+            if response.status_code >= 500:
+                _count_failure(handler.__name__, response.status_code)
             response.headers["X-Request-Id"] = rid
             return response
 
         return run
 
     return wrap
+
+
+def _count_failure(entry_point: str, status: int) -> None:
+    # This boundary answers every fault itself, so Lambda's Errors metric stays at 0; the
+    # function URL's Url5xxCount sees the answers but cannot tell an unreachable
+    # dependency (503) from a fault (500). A handler's own 503 (erase's incomplete
+    # receipt) counts too.
+    emf.emit(emf.function_name(entry_point), {emf.HTTP_5XX: 1, emf.HTTP_503: int(status == 503)})
 
 
 def _log_failure(error: ServiceError) -> None:
