@@ -5,18 +5,18 @@ under ``functions-framework`` locally and on Google Cloud Functions as it is. On
 Lambda, ``http_handler(entry_point)`` serves it behind a function URL: apig-wsgi turns
 the function-URL event (payload format 2.0) into a WSGI request for the entry point,
 and its response back into what Lambda returns.
-``scheduled_handler(job)`` runs a job (reconcile, retention) on an EventBridge
-schedule, which invokes Lambda directly rather than over HTTP.
+``scheduled_handler(job, metrics)`` runs a job (reconcile, retention) on an EventBridge
+schedule, which invokes Lambda directly (asynchronously) rather than over HTTP.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-from shared import logs, runtime
+from shared import emf, logs, runtime
 from shared.errors import ServiceError
 
 if TYPE_CHECKING:
@@ -60,13 +60,30 @@ def http_handler(entry_point: Callable[[Request], Response]) -> LambdaHandler:
     return handler
 
 
-def scheduled_handler(job: Callable[[Services], Any]) -> LambdaHandler:
+class Report(Protocol):
+    """What a scheduled job returns: its counts, and whether it did all it had to."""
+
+    @property
+    def complete(self) -> bool: ...
+
+    def as_json(self) -> dict[str, Any]: ...
+
+
+R = TypeVar("R", bound=Report)
+
+
+def scheduled_handler(
+    job: Callable[[Services], R], metrics: Callable[[R], Mapping[str, int]]
+) -> LambdaHandler:
     """A Lambda handler for a scheduled job: runs it and returns its report.
 
-    A failed run fails the invocation, so Lambda's metrics and alarms see it, but with
-    the error's code only: Lambda prints an uncaught exception's message and traceback
-    to the logs, and those could quote data.
+    A failed run fails the invocation, so Lambda's Errors metric, the alarms and the
+    on-failure destination see it, but with the error's code only: Lambda prints an
+    uncaught exception's message and traceback to the logs, and those could quote data.
+    So does a run whose report says it is not complete, once the report is logged and
+    its metrics written: it returned, but left work the schedule exists to get done.
     """
+    name = job.__name__.strip("_")
 
     def handle(event: dict[str, Any], context: Any) -> dict[str, Any]:
         request_id = getattr(context, "aws_request_id", None) or "scheduled"
@@ -79,7 +96,11 @@ def scheduled_handler(job: Callable[[Services], Any]) -> LambdaHandler:
             except Exception:
                 log.exception("scheduled run failed")
                 raise ScheduledRunError("internal") from None
-        result: dict[str, Any] = json.loads(json.dumps(report, default=str))
+            result: dict[str, Any] = json.loads(json.dumps(report.as_json(), default=str))
+            emf.emit(emf.function_name(name), metrics(report))
+            if not report.complete:
+                log.error("scheduled run incomplete", extra={"code": "incomplete", **result})
+                raise ScheduledRunError("incomplete")
         return result
 
     return handle

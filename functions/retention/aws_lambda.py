@@ -1,19 +1,26 @@
 """The AWS Lambda handlers (serverless.yml): erase behind its function URL, and the
 retention run on a schedule (no URL: only the schedule runs it)."""
 
-from typing import Any
-
 from functions.retention import archive
 from functions.retention.context import retention_context
 from functions.retention.main import erase as erase_entry_point
+from shared import emf
 from shared.lambda_adapter import http_handler, scheduled_handler
 from shared.runtime import Services
 
 erase = http_handler(erase_entry_point)
 
 
-def _retention(services: Services) -> dict[str, Any]:
-    return archive.run(services.get(retention_context)).as_json()
+def _retention(services: Services) -> archive.RetentionReport:
+    return archive.run(services.get(retention_context))
 
 
-retention = scheduled_handler(_retention)
+def _metrics(report: archive.RetentionReport) -> dict[str, int]:
+    return {
+        emf.RETENTION_COMPLETE: int(report.complete),
+        emf.RETENTION_ARCHIVED_ROWS: report.archived_rows,
+        emf.RETENTION_EXPIRED_ROWS: report.expired_rows,
+    }
+
+
+retention = scheduled_handler(_retention, _metrics)

@@ -38,6 +38,15 @@ class ReconcileRun:
     rate_limited: bool = False
     twilio_unreachable: bool = False
 
+    @property
+    def complete(self) -> bool:
+        """False when the run could not deal with an SMS it took: a bad answer (errors),
+        or Twilio stopping to answer part-way (the rest given back). A 429 or the time
+        budget also ends a run early, and the rest is asked first next run, but that is
+        the run pacing itself, not failing: it did what Twilio and its budget allowed
+        (and a run that long shows in the Duration alarm)."""
+        return not (self.errors or self.twilio_unreachable)
+
     def as_json(self) -> dict[str, Any]:
         return asdict(self)
 

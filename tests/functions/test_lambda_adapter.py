@@ -1,11 +1,16 @@
 """Each function on AWS Lambda: a real function-URL event (payload format 2.0) through
-the adapter, into real Postgres, and the response Lambda would send back."""
+the adapter, into real Postgres, and the response Lambda would send back; and the
+scheduled jobs' handler, which fails the invocation of a run that did not complete."""
 
 from __future__ import annotations
 
 import json
+import logging
+import socket
 import uuid
 from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from typing import Any
 from urllib.parse import urlencode
 
 import psycopg
@@ -15,9 +20,12 @@ from twilio.request_validator import RequestValidator
 from functions.ingest_sms import aws_lambda as ingest_lambda
 from functions.metrics import aws_lambda as metrics_lambda
 from functions.twilio_status import aws_lambda as status_lambda
-from shared import runtime
+from shared import emf, runtime
 from shared.db import PostgresDatabase, database
+from shared.errors import UnavailableError
+from shared.lambda_adapter import ScheduledRunError, scheduled_handler
 from shared.settings import Settings
+from tests.support import emf as emf_lines
 from tests.support.builders import JWT_SECRET, Tenants, insert_sms, make_jwt
 from tools.fake_twilio import status_callback
 from tools.lambda_events import DOMAIN, body_of, function_url_event, headers_of
@@ -117,3 +125,96 @@ def test_metrics_answers_the_signed_in_user(tenants: Tenants) -> None:
     assert response["statusCode"] == 200, response
     assert body_of(response)["current_period"]["total_sms"] == len(tenants.sms_a)
     assert headers_of(response)["cache-control"] == "private, no-store"
+
+
+def test_a_503_behind_the_function_url_is_counted_under_the_lambda_functions_name(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The database refusing connections: ingest_sms answers 503 (Lambda's Errors stays
+    at 0) and writes the metric the unavailable alarm watches."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed = f"postgresql://postgres@127.0.0.1:{probe.getsockname()[1]}/postgres"
+    unreachable = PostgresDatabase(closed, pool_size=1, timeout=1)
+    settings = Settings(database_url=closed, ingest_api_keys=INGEST_KEY)  # type: ignore[arg-type]
+    runtime.use(runtime.Services(settings, provided={database: unreachable}))
+    monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", "voipia-sms-tracking-prod-ingest_sms")
+    sid = "SM" + uuid.uuid4().hex
+    sms = {"deployment_id": str(uuid.uuid4()), "phone_number": "+33612345678",
+           "message_content": "Bonjour", "provider_message_sid": sid}  # fmt: skip
+    event = function_url_event(
+        "POST",
+        headers={"Authorization": f"Bearer {INGEST_KEY}", "Content-Type": "application/json"},
+        body=json.dumps(sms).encode(),
+    )
+    try:
+        response = ingest_lambda.handler(event, None)
+    finally:
+        unreachable.close()
+    assert response["statusCode"] == 503, response
+    assert emf_lines.values(capsys.readouterr().out) == [
+        {"Function": "voipia-sms-tracking-prod-ingest_sms", "Http5xx": 1, "Http503": 1}
+    ]
+
+
+@dataclass
+class Report:
+    done: int
+    complete: bool
+
+    def as_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def run_with(report: Report | Exception) -> Any:
+    def _job(services: runtime.Services) -> Report:
+        if isinstance(report, Exception):
+            raise report
+        return report
+
+    return scheduled_handler(_job, lambda r: {emf.RECONCILE_CHANGED: r.done})
+
+
+class Context:
+    aws_request_id = "3f1c0c7e-0000-4000-8000-000000000000"
+
+
+def test_a_complete_scheduled_run_returns_its_report_and_writes_its_metrics(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("AWS_LAMBDA_FUNCTION_NAME", raising=False)
+    handler = run_with(Report(done=3, complete=True))
+    assert handler({"source": "aws.events"}, Context()) == {"done": 3, "complete": True}
+    assert emf_lines.values(capsys.readouterr().out) == [{"Function": "job", "ReconcileChanged": 3}]
+
+
+def test_an_incomplete_scheduled_run_fails_the_invocation_after_its_report_and_metrics(
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", "voipia-sms-tracking-prod-reconcile")
+    handler = run_with(Report(done=2, complete=False))
+    with caplog.at_level(logging.ERROR, "sms.lambda"), pytest.raises(ScheduledRunError) as failed:
+        handler({"source": "aws.events"}, Context())
+    # What Lambda records (and the on-failure destination receives): the code, no data.
+    assert str(failed.value) == "incomplete"
+    assert emf_lines.values(capsys.readouterr().out) == [
+        {"Function": "voipia-sms-tracking-prod-reconcile", "ReconcileChanged": 2}
+    ]
+    (line,) = [r.__dict__ for r in caplog.records if r.name == "sms.lambda"]
+    assert (line["msg"], line["code"], line["done"]) == (
+        "scheduled run incomplete",
+        "incomplete",
+        2,
+    )
+    assert line["request_id"] == Context.aws_request_id
+
+
+def test_a_scheduled_run_that_raises_writes_no_metrics_and_fails_with_its_code(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    handler = run_with(UnavailableError("Twilio's API cannot be reached."))
+    with pytest.raises(ScheduledRunError, match=r"^unavailable$"):
+        handler({"source": "aws.events"}, Context())
+    assert emf_lines.documents(capsys.readouterr().out) == []
