@@ -15,7 +15,7 @@ def _retention(services: Services) -> archive.RetentionReport:
     return archive.run(services.get(retention_context))
 
 
-def _metrics(report: archive.RetentionReport) -> dict[str, int]:
+def retention_metrics(report: archive.RetentionReport) -> dict[str, int]:
     return {
         emf.RETENTION_COMPLETE: int(report.complete),
         emf.RETENTION_ARCHIVED_ROWS: report.archived_rows,
@@ -23,4 +23,4 @@ def _metrics(report: archive.RetentionReport) -> dict[str, int]:
     }
 
 
-retention = scheduled_handler(_retention, _metrics)
+retention = scheduled_handler(_retention, retention_metrics)

@@ -14,7 +14,7 @@ def _reconcile(services: Services) -> reconciliation.ReconcileRun:
     return reconciliation.run(services)
 
 
-def _metrics(run: reconciliation.ReconcileRun) -> dict[str, int]:
+def reconcile_metrics(run: reconciliation.ReconcileRun) -> dict[str, int]:
     return {
         emf.RECONCILE_CHANGED: run.changed,
         emf.RECONCILE_NOT_FOUND: run.not_found,
@@ -22,4 +22,4 @@ def _metrics(run: reconciliation.ReconcileRun) -> dict[str, int]:
     }
 
 
-reconcile = scheduled_handler(_reconcile, _metrics)
+reconcile = scheduled_handler(_reconcile, reconcile_metrics)
