@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from shared import emf, logs, runtime
-from shared.errors import ServiceError
+from shared.errors import ConfigurationError, ServiceError
 
 if TYPE_CHECKING:
     from werkzeug.wrappers import Request, Response
@@ -93,6 +93,11 @@ def scheduled_handler(
             except ServiceError as exc:
                 log.error("scheduled run failed: %s", exc.message, extra={"code": exc.code})
                 raise ScheduledRunError(exc.code) from None
+            except ConfigurationError as exc:
+                # As the HTTP boundary tells it: a missing key or refused credentials, the
+                # fix an operator's, not a bug's.
+                log.error("not configured: %s", exc, extra={"code": "not_configured"})
+                raise ScheduledRunError("not_configured") from None
             except Exception:
                 log.exception("scheduled run failed")
                 raise ScheduledRunError("internal") from None

@@ -96,6 +96,20 @@ def test_twilio_unreachable_fails_the_run_with_its_code_and_no_metrics(
     assert emf.documents(capsys.readouterr().out) == []
 
 
+def test_refused_credentials_fail_the_run_as_not_configured(
+    twilio_api: FakeTwilio,
+    tenants: Tenants,
+    clean: psycopg.Connection,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    old_sms(clean, tenants)
+    twilio_api.tokens[MAIN_ACCOUNT] = "rotated"
+    with caplog.at_level(logging.ERROR), pytest.raises(ScheduledRunError) as failed:
+        aws_lambda.reconcile(SCHEDULED, None)
+    assert str(failed.value) == "not_configured"
+    assert any(MAIN_ACCOUNT in r.getMessage() for r in caplog.records)
+
+
 @pytest.mark.parametrize(
     ("run", "complete"),
     [
