@@ -1,4 +1,5 @@
-"""HTTP entry point: the seed's get_sms_metrics for a logged-in dashboard user."""
+"""HTTP entry point: the seed's get_sms_metrics for a logged-in dashboard user, whose
+browser may call it from the dashboard's own origin (CORS_ALLOWED_ORIGINS)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from functions.metrics import kpis
 from functions.metrics.models import MetricsQuery
 from shared import runtime
 from shared.auth import bearer_token, matches_api_key, verify_access_token
+from shared.cors import cross_origin
 from shared.db import SERVICE
 from shared.errors import UnauthorizedError
 from shared.http import endpoint, json_response
@@ -16,6 +18,9 @@ if TYPE_CHECKING:
     from werkzeug.wrappers import Request, Response
 
 
+# Outside the boundary: it sees every answer, errors included, and answers a browser's
+# preflight before the token check or the query could run.
+@cross_origin
 @endpoint("GET")
 def metrics(request: Request) -> Response:
     services = runtime.services()

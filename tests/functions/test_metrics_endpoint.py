@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import socket
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -13,14 +15,18 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from werkzeug.wrappers import Response
 
+from functions.metrics import aws_lambda as metrics_lambda
 from shared import runtime
 from shared.db import SERVICE, PostgresDatabase, database
 from shared.settings import Settings
 from tests.support.builders import JWT_SECRET, NOV_1, WEEK, Shop, metrics
 from tests.support.served import serve
+from tools.lambda_events import function_url_event, headers_of
 from tools.loopback import LoopbackServer
 
 SERVICE_KEY = "m" * 40
+DASHBOARD = "https://dashboard.example.com"
+STRANGER = "https://elsewhere.example"
 EC_KEY = ec.generate_private_key(ec.SECP256R1())
 RSA_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 STRANGER_KEY = ec.generate_private_key(ec.SECP256R1())
@@ -66,6 +72,7 @@ def services(database_url: str, shared_db: PostgresDatabase, jwks: Jwks) -> Iter
         supabase_jwt_secret=JWT_SECRET,  # type: ignore[arg-type]
         supabase_jwks_url=jwks.jwks_url,  # type: ignore[arg-type]
         metrics_service_keys=SERVICE_KEY,  # type: ignore[arg-type]
+        cors_allowed_origins=DASHBOARD,  # type: ignore[arg-type]
     )
     runtime.use(runtime.Services(settings, provided={database: shared_db}))
     yield
@@ -242,16 +249,227 @@ def test_series_and_failure_reasons_sit_beside_the_seeds_keys(
     assert get(metrics_url, token(shop.viewer_a), series="hour").status_code == 422
 
 
+def closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
 def test_keys_that_cannot_be_fetched_are_an_outage_not_a_bad_token(
     metrics_url: str, shop: Shop, database_url: str, shared_db: PostgresDatabase
 ) -> None:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        closed = f"http://127.0.0.1:{probe.getsockname()[1]}/auth/v1/.well-known/jwks.json"
+    closed = f"http://127.0.0.1:{closed_port()}/auth/v1/.well-known/jwks.json"
     settings = Settings(database_url=database_url, supabase_jwks_url=closed)  # type: ignore[arg-type]
     runtime.use(runtime.Services(settings, provided={database: shared_db}))
     response = get(metrics_url, token(shop.viewer_a, algorithm="ES256", key=EC_KEY, kid="ec-1"))
     assert response.status_code == 503
     assert "Retry-After" in response.headers
+
+
+# --- a dashboard on another origin, from a browser (CORS) ------------------------------
+
+
+def preflight(url: str, origin: str, method: str = "GET") -> httpx.Response:
+    """What a browser sends before a cross-origin GET that carries Authorization."""
+    headers = {"Origin": origin, "Access-Control-Request-Method": method,
+               "Access-Control-Request-Headers": "authorization,x-request-id"}  # fmt: skip
+    return httpx.options(url, headers=headers, timeout=30)
+
+
+def from_dashboard(
+    url: str, bearer: str | None, origin: str = DASHBOARD, **params: Any
+) -> httpx.Response:
+    headers = {"Origin": origin} | ({"Authorization": f"Bearer {bearer}"} if bearer else {})
+    week = {"start": NOV_1.isoformat(), "end": (NOV_1 + WEEK).isoformat()}
+    return httpx.get(url, params=week | params, headers=headers, timeout=30)
+
+
+def listed(value: str | None) -> set[str]:
+    return {item.strip().lower() for item in (value or "").split(",") if item.strip()}
+
+
+def assert_lets_the_dashboard_read(response: httpx.Response) -> None:
+    assert response.headers["Access-Control-Allow-Origin"] == DASHBOARD
+    assert listed(response.headers["Access-Control-Expose-Headers"]) == {
+        "x-request-id",
+        "retry-after",
+    }
+    assert "Access-Control-Allow-Credentials" not in response.headers
+    assert "origin" in listed(response.headers.get("Vary"))
+
+
+def assert_allows_nothing(response: httpx.Response) -> None:
+    assert not [name for name in response.headers if name.lower().startswith("access-control-")]
+    assert "origin" in listed(response.headers.get("Vary"))
+
+
+@pytest.mark.parametrize("method", ["GET", "POST"])
+def test_a_preflight_from_the_dashboard_is_204_with_what_it_may_send(
+    metrics_url: str, method: str
+) -> None:
+    response = preflight(metrics_url, DASHBOARD, method)
+    assert response.status_code == 204
+    assert response.content == b""
+    assert response.headers["Access-Control-Allow-Origin"] == DASHBOARD
+    # Always GET alone: asked for another method, the browser sees it is not listed.
+    assert response.headers["Access-Control-Allow-Methods"] == "GET"
+    assert listed(response.headers["Access-Control-Allow-Headers"]) == {
+        "authorization",
+        "x-request-id",
+    }
+    assert int(response.headers["Access-Control-Max-Age"]) > 0
+    assert "Access-Control-Allow-Credentials" not in response.headers
+    assert "origin" in listed(response.headers["Vary"])
+    assert response.headers["X-Request-Id"]
+
+
+@pytest.mark.parametrize(
+    "origin",
+    [STRANGER, "null", "https://dashboard.example.com.elsewhere.example",
+     "http://dashboard.example.com", "https://dashboard.example.com:8443"],
+)  # fmt: skip
+def test_a_preflight_from_another_origin_is_403_and_allows_nothing(
+    metrics_url: str, origin: str
+) -> None:
+    response = preflight(metrics_url, origin)
+    assert response.status_code == 403
+    assert response.json()["error"]["code"] == "forbidden"
+    assert_allows_nothing(response)
+
+
+def test_a_preflight_runs_neither_the_token_check_nor_the_query(metrics_url: str) -> None:
+    # No way to verify a token, and a database that is not there: the GET cannot succeed
+    # (500, not configured), and the preflight does not notice.
+    settings = Settings(
+        database_url=f"postgresql://postgres@127.0.0.1:{closed_port()}/postgres",  # type: ignore[arg-type]
+        cors_allowed_origins=DASHBOARD,  # type: ignore[arg-type]
+    )
+    runtime.use(runtime.Services(settings))
+    assert preflight(metrics_url, DASHBOARD).status_code == 204
+    answer = from_dashboard(metrics_url, "any.bearer.token")
+    assert answer.json()["error"]["code"] == "not_configured"
+    assert_lets_the_dashboard_read(answer)
+
+
+def test_an_options_without_the_preflight_headers_is_still_405(metrics_url: str) -> None:
+    for headers in ({}, {"Origin": DASHBOARD}, {"Access-Control-Request-Method": "GET"}):
+        response = httpx.options(metrics_url, headers=headers, timeout=30)
+        assert response.status_code == 405
+        assert response.headers["Allow"] == "GET"
+        assert "origin" in listed(response.headers["Vary"])
+
+
+def test_the_dashboards_get_carries_the_cors_headers(metrics_url: str, shop: Shop) -> None:
+    response = from_dashboard(metrics_url, token(shop.viewer_a))
+    assert response.status_code == 200
+    assert response.json()["current_period"]["total_sms"] == 4
+    assert response.headers["Cache-Control"] == "private, no-store"
+    assert_lets_the_dashboard_read(response)
+
+
+@pytest.mark.parametrize(
+    ("bearer", "params", "status"),
+    [(None, {}, 401), ("wrong.bearer.token", {}, 401), (SERVICE_KEY, {"client_id": "x"}, 422)],
+)
+def test_errors_to_the_dashboard_carry_the_cors_headers_too(
+    metrics_url: str, shop: Shop, bearer: str | None, params: dict[str, str], status: int
+) -> None:
+    response = from_dashboard(metrics_url, bearer, **params)
+    assert response.status_code == status
+    assert_lets_the_dashboard_read(response)
+
+
+def test_a_405_to_the_dashboard_carries_the_cors_headers(metrics_url: str) -> None:
+    response = httpx.post(metrics_url, headers={"Origin": DASHBOARD}, timeout=30)
+    assert response.status_code == 405
+    assert_lets_the_dashboard_read(response)
+
+
+def test_an_outage_told_to_the_dashboard_lets_it_read_retry_after(
+    metrics_url: str, shop: Shop, database_url: str, shared_db: PostgresDatabase
+) -> None:
+    closed = f"http://127.0.0.1:{closed_port()}/auth/v1/.well-known/jwks.json"
+    settings = Settings(
+        database_url=database_url,  # type: ignore[arg-type]
+        supabase_jwks_url=closed,  # type: ignore[arg-type]
+        cors_allowed_origins=DASHBOARD,  # type: ignore[arg-type]
+    )
+    runtime.use(runtime.Services(settings, provided={database: shared_db}))
+    response = from_dashboard(
+        metrics_url, token(shop.viewer_a, algorithm="ES256", key=EC_KEY, kid="ec-1")
+    )
+    assert response.status_code == 503
+    assert response.headers["Retry-After"]
+    assert_lets_the_dashboard_read(response)
+
+
+def test_another_origin_gets_its_answer_but_no_leave_to_read_it(
+    metrics_url: str, shop: Shop
+) -> None:
+    # The browser, not the function, withholds the answer from that page.
+    for bearer in (token(shop.viewer_a), None):
+        response = from_dashboard(metrics_url, bearer, origin=STRANGER)
+        assert response.status_code in (200, 401)
+        assert_allows_nothing(response)
+
+
+def test_every_answer_varies_on_origin_even_without_one(metrics_url: str, shop: Shop) -> None:
+    response = get(metrics_url, token(shop.viewer_a))
+    assert response.status_code == 200
+    assert_allows_nothing(response)
+
+
+def test_no_origin_may_call_unless_configured(
+    metrics_url: str, shop: Shop, database_url: str, shared_db: PostgresDatabase
+) -> None:
+    settings = Settings(
+        database_url=database_url,  # type: ignore[arg-type]
+        supabase_jwt_secret=JWT_SECRET,  # type: ignore[arg-type]
+    )
+    runtime.use(runtime.Services(settings, provided={database: shared_db}))
+    assert preflight(metrics_url, DASHBOARD).status_code == 403
+    response = from_dashboard(metrics_url, token(shop.viewer_a))
+    assert response.status_code == 200  # a same-origin or server caller is unaffected
+    assert_allows_nothing(response)
+
+
+def test_a_star_in_the_configuration_stops_every_answer_with_its_reason(
+    metrics_url: str,
+    database_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    monkeypatch.setenv("CORS_ALLOWED_ORIGINS", "*")
+    runtime.use(None)  # the function reads its settings from the environment
+    with caplog.at_level(logging.ERROR, "sms.http"):
+        answers = [preflight(metrics_url, DASHBOARD), from_dashboard(metrics_url, SERVICE_KEY)]
+    for response in answers:
+        assert response.status_code == 500
+        assert response.json()["error"]["code"] == "not_configured"
+        assert_allows_nothing(response)
+    assert any("CORS_ALLOWED_ORIGINS: '*' is refused" in r.getMessage() for r in caplog.records)
+
+
+def test_behind_the_function_url_the_answers_are_the_same() -> None:
+    allowed = metrics_lambda.handler(
+        function_url_event("OPTIONS", headers={"Origin": DASHBOARD,
+                                               "Access-Control-Request-Method": "GET"}),
+        None,
+    )  # fmt: skip
+    assert allowed["statusCode"] == 204
+    assert headers_of(allowed)["access-control-allow-origin"] == DASHBOARD
+    refused = metrics_lambda.handler(
+        function_url_event("OPTIONS", headers={"Origin": STRANGER,
+                                               "Access-Control-Request-Method": "GET"}),
+        None,
+    )  # fmt: skip
+    assert refused["statusCode"] == 403
+    assert "access-control-allow-origin" not in headers_of(refused)
+    unauthorized = metrics_lambda.handler(
+        function_url_event("GET", headers={"Origin": DASHBOARD}), None
+    )
+    assert unauthorized["statusCode"] == 401
+    assert headers_of(unauthorized)["access-control-allow-origin"] == DASHBOARD
+    assert "origin" in listed(headers_of(unauthorized)["vary"])

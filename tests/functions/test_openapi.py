@@ -5,8 +5,10 @@ Where the code side comes from, so that it cannot drift from the code silently:
 
 - **Entry points and methods** are read from the code itself: every function in
   functions/*/main.py decorated with ``@endpoint(...)`` (parsed with ``ast``), with the
-  methods the decorator is given. They must be exactly the spec's operationIds and
-  methods.
+  methods the decorator is given, and OPTIONS when it is also decorated with
+  ``@cross_origin`` (shared/cors.py), which answers browsers' preflights. They must be
+  exactly the spec's paths (``/<entry point>``) and methods; an operation's id is its
+  entry point's name, a preflight's ``<entry point>_preflight``.
 - **Statuses** are the ones the functions really answered during this test session.
   Every function the tests serve goes through tests/support/served.py's
   ``LocalFunction``, which notes each response's (entry point, method, status)
@@ -34,6 +36,7 @@ import pytest
 from openapi_spec_validator import validate
 from openapi_spec_validator.validation import OpenAPIV31SpecValidator
 
+from shared import cors
 from tests.support import openapi_contract
 from tests.support.openapi_contract import ROOT, documented, operations, spec
 
@@ -50,15 +53,24 @@ def entry_points_in_code() -> dict[str, frozenset[str]]:
         for node in ast.walk(ast.parse(source.read_text(encoding="utf-8"))):
             if not isinstance(node, ast.FunctionDef):
                 continue
+            preflight = {"OPTIONS"} if "cross_origin" in _plain_decorators(node) else set()
             for decorator in node.decorator_list:
                 if (
                     isinstance(decorator, ast.Call)
                     and isinstance(decorator.func, ast.Name)
                     and decorator.func.id == "endpoint"
                 ):
-                    methods = [ast.literal_eval(arg) for arg in decorator.args]
-                    found[node.name] = frozenset(methods)
+                    methods = {ast.literal_eval(arg) for arg in decorator.args}
+                    found[node.name] = frozenset(methods | preflight)
     return found
+
+
+def _plain_decorators(node: ast.FunctionDef) -> set[str]:
+    return {d.id for d in node.decorator_list if isinstance(d, ast.Name)}
+
+
+def entry_point_of(path: str) -> str:
+    return path.removeprefix("/")
 
 
 def test_the_spec_is_valid_openapi_3_1() -> None:
@@ -66,11 +78,34 @@ def test_the_spec_is_valid_openapi_3_1() -> None:
     validate(spec(), cls=OpenAPIV31SpecValidator)
 
 
-def test_every_entry_point_is_in_the_spec_with_its_method_and_nothing_else() -> None:
+def test_every_entry_point_is_in_the_spec_with_its_methods_and_nothing_else() -> None:
     in_code = entry_points_in_code()
     assert in_code, "no @endpoint function found: has the entry point layout changed?"
-    in_spec = {name: frozenset({method}) for name, (_, method, _) in operations().items()}
+    in_spec: dict[str, frozenset[str]] = {}
+    for name, (path, method, _) in operations().items():
+        entry_point = entry_point_of(path)
+        assert name == (f"{entry_point}_preflight" if method == "OPTIONS" else entry_point)
+        in_spec[entry_point] = in_spec.get(entry_point, frozenset()) | {method}
     assert in_spec == in_code
+
+
+def test_the_preflights_in_the_spec_allow_what_the_code_allows() -> None:
+    headers = spec()["components"]["headers"]
+    assert headers["Access-Control-Expose-Headers"]["schema"]["const"] == ", ".join(
+        cors.EXPOSE_HEADERS
+    )
+    preflights = [op for _, method, op in operations().values() if method == "OPTIONS"]
+    assert preflights
+    for operation in preflights:
+        allowed = operation["responses"]["204"]["headers"]
+        assert allowed["Access-Control-Allow-Methods"]["schema"]["const"] == ", ".join(
+            cors.ALLOW_METHODS
+        )
+        assert allowed["Access-Control-Allow-Headers"]["schema"]["const"] == ", ".join(
+            cors.ALLOW_HEADERS
+        )
+        assert "Access-Control-Allow-Credentials" not in allowed
+        assert operation["security"] == []
 
 
 def test_what_the_boundary_adds_is_documented_on_every_operation() -> None:
@@ -78,7 +113,9 @@ def test_what_the_boundary_adds_is_documented_on_every_operation() -> None:
         responses = operation["responses"]
         assert {"405", "500"} <= set(responses), name
         assert "Allow" in _headers(responses["405"]), name
-        assert "X-Request-Id" in _headers(responses["200"]), name
+        successes = [status for status in responses if status.startswith("2")]
+        assert successes, name
+        assert all("X-Request-Id" in _headers(responses[status]) for status in successes), name
         if "503" in responses:
             assert "Retry-After" in _headers(responses["503"]), name
 
@@ -93,14 +130,18 @@ def _headers(response: dict[str, object]) -> dict[str, object]:
 
 
 def answered() -> set[tuple[str, str, int]]:
-    """What the functions answered this session, each under its operation's method
-    (another method's 405 counts as the operation's 405)."""
-    methods = {name: method for name, (_, method, _) in operations().items()}
+    """What the functions answered this session, each under the operation of its entry
+    point and method (a method without one: its 405 counts as the entry point's own
+    operation's)."""
+    operation_of = {
+        (entry_point_of(path), method): name for name, (path, method, _) in operations().items()
+    }
+    own_method = {entry: method for (entry, method) in operation_of if method != "OPTIONS"}
     seen = set()
-    for name, method, status in openapi_contract.ANSWERED:
-        if name in methods and method != methods[name] and status == 405:
-            method = methods[name]
-        seen.add((name, method, status))
+    for entry_point, method, status in openapi_contract.ANSWERED:
+        if (entry_point, method) not in operation_of and status == 405:
+            method = own_method.get(entry_point, method)
+        seen.add((operation_of.get((entry_point, method), entry_point), method, status))
     return seen
 
 
