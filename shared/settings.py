@@ -84,6 +84,9 @@ class Settings(BaseModel):
     jwt_audience: str = "authenticated"
     metrics_service_keys: ApiKeys = ()
     """Bearer keys that may read every client's metrics (reports, back office)."""
+    cors_allowed_origins: tuple[str, ...] = ()
+    """Origins whose pages may call metrics from a browser (shared/cors.py), comma-separated,
+    each as browsers write Origin; never '*'. Empty: no cross-origin caller."""
     reconcile_batch_size: Annotated[int, Field(ge=1, le=5000)] = 200
     reconcile_time_budget_seconds: Annotated[int, Field(ge=5, le=900)] = 240
     """A run stops asking Twilio after this long, well before the function's timeout."""
@@ -113,6 +116,18 @@ class Settings(BaseModel):
     def _split_keys(cls, value: object) -> object:
         if isinstance(value, str):
             return tuple(key.strip() for key in value.split(",") if key.strip())
+        return value
+
+    @field_validator("cors_allowed_origins", mode="before")
+    @classmethod
+    def _exact_origins(cls, value: object) -> object:
+        # Here, not at the top: shared.cors imports the runtime, which imports this module.
+        from shared.cors import exact_origin
+
+        if isinstance(value, str):
+            value = [origin.strip() for origin in value.split(",") if origin.strip()]
+        if isinstance(value, list | tuple):
+            return tuple(dict.fromkeys(exact_origin(o) if isinstance(o, str) else o for o in value))
         return value
 
     @field_validator("twilio_subaccounts", mode="before")

@@ -53,6 +53,9 @@ SHARED_ENVIRONMENT = (
     "AWS_DEFAULT_REGION",
 )  # fmt: skip
 DEMO_VIEWER = "e0000000-0000-4000-8000-000000000001"  # supabase/seed.sql: viewer of one client
+# A dashboard under development (its own dev server, port 3000) may call metrics from the
+# browser; CORS_ALLOWED_ORIGINS, when set, says otherwise.
+DEV_CORS_ALLOWED_ORIGINS = "http://localhost:3000,http://127.0.0.1:3000"
 
 
 @dataclass(frozen=True)
@@ -150,6 +153,9 @@ def main(argv: list[str] | None = None) -> int:
                 "AWS_ACCESS_KEY_ID": os.environ.get("AWS_ACCESS_KEY_ID", "local"),
                 "AWS_SECRET_ACCESS_KEY": os.environ.get("AWS_SECRET_ACCESS_KEY", "local"),
                 "AWS_DEFAULT_REGION": os.environ.get("AWS_DEFAULT_REGION", "eu-west-3"),
+                "CORS_ALLOWED_ORIGINS": os.environ.get(
+                    "CORS_ALLOWED_ORIGINS", DEV_CORS_ALLOWED_ORIGINS
+                ),
                 "PYTHONPATH": str(migrate.ROOT),
             }
             | {name: os.environ.get(name, value) for name, value in DEV_KEYS.items()}

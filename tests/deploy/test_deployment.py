@@ -159,6 +159,44 @@ def test_configuration_comes_from_secrets_manager_and_ssm_never_literals(
                 )
 
 
+def test_metrics_answers_cors_itself_from_its_stages_origins(resources: dict[str, Any]) -> None:
+    """shared/cors.py is the only CORS there is: no function URL has Lambda's, which would
+    answer preflights on its own terms and add its headers on top of the function's. The
+    stage's origins (serverless.yml's params) reach metrics as CORS_ALLOWED_ORIGINS, and
+    every stage's are ones the function accepts as they are written."""
+    from shared.settings import Settings
+
+    with_cors = [name for name, url in of_type(resources, "AWS::Lambda::Url").items()
+                 if "Cors" in url["Properties"]]  # fmt: skip
+    assert not with_cors
+    params = serverless_params()
+    packaged = params.get("ci", params["default"])["corsAllowedOrigins"]
+    assert packaged, "the packaged stage names example origins, to see them arrive"
+    found = functions(resources)
+    told = {name for name, (_, p) in found.items() if "CORS_ALLOWED_ORIGINS" in
+            p["Environment"]["Variables"]}  # fmt: skip
+    assert told == {"metrics"}
+    variables = found["metrics"][1]["Environment"]["Variables"]
+    assert variables["CORS_ALLOWED_ORIGINS"] == {"Fn::Join": [",", packaged]}
+    for stage, values in params.items():
+        origins = values.get("corsAllowedOrigins", [])
+        accepted = Settings(database_url="postgresql://x", cors_allowed_origins=origins)  # type: ignore[arg-type]
+        assert list(accepted.cors_allowed_origins) == origins, stage
+
+
+def serverless_params() -> dict[str, Any]:
+    """serverless.yml's params, by stage (CloudFormation's tags read as nothing)."""
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    Loader.add_multi_constructor("!", lambda loader, suffix, node: None)
+    config = yaml.load((ROOT / "serverless.yml").read_text("utf-8"), Loader=Loader)  # noqa: S506
+    params: dict[str, Any] = config["params"]
+    return params
+
+
 def test_each_function_ships_only_its_own_code_and_pyarrow_only_retention(
     resources: dict[str, Any],
 ) -> None:
