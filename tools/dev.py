@@ -49,8 +49,8 @@ DEV_KEYS = {
     "ARCHIVE_BUCKET": "sms-archive-local",
 }
 SHARED_ENVIRONMENT = (
-    "DATABASE_URL", "DATABASE_SESSION_URL", "S3_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
-    "AWS_DEFAULT_REGION",
+    "DATABASE_URL", "DATABASE_SESSION_URL", "S3_ENDPOINT_URL", "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION",
 )  # fmt: skip
 DEMO_VIEWER = "e0000000-0000-4000-8000-000000000001"  # supabase/seed.sql: viewer of one client
 # A dashboard under development (its own dev server, port 3000) may call metrics from the
