@@ -28,13 +28,14 @@ import select
 import threading
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from pydantic_core import to_json, to_jsonable_python
 
 from shared.errors import (
+    ConfigurationError,
     ConflictError,
     ForbiddenError,
     GoneError,
@@ -53,7 +54,6 @@ if TYPE_CHECKING:
     from psycopg_pool import ConnectionPool
 
     from shared.runtime import Services
-    from shared.settings import Settings
 
 API_ROLES = frozenset({"anon", "authenticated", "service_role"})
 _IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]{0,62}")
@@ -307,11 +307,15 @@ class PostgresDatabase:
         pool_size: int = 4,
         timeout: float = 10.0,
         retry_after: int = 5,
+        renew_credentials: Callable[[], bool] = lambda: False,
     ) -> None:
         self._conninfo = conninfo
         self._pool_size = pool_size
         self._timeout = timeout
         self._retry_after = retry_after
+        self._renew_credentials = renew_credentials
+        # Set by the pool's own thread when the server refused its credentials.
+        self._refused: str | None = None
         self._statement_timeout = f"{int(timeout * 1000)}ms".encode()
         self._pool: ConnectionPool | None = None
         self._pool_lock = threading.Lock()
@@ -325,6 +329,7 @@ class PostgresDatabase:
 
                 pool = self._pool = ConnectionPool(
                     self._conninfo,
+                    connection_class=self._connection_class(),
                     min_size=1,
                     max_size=self._pool_size,
                     timeout=self._timeout,
@@ -400,6 +405,8 @@ class PostgresDatabase:
                     value = result.get_value(0, 0) if result.ntuples else None
                     return json.loads(value) if value is not None else None
             except PoolTimeout:
+                if self._refused is not None:
+                    raise self._credentials_refused() from None
                 failure = PostgresFailure("08000", "no database connection within the timeout")
                 raise classify(failure, retry_after=self._retry_after) from None
             except DeadlineError:
@@ -411,6 +418,38 @@ class PostgresDatabase:
                 raise classify(failure_of(exc), retry_after=self._retry_after) from None
         failure = PostgresFailure("08000", "every pooled connection had been closed by the server")
         raise classify(failure, retry_after=self._retry_after)
+
+    def _connection_class(self) -> type[psycopg.Connection[Any]]:
+        """psycopg's connection, telling this database when the server (or the pooler)
+        refuses its credentials: the pool retries in its own thread and would report a
+        mere timeout."""
+        import psycopg
+
+        database = self
+
+        class Connection(psycopg.Connection[Any]):
+            @classmethod
+            def connect(cls, conninfo: str = "", **kwargs: Any) -> Connection:
+                try:
+                    conn = super().connect(conninfo, **kwargs)
+                except psycopg.OperationalError as exc:
+                    database._refused = refusal_in(exc)
+                    raise
+                database._refused = None
+                return conn
+
+        return Connection
+
+    def _credentials_refused(self) -> ServiceError | ConfigurationError:
+        """A refusal is a rotated secret, not an outage: once new credentials are in
+        hand, a retry succeeds (503); with none newer, nothing will (500, alarmed)."""
+        refusal = self._refused
+        if self._renew_credentials():
+            return UnavailableError(retry_after=self._retry_after)
+        return ConfigurationError(
+            f"the database refused DATABASE_URL's credentials ({refusal}): put the role's"
+            " current password in its secret"
+        )
 
     def _call(self, conn: psycopg.Connection[Any], name: str, keys: frozenset[str]) -> bytes:
         """The SQL calling public.<name> with these argument names, cached per process."""
@@ -515,6 +554,21 @@ def _failure_in(result: PGresult) -> PostgresFailure | None:
     )
 
 
+# How libpq, PgBouncer and Supavisor word a login refused for its credentials: at
+# connect, psycopg has no SQLSTATE to tell it from a network failure.
+_REFUSED = re.compile(
+    r"password authentication failed|SASL authentication failed|no password supplied"
+    r"|wrong password|tenant or user not found",
+    re.IGNORECASE,
+)
+
+
+def refusal_in(exc: psycopg.Error) -> str | None:
+    """What refused the credentials, in a failed connection's error; None if nothing did."""
+    match = _REFUSED.search(str(exc))
+    return match.group(0).lower() if match else None
+
+
 def failure_of(exc: psycopg.Error) -> PostgresFailure:
     import psycopg
 
@@ -605,16 +659,14 @@ class SupabaseDatabase:
 
 def database(services: Services) -> Database:
     """The factory of the composition root (shared.runtime)."""
-    return database_from_settings(services.settings)
-
-
-def database_from_settings(settings: Settings) -> Database:
+    settings = services.settings
     if settings.database_url is not None:
         return PostgresDatabase(
             settings.database_url.get_secret_value(),
             pool_size=settings.database_pool_size,
             timeout=settings.database_timeout_seconds,
             retry_after=settings.retry_after_seconds,
+            renew_credentials=lambda: services.renew() is not None,
         )
     assert settings.supabase_url is not None
     assert settings.supabase_secret_key is not None

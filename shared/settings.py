@@ -69,8 +69,12 @@ class Settings(BaseModel):
     twilio_account_sid: Annotated[str, Field(pattern=r"^AC[0-9a-f]{32}$")] | None = None
     twilio_auth_token: SecretStr | None = None
     """The main account: signs callbacks without an AccountSid, and reads the API."""
-    twilio_subaccounts: dict[str, SecretStr] = {}
-    """Subaccounts as ACxxx:token pairs, comma-separated."""
+    twilio_previous_auth_token: SecretStr | None = None
+    """During a rotation of the main account's token, the one being retired: callbacks
+    it signed are still accepted."""
+    twilio_subaccounts: dict[str, tuple[SecretStr, ...]] = {}
+    """Subaccounts as ACxxx:token pairs, comma-separated; ACxxx:token:previous while a
+    subaccount's token rotates."""
     twilio_api_base_url: HttpUrl = HttpUrl("https://api.twilio.com")
     public_base_url: HttpUrl | None = None
     """Where Twilio reaches twilio_status; the signature covers it. Unset: only behind a
@@ -137,12 +141,14 @@ class Settings(BaseModel):
             return value
         pairs = {}
         for entry in filter(None, (part.strip() for part in value.split(","))):
-            sid, separator, token = entry.partition(":")
-            if not separator or not re.fullmatch(r"AC[0-9a-f]{32}", sid.strip()) or not token:
+            sid, *tokens = (part.strip() for part in entry.split(":"))
+            valid = re.fullmatch(r"AC[0-9a-f]{32}", sid) and 1 <= len(tokens) <= 2
+            if not valid or "" in tokens:
                 raise ValueError(
-                    "write each subaccount as ACxxxxxxxx...:auth-token, comma-separated"
+                    "write each subaccount as ACxxxxxxxx...:auth-token (or"
+                    " ACxxxxxxxx...:auth-token:previous-token while it rotates), comma-separated"
                 )
-            pairs[sid.strip()] = token.strip()
+            pairs[sid] = tuple(tokens)
         return pairs
 
     @property
@@ -153,13 +159,17 @@ class Settings(BaseModel):
             return str(self.supabase_url).rstrip("/") + "/auth/v1/.well-known/jwks.json"
         return None
 
-    def twilio_token_for(self, account_sid: str | None) -> str | None:
-        """The auth token that signs this account's callbacks; None if not configured."""
+    def twilio_tokens_for(self, account_sid: str | None) -> tuple[str, ...]:
+        """The auth tokens whose signature this account's callbacks may carry, current
+        first; none if the account is not configured."""
         if account_sid is None or account_sid == self.twilio_account_sid:
-            token = self.twilio_auth_token
+            tokens: tuple[SecretStr | None, ...] = (
+                self.twilio_auth_token,
+                self.twilio_previous_auth_token,
+            )
         else:
-            token = self.twilio_subaccounts.get(account_sid)
-        return token.get_secret_value() if token else None
+            tokens = self.twilio_subaccounts.get(account_sid, ())
+        return tuple(token.get_secret_value() for token in tokens if token)
 
     def twilio_accounts(self) -> list[tuple[str, str]]:
         """(AccountSid, token) of every configured account, main first."""
@@ -167,7 +177,7 @@ class Settings(BaseModel):
         if self.twilio_account_sid and self.twilio_auth_token:
             accounts.append((self.twilio_account_sid, self.twilio_auth_token.get_secret_value()))
         accounts += [
-            (sid, token.get_secret_value()) for sid, token in self.twilio_subaccounts.items()
+            (sid, tokens[0].get_secret_value()) for sid, tokens in self.twilio_subaccounts.items()
         ]
         return accounts
 

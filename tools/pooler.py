@@ -14,7 +14,7 @@ import pwd
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit, urlunsplit
@@ -54,20 +54,30 @@ def _unprivileged_user(host: str) -> str:
 
 
 @contextmanager
-def transaction_pooler(server_url: str, *, users: tuple[str, ...] = ("postgres",)) -> Iterator[str]:
+def transaction_pooler(
+    server_url: str,
+    *,
+    users: tuple[str, ...] = ("postgres",),
+    passwords: Mapping[str, str] | None = None,
+    listen_port: int | None = None,
+) -> Iterator[str]:
     """Run PgBouncer (pool_mode = transaction) in front of this server; yield a URL like
     ``server_url`` that goes through it. Every database of the server is reachable, as
-    each of ``users`` (trusted: the server behind it decides).
+    each of ``users`` (trusted: the server behind it decides), or with ``passwords``, as
+    each of those users with their password, checked by SCRAM as Supabase's pooler does.
     """
     host, port = _server_address(server_url)
-    listen_port = free_port()
+    listen_port = listen_port or free_port()
     folder = Path(tempfile.mkdtemp(prefix="sms-pgbouncer-"))
-    (folder / "users.txt").write_text("".join(f'"{user}" ""\n' for user in users))
+    credentials = passwords or dict.fromkeys(users, "")
+    (folder / "users.txt").write_text(
+        "".join(f'"{user}" "{password}"\n' for user, password in credentials.items())
+    )
     settings = {
         "listen_addr": "127.0.0.1",
         "listen_port": str(listen_port),
         "unix_socket_dir": "",
-        "auth_type": "trust",
+        "auth_type": "scram-sha-256" if passwords else "trust",
         "auth_file": str(folder / "users.txt"),
         "pool_mode": "transaction",
         "max_client_conn": "500",

@@ -27,6 +27,7 @@ from shared.phones import to_e164
 if TYPE_CHECKING:
     from werkzeug.wrappers import Request
 
+    from shared.runtime import Services
     from shared.settings import Settings
 
 log = logging.getLogger("sms.status")
@@ -66,8 +67,30 @@ def signed_urls(request: Request, settings: Settings) -> list[str]:
     return urls
 
 
-def verified_params(request: Request, settings: Settings) -> dict[str, str]:
-    """Every parameter Twilio sent, once the signature over them and the URL is right."""
+def verified_params(request: Request, services: Services) -> dict[str, str]:
+    """Every parameter Twilio sent, once the signature over them and the URL is right.
+
+    A signature no token in hand verifies may be Twilio's after a rotation this process
+    has not seen: the secrets are read again (at most every 30 s: anyone can send a bad
+    signature) and, if they changed, the callback is checked against them.
+    """
+    try:
+        return _verified_params(request, services.settings)
+    except SignatureError:
+        renewed = services.renew()
+        if renewed is None:
+            raise
+        return _verified_params(request, renewed.settings)
+
+
+class SignatureError(ForbiddenError):
+    """No configured token of the callback's account made its signature."""
+
+    def __init__(self) -> None:
+        super().__init__("The request is not signed by a configured Twilio account.")
+
+
+def _verified_params(request: Request, settings: Settings) -> dict[str, str]:
     from twilio.request_validator import (
         SIGNATURE_HEADER,
         SIGNATURE_SETTINGS_HEADER,
@@ -88,14 +111,17 @@ def verified_params(request: Request, settings: Settings) -> dict[str, str]:
         raise ConfigurationError(
             "TWILIO_AUTH_TOKEN is not set: twilio_status can verify no callback"
         )
-    token = settings.twilio_token_for(account)
-    if not signature or token is None:
+    tokens = settings.twilio_tokens_for(account)
+    if not signature:
         raise ForbiddenError("The request is not signed by a configured Twilio account.")
-    validator = RequestValidator(token)
     algorithm = get_signature_algorithm(request.headers.get(SIGNATURE_SETTINGS_HEADER))
     urls = signed_urls(request, settings)
-    if not any(validator.validate(url, params, signature, algorithm) for url in urls):
-        raise ForbiddenError("The request is not signed by a configured Twilio account.")
+    if not any(
+        RequestValidator(token).validate(url, params, signature, algorithm)
+        for token in tokens
+        for url in urls
+    ):
+        raise SignatureError()
     return params.to_dict()
 
 

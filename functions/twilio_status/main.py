@@ -16,8 +16,9 @@ if TYPE_CHECKING:
 @endpoint("POST")
 def twilio_status(request: Request) -> Response:
     services = runtime.services()
-    params = callbacks.verified_params(request, services.settings)
+    params = callbacks.verified_params(request, services)
     report = callbacks.parse(params)
+    services = runtime.services()  # new ones if the signature brought new secrets
     callbacks.record(services.db, report, services.settings.default_phone_region)
     return empty_response()
 
