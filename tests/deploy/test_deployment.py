@@ -21,10 +21,21 @@ SCHEDULES = {"reconcile": "rate(15 minutes)", "retention": "rate(1 day)"}
 SOURCES = {"ingest_sms": "ingest_sms", "twilio_status": "twilio_status",
            "reconcile": "twilio_status", "metrics": "metrics", "erase": "retention",
            "retention": "retention"}  # fmt: skip
-# Variables that carry a secret: only ever a Secrets Manager reference.
-SECRETS = {"DATABASE_URL", "INGEST_API_KEYS", "TWILIO_AUTH_TOKEN", "TWILIO_SUBACCOUNTS",
-           "SUPABASE_JWT_SECRET", "METRICS_SERVICE_KEYS", "ARCHIVE_INDEX_SECRET",
-           "PRIVACY_API_KEYS"}  # fmt: skip
+# The secrets (README, "Secrets") and the settings each holds: read at run time, never
+# in an environment.
+SECRETS = {
+    "database-api": {"DATABASE_URL"},
+    "database-retention": {"DATABASE_SESSION_URL"},
+    "ingest": {"INGEST_API_KEYS"},
+    "twilio": {"TWILIO_AUTH_TOKEN", "TWILIO_PREVIOUS_AUTH_TOKEN", "TWILIO_SUBACCOUNTS"},
+    "metrics": {"SUPABASE_JWT_SECRET", "METRICS_SERVICE_KEYS"},
+    "archive": {"ARCHIVE_INDEX_SECRET"},
+    "privacy": {"PRIVACY_API_KEYS"},
+}
+SECRET_PREFIX = "voipia-sms-tracking/ci/"
+# Through the transaction pooler (DATABASE_URL), or in sessions (DATABASE_SESSION_URL).
+TRANSACTION_POOLED = {"ingest_sms", "twilio_status", "reconcile", "metrics"}
+IN_SESSIONS = {"erase", "retention"}
 
 
 @pytest.fixture(scope="module")
@@ -140,23 +151,76 @@ def test_only_erase_and_retention_may_touch_the_bucket(resources: dict[str, Any]
                     for a in ([actions] if isinstance(actions, str) else actions)
                 ):
                     s3_roles.add(logical_id)
-    assert s3_roles == {"RetentionRole"}
+    assert s3_roles == {"EraseRole", "RetentionRole"}
     users = {name for name, (_, p) in functions(resources).items() if target(p["Role"]) in s3_roles}
     assert users == {"erase", "retention"}
 
 
-def test_configuration_comes_from_secrets_manager_and_ssm_never_literals(
+def secret_ids(properties: dict[str, Any]) -> set[str]:
+    value = properties["Environment"]["Variables"].get("SECRET_IDS", "")
+    return {name.removeprefix(SECRET_PREFIX) for name in value.split(",") if name}
+
+
+def test_no_secret_value_is_in_any_environment_or_in_the_template(
     resources: dict[str, Any],
 ) -> None:
+    """Secrets are read at run time: not resolved into an environment at deploy, where
+    GetFunctionConfiguration would show them and a rotation would need a redeploy."""
+    assert "resolve:secretsmanager" not in TEMPLATE.read_text(encoding="utf-8")
+    in_secrets = set().union(*SECRETS.values())
     for name, (_, properties) in functions(resources).items():
-        for variable, value in properties["Environment"]["Variables"].items():
-            if variable in SECRETS:
-                assert str(value).startswith("{{resolve:secretsmanager:"), (name, variable)
-            else:
-                assert isinstance(value, dict) or str(value).startswith("{{resolve:ssm:"), (
-                    name,
-                    variable,
-                )
+        variables = properties["Environment"]["Variables"]
+        assert not in_secrets & set(variables), name
+        for variable, value in variables.items():
+            literal = isinstance(value, str) and not value.startswith("{{resolve:ssm:")
+            assert not literal or variable in NOT_SECRET, (name, variable)
+        assert secret_ids(properties) <= set(SECRETS), name
+
+
+# What a function's environment may say outright: names, sizes and durations.
+NOT_SECRET = {"SECRET_IDS", "SECRETS_MANAGER_TTL", "DATABASE_POOL_SIZE",
+              "DATABASE_TIMEOUT_SECONDS"}  # fmt: skip
+
+
+def test_each_role_may_read_exactly_its_functions_secrets(resources: dict[str, Any]) -> None:
+    readable: dict[str, set[str]] = {}
+    for logical_id, role in of_type(resources, "AWS::IAM::Role").items():
+        for policy in role["Properties"].get("Policies", []):
+            for statement in policy["PolicyDocument"]["Statement"]:
+                if "secretsmanager" not in json.dumps(statement["Action"]):
+                    continue
+                assert statement["Action"] == "secretsmanager:GetSecretValue", logical_id
+                for resource in statement["Resource"]:
+                    arn = resource["Fn::Sub"]
+                    assert arn.endswith("-??????"), arn  # one secret, whatever its suffix
+                    name = arn.rpartition(":secret:")[2].removesuffix("-??????")
+                    readable.setdefault(logical_id, set()).add(name.removeprefix(SECRET_PREFIX))
+    for name, (_, properties) in functions(resources).items():
+        assert readable.get(target(properties["Role"]), set()) == secret_ids(properties), name
+    # Each function reads what its settings need, and the extension that serves them.
+    for name, (_, properties) in functions(resources).items():
+        assert any("AWS-Parameters-and-Secrets-Lambda-Extension-Arm64" in str(layer)
+                   for layer in properties["Layers"]), name  # fmt: skip
+
+
+def test_the_connection_budget_pool_size_one_and_reserved_concurrency(
+    resources: dict[str, Any],
+) -> None:
+    """Functions through the transaction pooler keep one connection per environment,
+    erase and retention get the session URL, and every URL function has reserved
+    concurrency: its share of the pooler's clients (README, "Connection budget")."""
+    found = functions(resources)
+    pooled = {name for name, (_, p) in found.items() if "database-api" in secret_ids(p)}
+    sessions = {name for name, (_, p) in found.items() if "database-retention" in secret_ids(p)}
+    assert (pooled, sessions) == (TRANSACTION_POOLED, IN_SESSIONS)
+    for name in TRANSACTION_POOLED:
+        assert found[name][1]["Environment"]["Variables"]["DATABASE_POOL_SIZE"] == "1", name
+    for name in URL_FUNCTIONS | set(SCHEDULES):
+        assert found[name][1].get("ReservedConcurrentExecutions", 0) >= 1, name
+    timeouts = {name: float(found[name][1]["Environment"]["Variables"].get(
+        "DATABASE_TIMEOUT_SECONDS", "10")) for name in TRANSACTION_POOLED}  # fmt: skip
+    assert timeouts["twilio_status"] + 1 <= 5  # decides within about 5 s (Twilio's window)
+    assert timeouts["ingest_sms"] + 1 <= 20
 
 
 def test_metrics_answers_cors_itself_from_its_stages_origins(resources: dict[str, Any]) -> None:
