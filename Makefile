@@ -27,8 +27,11 @@ test: lint package system-packages
 
 # What the tests run beside Postgres: PgBouncer in transaction mode, as Supabase's
 # transaction pooler (tools/pooler.py). Installed here where possible (Debian, as root).
+# As root, nftables too: tests/functions/test_silent_network.py drops packets with it
+# (without root no program can, and that one test says so in the summary).
 system-packages:
 	@tools/require.sh pgbouncer pgbouncer
+	@if [ "$$(id -u)" = 0 ]; then tools/require.sh nft nftables; fi
 
 # The AWS deployment, packaged offline and linted (osls from package-lock.json, the
 # layers' wheels for Lambda's arm64 from uv.lock): tests/deploy/test_deployment.py reads it.

@@ -60,6 +60,7 @@ def transaction_pooler(
     users: tuple[str, ...] = ("postgres",),
     passwords: Mapping[str, str] | None = None,
     listen_port: int | None = None,
+    server_connections: int = 20,
 ) -> Iterator[str]:
     """Run PgBouncer (pool_mode = transaction) in front of this server; yield a URL like
     ``server_url`` that goes through it. Every database of the server is reachable, as
@@ -81,7 +82,7 @@ def transaction_pooler(
         "auth_file": str(folder / "users.txt"),
         "pool_mode": "transaction",
         "max_client_conn": "500",
-        "default_pool_size": "20",
+        "default_pool_size": str(server_connections),
         "ignore_startup_parameters": "extra_float_digits",
         "logfile": str(folder / "pgbouncer.log"),
         "pidfile": str(folder / "pgbouncer.pid"),
