@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from functions.twilio_status import callbacks
-from functions.twilio_status import reconcile as reconciliation
 from shared import runtime
 from shared.http import empty_response, endpoint, json_response
 
@@ -25,5 +24,8 @@ def twilio_status(request: Request) -> Response:
 
 @endpoint("POST")
 def reconcile(request: Request) -> Response:
+    # Here, not at the top: a callback's cold start never needs it.
+    from functions.twilio_status import reconcile as reconciliation
+
     services = runtime.services()
     return json_response(reconciliation.run(services).as_json())
