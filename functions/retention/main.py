@@ -6,7 +6,7 @@ import logging
 import uuid
 from typing import TYPE_CHECKING
 
-from functions.retention import archive, erasure
+from functions.retention import erasure
 from functions.retention.context import retention_context
 from functions.retention.models import ErasureRequest, RetentionRequest
 from shared import logs, runtime
@@ -28,6 +28,9 @@ def retention(request: Request) -> Response:
     require_api_key(request, settings.retention_api_keys, setting="RETENTION_API_KEYS")
     body = read_json(request, max_bytes=MAX_BODY_BYTES, if_empty={})
     options = RetentionRequest.model_validate(body)
+    # Here, not at the top: erase, served from this module too, never needs it.
+    from functions.retention import archive
+
     report = archive.run(
         services.get(retention_context), dry_run=options.dry_run, progress=_log_progress
     )
