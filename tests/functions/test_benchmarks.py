@@ -44,7 +44,9 @@ def test_the_erasure_vacuum_benchmark_runs(capsys: pytest.CaptureFixture[str]) -
 
 
 def test_the_coldstart_benchmark_runs(capsys: pytest.CaptureFixture[str]) -> None:
-    coldstart.main(["--repeat", "1"])
+    coldstart.main(["--repeat", "1", "--bytecode", "compiled"])
     out = capsys.readouterr().out
-    assert "functions.ingest_sms.aws_lambda" in out
-    assert "everything / handler" in out
+    assert "import / yardstick" in out
+    assert "first request, ms" in out
+    for function in ("ingest_sms", "twilio_status", "metrics", "erase"):
+        assert f"| {function} |" in out
