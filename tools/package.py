@@ -27,6 +27,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 from tools.migrate import ROOT
 
@@ -44,6 +45,20 @@ FUNCTION_LAYERS = {
     "ingest_sms": ("common",), "twilio_status": ("common",), "reconcile": ("common",),
     "metrics": ("common",), "erase": ("common", "archive"), "retention": ("common", "archive"),
 }  # fmt: skip
+
+
+def serverless_config() -> dict[str, Any]:
+    """serverless.yml as YAML reads it, CloudFormation's tags (!Ref, !GetAtt...) as None:
+    for what it says outright (params, each function's environment)."""
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    Loader.add_multi_constructor("!", lambda loader, suffix, node: None)
+    text = (ROOT / "serverless.yml").read_text("utf-8")
+    config: dict[str, Any] = yaml.load(text, Loader=Loader)  # noqa: S506 (a SafeLoader)
+    return config
 
 
 def main() -> int:

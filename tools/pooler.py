@@ -84,6 +84,8 @@ def transaction_pooler(
         "max_client_conn": "500",
         "default_pool_size": str(server_connections),
         "ignore_startup_parameters": "extra_float_digits",
+        # A database back after an outage is used again at once, not 15 s later.
+        "server_login_retry": "1",
         "logfile": str(folder / "pgbouncer.log"),
         "pidfile": str(folder / "pgbouncer.pid"),
     }
@@ -95,19 +97,20 @@ def transaction_pooler(
     config = "[databases]\n" + f"* = host={host} port={port}\n\n[pgbouncer]\n"
     config += "".join(f"{name} = {value}\n" for name, value in settings.items())
     (folder / "pgbouncer.ini").write_text(config)
-    process = subprocess.Popen(
-        [pgbouncer_binary(), str(folder / "pgbouncer.ini")],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    # To a file, never a pipe: it logs there as well as to its log file, and once a
+    # pipe nobody reads is full, it blocks on the write and serves no one.
+    with (folder / "stderr.log").open("wb") as stderr:
+        process = subprocess.Popen(
+            [pgbouncer_binary(), str(folder / "pgbouncer.ini")],
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
     try:
         try:
             wait_for_port(listen_port, "PgBouncer", process)
         except RuntimeError:
-            log = folder / "pgbouncer.log"
-            detail = log.read_text() if log.exists() else ""
-            if process.stderr is not None:
-                detail += process.stderr.read().decode(errors="replace")
+            logs = [folder / "pgbouncer.log", folder / "stderr.log"]
+            detail = "".join(log.read_text(errors="replace") for log in logs if log.exists())
             raise RuntimeError(f"PgBouncer did not start:\n{detail}") from None
         parts = urlsplit(server_url)
         user = parts.username or "postgres"

@@ -17,15 +17,48 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
 from twilio.request_validator import RequestValidator
 
 from benchmarks.soak import faults
 from benchmarks.soak.clients import RetryingClient, Scoreboard
 from benchmarks.soak.plan import Plan, Sms
 from benchmarks.soak.stack import KEYS, Stack
+from tools.relay import can_drop_packets, packets_dropped
 
 Job = Callable[[RetryingClient], object]
 GONE = 410  # an erased SMS posted again
+
+
+# How long the network between the functions and the pooler goes silent: longer than
+# any function's deadline (ingest_sms's 11 s), so that each must decide on its own.
+SILENCE_SECONDS = 15.0
+# A probe that got no answer in this long has hung: a finding, not a figure.
+HANG_GUARD_SECONDS = 60.0
+
+
+@dataclass
+class Silence:
+    """A silent network, measured from outside by a probe per function: one request
+    after another, no retries, each timed to its answer."""
+
+    kind: str  # "mute" (nothing forwarded, nothing said) or "drop" (packets dropped)
+    decided: dict[str, float] = field(default_factory=dict)
+    """The longest a request begun during the silence waited for its answer (a 503)."""
+    recovered: dict[str, float] = field(default_factory=dict)
+    """From the end of the silence to the first request answered as usual."""
+
+    def line(self) -> str:
+        return f"{self.kind} {SILENCE_SECONDS:.0f} s: " + ", ".join(
+            f"{name} decided within {self.decided.get(name, 0):.1f} s and succeeded again"
+            f" {self.recovered[name]:.1f} s after"
+            if name in self.recovered
+            else f"{name} did not succeed again"
+            for name in PROBED
+        )
+
+
+PROBED = ("ingest_sms", "twilio_status")
 
 
 @dataclass
@@ -34,6 +67,7 @@ class FaultLog:
     database_outages: int = 0
     s3_outages: int = 0
     workers_killed: int = 0
+    silences: list[Silence] = field(default_factory=list)
     events: list[str] = field(default_factory=list)
 
 
@@ -241,8 +275,10 @@ class Driver:
             1: [self._terminate_sessions],
             2: [self._s3_outage],  # starts just before the archive run
             3: [self._database_outage],
+            4: [lambda: self._silence("mute")],
             erasure: [self._s3_outage],  # the erasures find the archive unreachable
             erasure + 1: [self._kill_workers],
+            erasure + 2: [lambda: self._silence("drop")],
             waves - 2: [self._terminate_sessions],
             waves - 1: [self._database_outage],
         }
@@ -265,6 +301,71 @@ class Driver:
         self.faults.events.append("S3 unreachable for 6 s")
         self._in_background(lambda: self.stack.s3_link.cut(6.0))
         time.sleep(0.1)
+
+    def _silence(self, kind: str) -> None:
+        """The link between the functions and the pooler goes silent, while a probe per
+        function measures how long each takes to decide, and to work again after."""
+        if kind == "drop" and (reason := can_drop_packets()):
+            self.faults.events.append(f"no IP-level drop: {reason}")
+            return
+        link = self.stack.pooler_link
+        silence = Silence(kind)
+        began = time.monotonic()
+        ended = threading.Event()
+        ended_at = [0.0]
+        probes = [
+            threading.Thread(target=self._probe, args=(name, silence, began, ended, ended_at))
+            for name in PROBED
+        ]
+        for probe in probes:
+            probe.start()
+        if kind == "mute":
+            link.mute(SILENCE_SECONDS)
+        else:
+            with packets_dropped(link.port):
+                time.sleep(SILENCE_SECONDS)
+        ended_at[0] = time.monotonic()
+        ended.set()
+        for probe in probes:
+            probe.join()
+        self.faults.silences.append(silence)
+        self.faults.events.append(silence.line())
+
+    def _probe(
+        self, name: str, silence: Silence, began: float, ended: threading.Event,
+        ended_at: list[float],
+    ) -> None:  # fmt: skip
+        """Ask again and again, as a caller with no patience would: an SMS already sent
+        (posted again, or its first status reported again: nothing changes)."""
+        sms = next(s for s in self.plan.wave(0) if not (s.erased or s.early))
+        url = self.stack.urls[name]
+        form = sms.callbacks()[0]
+        signature = self._validator.compute_signature(url, form)
+        request: dict[str, Any] = (
+            {"json": sms.ingest_item(), "headers": self._ingest_auth()}
+            if name == "ingest_sms"
+            else {"data": form, "headers": {"X-Twilio-Signature": signature}}
+        )
+        with httpx.Client(timeout=HANG_GUARD_SECONDS) as client:
+            while time.monotonic() - began < SILENCE_SECONDS + HANG_GUARD_SECONDS:
+                sent, during = time.monotonic(), not ended.is_set()
+                try:
+                    status = client.post(url, **request).status_code
+                except httpx.TimeoutException:
+                    self.scoreboard.wrong(f"{name}: no answer in {HANG_GUARD_SECONDS:.0f} s")
+                    return
+                except httpx.TransportError:
+                    status = 0  # a worker restarting: ask again
+                answered = time.monotonic()
+                if during:
+                    silence.decided[name] = max(silence.decided.get(name, 0.0), answered - sent)
+                if status in (200, 201) and ended.is_set():
+                    silence.recovered[name] = answered - ended_at[0]
+                    return
+                if status not in (0, 200, 201, 503):
+                    self.scoreboard.wrong(f"{name} during a silence: {status}")
+                time.sleep(0.2)
+        self.scoreboard.wrong(f"{name}: no success within {HANG_GUARD_SECONDS:.0f} s of a silence")
 
     def _erasures(self) -> None:
         numbers = self.plan.erased_numbers

@@ -1,6 +1,12 @@
 """The system under test, as on Lambda but on localhost: every function served by
 functions-framework on gunicorn with several workers, Postgres and moto's S3 behind
-links the gauntlet can cut, and a stand-in for Twilio's API."""
+links the gauntlet can cut, and a stand-in for Twilio's API.
+
+The database is reached as in production: the functions through a link (which can go
+mute, or drop its packets) to PgBouncer in transaction mode as sms_api, with
+serverless.yml's DATABASE_TIMEOUT_SECONDS; retention and erase in sessions of their own
+as sms_retention; PgBouncer and retention through the database's own link (which can
+be cut: an outage)."""
 
 from __future__ import annotations
 
@@ -18,6 +24,7 @@ from benchmarks.common import database_server
 from benchmarks.soak.plan import ACCOUNT_SID, AGENTS, Plan
 from tools.dev import LocalFunction, discover_functions, serve
 from tools.embedded import (
+    as_user,
     create_versioned_bucket,
     free_port,
     moto_s3_server,
@@ -25,7 +32,9 @@ from tools.embedded import (
     wait_for_port,
 )
 from tools.fake_twilio import FakeTwilio
-from tools.migrate import ROOT, apply
+from tools.migrate import API_LOGIN, RETENTION_LOGIN, ROOT, apply
+from tools.package import serverless_config
+from tools.pooler import transaction_pooler
 from tools.relay import Relay, relay_to_database, tcp_connector
 from tools.tokens import access_token
 
@@ -54,7 +63,8 @@ class Stack:
     bucket: str
     urls: dict[str, str]  # entry point -> URL
     masters: dict[str, int]  # entry point -> gunicorn master pid
-    database_link: Relay
+    database_link: Relay  # the database's network: PgBouncer's and retention's way in
+    pooler_link: Relay  # the functions' network to PgBouncer
     s3_link: Relay
     log_path: Path
 
@@ -73,6 +83,11 @@ def running_stack(plan: Plan, workdir: Path, workers: int = 2) -> Iterator[Stack
         create_tenants(url, plan)
         database_link, url_via_link = relay_to_database(url)
         stack.callback(database_link.close)
+        pooled = stack.enter_context(
+            transaction_pooler(as_user(url_via_link, API_LOGIN), users=(API_LOGIN,))
+        )
+        pooler_link, pooled_via_link = relay_to_database(pooled)
+        stack.callback(pooler_link.close)
 
         s3_endpoint = stack.enter_context(moto_s3_server())
         # moto keeps its buckets for the whole process: each day gets a bucket of its own.
@@ -99,8 +114,8 @@ def running_stack(plan: Plan, workdir: Path, workers: int = 2) -> Iterator[Stack
             | S3_CREDENTIALS
             | {
                 "PYTHONPATH": str(ROOT),
-                "DATABASE_URL": url_via_link,
-                "DATABASE_SESSION_URL": url_via_link,
+                "DATABASE_URL": pooled_via_link,
+                "DATABASE_SESSION_URL": as_user(url_via_link, RETENTION_LOGIN),
                 "S3_ENDPOINT_URL": f"http://127.0.0.1:{s3_link.port}",
                 "ARCHIVE_BUCKET": bucket,
                 "TWILIO_API_BASE_URL": twilio.url,
@@ -114,10 +129,13 @@ def running_stack(plan: Plan, workdir: Path, workers: int = 2) -> Iterator[Stack
         log = stack.enter_context(log_path.open("wb"))
         functions = [LocalFunction(f.name, f.source, free_port()) for f in discover_functions()]
         processes = {}
+        deployed = deployed_timeouts()
         for function in functions:
             count = str(workers if function.name in BUSY else 1)
             (processes[function.name],) = serve(
-                [function], environment | {"WORKERS": count}, output=log
+                [function],
+                environment | deployed.get(function.name, {}) | {"WORKERS": count},
+                output=log,
             )
         stack.callback(_stop, list(processes.values()))
         for function in functions:
@@ -129,9 +147,20 @@ def running_stack(plan: Plan, workdir: Path, workers: int = 2) -> Iterator[Stack
             urls={f.name: f.url for f in functions},
             masters={name: p.pid for name, p in processes.items()},
             database_link=database_link,
+            pooler_link=pooler_link,
             s3_link=s3_link,
             log_path=log_path,
         )
+
+
+def deployed_timeouts() -> dict[str, dict[str, str]]:
+    """Each function's DATABASE_TIMEOUT_SECONDS as serverless.yml deploys it: the
+    gauntlet measures the decisions production would make."""
+    return {
+        name: {"DATABASE_TIMEOUT_SECONDS": timeout}
+        for name, function in serverless_config()["functions"].items()
+        if (timeout := (function.get("environment") or {}).get("DATABASE_TIMEOUT_SECONDS"))
+    }
 
 
 def create_tenants(url: str, plan: Plan) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from tools.migrate import ROOT
-from tools.package import FUNCTION_LAYERS, TEMPLATE, prune_pyarrow
+from tools.package import FUNCTION_LAYERS, TEMPLATE, prune_pyarrow, serverless_config
 
 URL_FUNCTIONS = {"ingest_sms", "twilio_status", "metrics", "erase"}
 SCHEDULES = {"reconcile": "rate(15 minutes)", "retention": "rate(1 day)"}
@@ -249,15 +249,8 @@ def test_metrics_answers_cors_itself_from_its_stages_origins(resources: dict[str
 
 
 def serverless_params() -> dict[str, Any]:
-    """serverless.yml's params, by stage (CloudFormation's tags read as nothing)."""
-    import yaml
-
-    class Loader(yaml.SafeLoader):
-        pass
-
-    Loader.add_multi_constructor("!", lambda loader, suffix, node: None)
-    config = yaml.load((ROOT / "serverless.yml").read_text("utf-8"), Loader=Loader)  # noqa: S506
-    params: dict[str, Any] = config["params"]
+    """serverless.yml's params, by stage."""
+    params: dict[str, Any] = serverless_config()["params"]
     return params
 
 

@@ -13,6 +13,11 @@ def test_a_short_campaign_day_with_faults_loses_nothing() -> None:
     assert faults.database_outages >= 1
     assert faults.s3_outages >= 1
     assert faults.workers_killed >= 1
+    # The network to the pooler went mute (and dropped its packets, where the machine
+    # allows it): every probe was answered, and worked again after.
+    assert faults.silences, faults.events
+    for silence in faults.silences:
+        assert set(silence.decided) == set(silence.recovered) == {"ingest_sms", "twilio_status"}
     endpoints = report.scoreboard.endpoints
     # The faults bit: the archive run failed while S3 was down and was run again, the
     # database's absence answered 503s, and requests died with their worker.
