@@ -441,14 +441,8 @@ class PostgresDatabase:
         return Connection
 
     def _credentials_refused(self) -> ServiceError | ConfigurationError:
-        """A refusal is a rotated secret, not an outage: once new credentials are in
-        hand, a retry succeeds (503); with none newer, nothing will (500, alarmed)."""
-        refusal = self._refused
-        if self._renew_credentials():
-            return UnavailableError(retry_after=self._retry_after)
-        return ConfigurationError(
-            f"the database refused DATABASE_URL's credentials ({refusal}): put the role's"
-            " current password in its secret"
+        return credentials_refused(
+            self._refused or "", self._renew_credentials, "DATABASE_URL", self._retry_after
         )
 
     def _call(self, conn: psycopg.Connection[Any], name: str, keys: frozenset[str]) -> bytes:
@@ -567,6 +561,20 @@ def refusal_in(exc: psycopg.Error) -> str | None:
     """What refused the credentials, in a failed connection's error; None if nothing did."""
     match = _REFUSED.search(str(exc))
     return match.group(0).lower() if match else None
+
+
+def credentials_refused(
+    refusal: str, renew: Callable[[], bool], setting: str, retry_after: int
+) -> ServiceError | ConfigurationError:
+    """A refusal is a rotated secret, not an outage: once new credentials are in hand
+    (renew read them), a retry succeeds (503); with none newer, nothing will (500,
+    alarmed)."""
+    if renew():
+        return UnavailableError(retry_after=retry_after)
+    return ConfigurationError(
+        f"the database refused {setting}'s credentials ({refusal}): put the role's"
+        " current password in its secret"
+    )
 
 
 def failure_of(exc: psycopg.Error) -> PostgresFailure:

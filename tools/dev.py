@@ -37,7 +37,7 @@ from tools.tokens import access_token
 
 FUNCTIONS_DIR = migrate.ROOT / "functions"
 FIRST_PORT = 8081
-# Local-only credentials, printed at start; real deployments take theirs from SSM.
+# Local-only credentials, printed at start; deployments read theirs from Secrets Manager.
 DEV_KEYS = {
     "INGEST_API_KEYS": "local-dev-ingest-key-0123456789abcdef",
     "TWILIO_ACCOUNT_SID": "AC" + "0" * 32,

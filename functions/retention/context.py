@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from functions.retention.bucket import ArchiveBucket, archive_bucket
-from shared.db import classify, connection_options, failure_of
+from shared.db import classify, connection_options, credentials_refused, failure_of, refusal_in
 from shared.errors import ConfigurationError, ConflictError, UnavailableError
 
 if TYPE_CHECKING:
@@ -42,6 +42,8 @@ class Retention:
     bucket: ArchiveBucket
     database_url: str
     index_secret: bytes
+    renew_credentials: Callable[[], bool] = lambda: False
+    """After the database refused the credentials: whether newer ones are now in hand."""
 
     def phone_hash(self, phone_number: str) -> bytes:
         """HMAC-SHA256 of the E.164 number: what the index and the audit keep."""
@@ -65,7 +67,12 @@ class Retention:
                 work.commit()
                 yield Sessions(control, work)
         except psycopg.Error as exc:
-            raise classify(failure_of(exc), retry_after=self.settings.retry_after_seconds) from None
+            retry_after = self.settings.retry_after_seconds
+            if (refusal := refusal_in(exc)) is not None:
+                raise credentials_refused(
+                    refusal, self.renew_credentials, "DATABASE_SESSION_URL", retry_after
+                ) from None
+            raise classify(failure_of(exc), retry_after=retry_after) from None
 
 
 def retention_context(services: Services) -> Retention:
@@ -82,6 +89,7 @@ def retention_context(services: Services) -> Retention:
         bucket=services.get(archive_bucket),
         database_url=database_url.get_secret_value(),
         index_secret=secret.get_secret_value().encode(),
+        renew_credentials=lambda: services.renew() is not None,
     )
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlencode, urlsplit
 
 import boto3
@@ -18,13 +18,17 @@ from moto import mock_aws
 from twilio.request_validator import RequestValidator
 
 from functions.ingest_sms import aws_lambda as ingest_lambda
+from functions.retention.bucket import ArchiveBucket
+from functions.retention.context import Retention
 from functions.twilio_status import aws_lambda as status_lambda
 from shared import runtime
+from shared.errors import ConfigurationError, UnavailableError
+from shared.settings import Settings
 from tests.support.builders import Tenants
 from tools.embedded import as_user, free_port
 from tools.fake_twilio import status_callback
 from tools.lambda_events import DOMAIN, body_of, function_url_event, headers_of
-from tools.migrate import API_LOGIN
+from tools.migrate import API_LOGIN, RETENTION_LOGIN
 from tools.pooler import transaction_pooler
 from tools.secrets_extension import StandIn, secrets_extension
 
@@ -171,3 +175,32 @@ def test_a_rotated_twilio_token_is_read_when_a_signature_fails(
     for _ in range(5):
         assert callback("not-a-token-of-this-account")["statusCode"] == 403
     assert extension.reads == reads
+
+
+@pytest.mark.parametrize(("renewed", "refused_as"), [(True, UnavailableError),
+                                                      (False, ConfigurationError)])  # fmt: skip
+def test_retention_refused_by_the_database_reads_its_secrets_again(
+    database_url: str, renewed: bool, refused_as: type[Exception]
+) -> None:
+    """erase and retention connect in sessions of their own (DATABASE_SESSION_URL): a
+    refusal there also reads the secrets again, and answers as the other functions do."""
+    session, port = as_user(database_url, RETENTION_LOGIN), free_port()
+    wrong = f"postgresql://{RETENTION_LOGIN}:old-password@127.0.0.1:{port}"
+    wrong += urlsplit(database_url).path
+    settings = Settings(
+        database_session_url=wrong,  # type: ignore[arg-type]
+        archive_bucket="unused",
+        archive_index_secret="i" * 40,  # type: ignore[arg-type]
+    )
+    asked: list[bool] = []
+
+    def renew() -> bool:
+        asked.append(True)
+        return renewed
+
+    with transaction_pooler(session, passwords={RETENTION_LOGIN: "new-password"},
+                            listen_port=port):  # fmt: skip
+        retention = Retention(settings, cast("ArchiveBucket", None), wrong, b"i" * 40, renew)
+        with pytest.raises(refused_as), retention.sessions():
+            pass
+    assert asked == [True]
