@@ -56,9 +56,12 @@ def owner_database_url(server_url: str, database_url: str) -> Iterator[str]:
             conn.execute(
                 sql.SQL("CREATE ROLE {} LOGIN CREATEROLE").format(sql.Identifier(OWNER_ROLE))
             )
+        # As on Supabase, where postgres created these roles: since PostgreSQL 16, only
+        # a role's creator (or a holder of its ADMIN option) may grant it.
         conn.execute(
             sql.SQL(
-                "GRANT anon, authenticated, service_role, authenticator TO {} WITH ADMIN OPTION"
+                "GRANT anon, authenticated, service_role, authenticator, sms_data_owner"
+                " TO {} WITH ADMIN OPTION"
             ).format(sql.Identifier(OWNER_ROLE))
         )
     with throwaway_database(server_url, prefix="sms_owned") as url:

@@ -210,7 +210,7 @@ def test_the_login_roles_log_in_with_no_power_beyond_their_memberships(
         SELECT r.rolname, r.rolcanlogin, r.rolinherit,
                r.rolsuper OR r.rolcreaterole OR r.rolcreatedb OR r.rolreplication
                    OR r.rolbypassrls,
-               ARRAY(SELECT g.rolname::text FROM pg_auth_members AS m
+               ARRAY(SELECT DISTINCT g.rolname::text FROM pg_auth_members AS m
                      JOIN pg_roles AS g ON g.oid = m.roleid
                      WHERE m.member = r.oid ORDER BY 1)
         FROM pg_roles AS r WHERE r.rolname = ANY (%s) ORDER BY 1
