@@ -8,8 +8,9 @@ fresh Python `--repeat` times, and in each one times the import of the handler m
 then the handler's first call and a second one (what the first pays once, the second
 shows). The yardstick is a fresh interpreter importing what every handler needs anyway,
 `from pydantic import BaseModel` and `from werkzeug.wrappers import Request, Response`,
-timed the same way in the same run; one interpreter of each kind per round, so that the
-machine's load weighs on all alike. Medians. Target: each import ≤ 1.3x the yardstick.
+timed the same way in the same run, in a fresh interpreter started just before each
+handler's, so that the machine's load weighs on both alike. Medians (the yardstick's over
+all its interpreters). Target: each import ≤ 1.3x the yardstick.
 
 The requests go as deployed: function-URL events (payload format 2.0) into the Lambda
 handler; settings read through the Parameters and Secrets extension (its stand-in,
@@ -324,16 +325,17 @@ def measure(
     extra: dict[str, str],
 ) -> tuple[list[float], dict[str, Samples]]:
     """One round untimed (it fills the bytecode cache, and the file system's), then
-    `repeat` rounds of one yardstick and one child per function."""
+    `repeat` rounds of, for each function, a yardstick then the function's child: each
+    yardstick just before a handler, on the machine as it is then."""
     settings = bytecode_settings(mode, cache) | extra
     events = {f.name: [request_pair(f, url, n) for n in range(repeat + 1)] for f in targets}
     yardstick: list[float] = []
     samples = {function.name: Samples() for function in targets}
     for round_ in range(repeat + 1):
-        result = run_child(YARDSTICK, [], child_environment(None, extension) | settings)
-        if round_:
-            yardstick.append(result["import_ms"])
         for function in targets:
+            result = run_child(YARDSTICK, [], child_environment(None, extension) | settings)
+            if round_:
+                yardstick.append(result["import_ms"])
             environment = child_environment(function, extension) | settings
             result = run_child(function.import_line, events[function.name][round_], environment)
             answers = [(status, body) for _, status, body in result["calls"]]
@@ -348,8 +350,9 @@ def measure(
 
 def report(mode: str, repeat: int, yardstick: list[float], samples: dict[str, Samples]) -> bool:
     base = statistics.median(yardstick)
-    print(f"\nbytecode: {mode}; medians of {repeat} fresh interpreters; target: import"
-          f" ≤ {TARGET_RATIO}x the yardstick\n")  # fmt: skip
+    print(f"\nbytecode: {mode}; medians of {repeat} fresh interpreters per function"
+          f" ({len(yardstick)} for the yardstick); target: import ≤ {TARGET_RATIO}x the"
+          " yardstick\n")  # fmt: skip
     print("| | import, ms | import / yardstick | first request, ms | second request, ms |"
           " import + first request, ms |")  # fmt: skip
     print("|---|---|---|---|---|---|")
@@ -362,7 +365,7 @@ def report(mode: str, repeat: int, yardstick: list[float], samples: dict[str, Sa
         cold = statistics.median(
             i + f for i, f in zip(taken.import_ms, taken.first_ms, strict=True)
         )
-        ratio = imported / base
+        ratio = round(imported / base, 2)  # as printed: the runs vary far more than 0.005
         met &= ratio <= TARGET_RATIO
         mark = "" if ratio <= TARGET_RATIO else " (over)"
         print(f"| {name} | {imported:.0f} | {ratio:.2f}x{mark} | {first:.0f} | {second:.1f} |"
