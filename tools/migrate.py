@@ -27,10 +27,11 @@ LOCAL_DIR = ROOT / "supabase" / "local"
 MIGRATIONS_DIR = ROOT / "supabase" / "migrations"
 SEED_FILE = ROOT / "supabase" / "seed.sql"
 
-# The roles the migrations create for the functions to log in as (see
-# 20261206000100_roles_and_privileges.sql): the transaction-pooled functions', retention's.
+# The roles the migrations create (see 20261206000100_roles_and_privileges.sql): the
+# transaction-pooled functions' login, retention's, and the owner of the tables.
 API_LOGIN = "sms_api"
 RETENTION_LOGIN = "sms_retention"
+DATA_OWNER = "sms_data_owner"
 
 _MIGRATION_NAME = re.compile(r"^(\d{14})_([a-z0-9_]+)\.sql$")
 _LOCK_KEY = 0x5_3_4D_53  # advisory lock: one migrator at a time per database

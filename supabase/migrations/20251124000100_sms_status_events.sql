@@ -237,7 +237,7 @@ CREATE FUNCTION public.record_sms_status(
     p_price numeric DEFAULT NULL,
     p_price_unit text DEFAULT NULL
 ) RETURNS jsonb
-LANGUAGE plpgsql
+LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
@@ -312,7 +312,7 @@ COMMENT ON FUNCTION public.record_sms_status(text, text, integer, timestamptz, t
 CREATE FUNCTION public.claim_sms_to_reconcile(
     p_min_age interval, p_max_age interval, p_limit integer
 ) RETURNS jsonb
-LANGUAGE plpgsql
+LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
@@ -356,7 +356,7 @@ $$;
 -- Give back claimed SMS a run did not get to (rate limit, time budget): they come
 -- first next run.
 CREATE FUNCTION public.release_sms_to_reconcile(p_sids text[]) RETURNS integer
-LANGUAGE plpgsql
+LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE

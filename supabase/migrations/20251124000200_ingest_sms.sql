@@ -12,7 +12,7 @@
 CREATE FUNCTION private.links_outside_tenant(
     p_deployment_ids uuid[], p_call_ids uuid[], p_prospect_ids uuid[], p_sequence_ids uuid[]
 ) RETURNS TABLE (item bigint, link text)
-LANGUAGE plpgsql STABLE
+LANGUAGE plpgsql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
@@ -86,10 +86,9 @@ CREATE TRIGGER agent_sms_links_within_tenant
 
 -- Updates: only of the links, and only those the update sets (all of them when it moves
 -- the SMS to another deployment): a call deleted elsewhere sets call_id to NULL, which
--- must not fail because of the other links. It runs as its owner: such a cascade writes
--- agent_sms as the table's owner (sms_data_owner), who may not read the platform's tables.
+-- must not fail because of the other links.
 CREATE FUNCTION private.agent_sms_refuse_foreign_link_update() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER
+LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
@@ -165,26 +164,17 @@ $$;
 -- with created = false. References are checked per item, so one bad item does not
 -- sink the batch: it comes back with the field it got wrong. The erased SIDs and the
 -- links are checked once for the whole batch.
-CREATE FUNCTION public.ingest_sms(p_messages jsonb) RETURNS jsonb
-LANGUAGE plpgsql
+-- The records a batch refers to, locked (KEY SHARE) until its transaction ends; the
+-- deployments that exist. Run as the migrator, as links_outside_tenant is: the owner of
+-- this project's tables, who runs ingest_sms, may not lock (UPDATE) or even see (their
+-- row-level security) the platform's tables.
+CREATE FUNCTION private.hold_referenced_records(p_messages jsonb) RETURNS SETOF uuid
+LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
-DECLARE
-    v_outcome jsonb;
-    v_results jsonb;
-    v_sqlstate text;
-    v_message text;
-    v_hint text;
-    v_column text;
 BEGIN
-    IF jsonb_typeof(p_messages) IS DISTINCT FROM 'array' THEN
-        RAISE EXCEPTION USING ERRCODE = 'VP422', MESSAGE = 'messages must be a JSON array',
-                              HINT = 'messages';
-    END IF;
-    -- Hold the referenced records until commit, so one deleted meanwhile is reported
-    -- for its items instead of failing the whole batch at the foreign-key check.
-    PERFORM 1 FROM public.agent_deployments
-    WHERE id IN (SELECT (e ->> 'deployment_id')::uuid FROM jsonb_array_elements(p_messages) AS e)
+    RETURN QUERY SELECT d.id FROM public.agent_deployments AS d
+    WHERE d.id IN (SELECT (e ->> 'deployment_id')::uuid FROM jsonb_array_elements(p_messages) AS e)
     FOR KEY SHARE;
     PERFORM 1 FROM public.agent_calls
     WHERE id IN (SELECT (e ->> 'call_id')::uuid FROM jsonb_array_elements(p_messages) AS e)
@@ -195,13 +185,35 @@ BEGIN
     PERFORM 1 FROM public.agent_arthur_prospect_sequences
     WHERE id IN (SELECT (e ->> 'sequence_id')::uuid FROM jsonb_array_elements(p_messages) AS e)
     FOR KEY SHARE;
+END
+$$;
+
+CREATE FUNCTION public.ingest_sms(p_messages jsonb) RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_outcome jsonb;
+    v_results jsonb;
+    v_sqlstate text;
+    v_message text;
+    v_hint text;
+    v_column text;
+    v_deployments uuid[];
+BEGIN
+    IF jsonb_typeof(p_messages) IS DISTINCT FROM 'array' THEN
+        RAISE EXCEPTION USING ERRCODE = 'VP422', MESSAGE = 'messages must be a JSON array',
+                              HINT = 'messages';
+    END IF;
+    -- Hold the referenced records until commit, so one deleted meanwhile is reported
+    -- for its items instead of failing the whole batch at the foreign-key check.
+    v_deployments := ARRAY(SELECT private.hold_referenced_records(p_messages));
 
     WITH decoded AS (
-        SELECT e.ord, m.*, d.client_id AS deployment_client_id,
+        SELECT e.ord, m.*, m.deployment_id = ANY (v_deployments) AS deployment_known,
             t.provider_status AS stored_status, n.status AS stored_sms_status
         FROM jsonb_array_elements(p_messages) WITH ORDINALITY AS e(item, ord)
         CROSS JOIN LATERAL jsonb_populate_record(NULL::public.agent_sms, e.item) AS m
-        LEFT JOIN public.agent_deployments AS d ON d.id = m.deployment_id
         LEFT JOIN private.twilio_statuses AS t ON t.twilio_status = m.provider_status
         LEFT JOIN private.sms_provider_statuses AS n ON n.provider_status = t.provider_status
     ),
@@ -223,7 +235,7 @@ BEGIN
             CASE
                 -- Erased at its recipient's request: never recorded again.
                 WHEN x.provider_message_sid IN (SELECT sid FROM erased) THEN 'erased'
-                WHEN x.deployment_client_id IS NULL THEN 'deployment_id'
+                WHEN NOT x.deployment_known THEN 'deployment_id'
                 WHEN l.link IS NOT NULL THEN l.link
                 WHEN x.provider_status IS NOT NULL AND x.stored_status IS NULL
                     THEN 'provider_status'

@@ -13,37 +13,48 @@
 -- nor be attached to a table (no API role holds TRIGGER, below).
 
 -- The login roles. The functions never connect as postgres, which owns the whole
--- project: a leaked connection string gives away only what its role holds. Passwords
--- are set by hand, never here (README, "Database roles"). Roles are cluster-wide, so
--- they are created only when absent.
+-- project. Passwords are set by hand, never here (README, "Database roles"). Roles are
+-- cluster-wide, so they are created only when absent, and their attributes set anyway.
 --   sms_api        ingest_sms, twilio_status, reconcile and metrics, through the
 --                  transaction pooler. As PostgREST's authenticator, it holds nothing
 --                  of its own (NOINHERIT) and switches, per transaction, to the API
---                  role of the caller (shared/db.py).
+--                  role of the caller (shared/db.py): what it can do is what the
+--                  service key can, through SQL.
 --   sms_retention  the archive and erasure, through a session. It deletes what it
 --                  archives or erases, keeps the archive's records and VACUUMs the
---                  erased rows away, which on PostgreSQL 15 only a table's owner may:
---                  so it belongs to sms_data_owner, which owns this project's tables
---                  and nothing else (not the functions, not the platform's tables).
+--                  erased rows away, which on PostgreSQL 15 and 16 only a table's owner
+--                  may: so it belongs to sms_data_owner, which owns this project's
+--                  tables and the functions that write them, and nothing else.
 DO $$
 BEGIN
     IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'sms_api') THEN
-        CREATE ROLE sms_api LOGIN NOINHERIT;
+        CREATE ROLE sms_api;
     END IF;
     IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'sms_retention') THEN
-        CREATE ROLE sms_retention LOGIN INHERIT;
+        CREATE ROLE sms_retention;
     END IF;
     IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'sms_data_owner') THEN
-        CREATE ROLE sms_data_owner NOLOGIN;
+        CREATE ROLE sms_data_owner;
     END IF;
 END
 $$;
+-- (REPLICATION and BYPASSRLS only a superuser gives, or takes away.)
+ALTER ROLE sms_api LOGIN NOINHERIT NOCREATEROLE NOCREATEDB;
+ALTER ROLE sms_retention LOGIN INHERIT NOCREATEROLE NOCREATEDB;
+ALTER ROLE sms_data_owner NOLOGIN NOCREATEROLE NOCREATEDB;
 GRANT anon, authenticated, service_role TO sms_api;
 GRANT sms_data_owner TO sms_retention;
 
--- The tables pass to sms_data_owner. The migrator stays a member, so what it owns (the
--- functions, SECURITY DEFINER ones included) keeps an owner's rights on them; the new
--- owner needs CREATE on a table's schema only for the handover.
+-- An owner may attach code to its tables (a trigger, a default) that then runs as
+-- whoever writes them next. So nobody but their owner writes them: the tables, and the
+-- SECURITY DEFINER functions that write them (ingest_sms, record_sms_status, reconcile's
+-- two, and two triggers), pass to sms_data_owner. What sms_retention could attach runs
+-- as sms_data_owner again, never as service_role or the migrator. The migrator keeps
+-- the definer functions that read the platform's tables, which no role of ours may
+-- (their row-level security, auth.uid()) and write none of ours: the tenant checks,
+-- accessible_deployment_ids, links_outside_tenant, hold_referenced_records. It stays a
+-- member of sms_data_owner to hand over; the new owner holds CREATE on their schemas
+-- for the handover only.
 GRANT sms_data_owner TO CURRENT_USER;
 GRANT CREATE ON SCHEMA public, private TO sms_data_owner;
 ALTER TABLE public.agent_sms OWNER TO sms_data_owner;
@@ -55,12 +66,19 @@ ALTER TABLE private.sms_archive_phone_index OWNER TO sms_data_owner;
 ALTER TABLE private.sms_erasures OWNER TO sms_data_owner;
 ALTER TABLE private.sms_provider_statuses OWNER TO sms_data_owner;
 ALTER TABLE private.twilio_statuses OWNER TO sms_data_owner;
+ALTER FUNCTION public.ingest_sms(jsonb) OWNER TO sms_data_owner;
+ALTER FUNCTION public.record_sms_status(text, text, integer, timestamptz, text, text, numeric,
+                                        text) OWNER TO sms_data_owner;
+ALTER FUNCTION public.claim_sms_to_reconcile(interval, interval, integer) OWNER TO sms_data_owner;
+ALTER FUNCTION public.release_sms_to_reconcile(text[]) OWNER TO sms_data_owner;
+ALTER FUNCTION private.agent_sms_apply_pending_events() OWNER TO sms_data_owner;
+ALTER FUNCTION private.agent_sms_refuse_erased() OWNER TO sms_data_owner;
 REVOKE CREATE ON SCHEMA public, private FROM sms_data_owner;
 
 -- anon: nothing at all. authenticated: reads its clients' SMS (row-level security) and
--- the KPIs. service_role: what the functions do through ingest_sms, record_sms_status
--- and reconcile. sms_retention: the tables as their owner, and the retention functions
--- below.
+-- the KPIs. service_role: reads the SMS and the KPIs, and writes only by calling
+-- ingest_sms, record_sms_status and reconcile's two, which run as the tables' owner.
+-- sms_retention: the tables as their owner, and the retention functions below.
 
 REVOKE ALL ON SCHEMA private FROM PUBLIC, anon, authenticated, service_role;
 GRANT USAGE ON SCHEMA private TO authenticated, service_role;
@@ -74,23 +92,20 @@ REVOKE ALL ON public.agent_sms, public.agent_sms_events, private.sms_erased_sids
     private.sms_archive_phone_index, private.sms_erasures, private.sms_provider_statuses,
     private.twilio_statuses
     FROM PUBLIC, anon, authenticated, service_role;
-GRANT SELECT ON public.agent_sms TO authenticated;
-GRANT SELECT, INSERT, UPDATE ON public.agent_sms, public.agent_sms_events TO service_role;
-GRANT SELECT ON private.sms_erased_sids, private.sms_provider_statuses,
-    private.twilio_statuses TO service_role;
-GRANT SELECT, INSERT, UPDATE, DELETE ON private.sms_reconcile_checks TO service_role;
+GRANT SELECT ON public.agent_sms TO authenticated, service_role;
 
--- The tables of the platform that agent_sms refers to and that row-level security reads
--- (user_client_permissions is the root of every tenant's boundary) belong to the rest of
--- the project, which keeps their row privileges. But none of the API roles may TRUNCATE
--- them (it ignores row-level security: anon could empty user_client_permissions), nor
--- plant a TRIGGER on them (its function, from the session's temporary schema, would run
--- as whoever next writes the table: the owner, within a cascade), nor use them in a
--- foreign key of its own (REFERENCES).
-REVOKE TRUNCATE, TRIGGER, REFERENCES ON public.clients, public.agent_types,
-    public.agent_deployments, public.agent_calls, public.agent_arthur_prospects,
-    public.agent_arthur_prospect_sequences, public.user_client_permissions
+-- Every other table of the schema belongs to the rest of the project, which keeps their
+-- row privileges. But none of the API roles may TRUNCATE one (it ignores row-level
+-- security: anon could empty user_client_permissions, the root of every tenant's
+-- boundary), nor plant a TRIGGER on one (its function, from the session's temporary
+-- schema, would run as whoever next writes the table: its owner, within a cascade),
+-- nor use one in a foreign key of its own (REFERENCES). Supabase grants them all three
+-- on every table, and sms_api logs in with a SQL session as any of them: these are
+-- taken from every table now, and from every table the migrator creates later.
+REVOKE TRUNCATE, TRIGGER, REFERENCES ON ALL TABLES IN SCHEMA public
     FROM PUBLIC, anon, authenticated, service_role;
+ALTER DEFAULT PRIVILEGES IN SCHEMA public
+    REVOKE TRUNCATE, TRIGGER, REFERENCES ON TABLES FROM PUBLIC, anon, authenticated, service_role;
 
 -- Sequences: none. An identity column draws from its own without the inserter's rights;
 -- setval would break every status report, and last_value tells how many there were.
@@ -134,6 +149,7 @@ REVOKE ALL ON FUNCTION
     private.erased_sids(text[]),
     private.expired_archive_objects(timestamptz),
     private.forget_archive_object(text),
+    private.hold_referenced_records(jsonb),
     private.links_outside_tenant(uuid[], uuid[], uuid[], uuid[]),
     private.mark_erasure_incomplete(text, bytea, text),
     private.open_erasure(text, text, bytea[]),
@@ -171,21 +187,27 @@ TO authenticated, service_role;
 -- The read policy on agent_sms calls it as the reading user.
 GRANT EXECUTE ON FUNCTION private.accessible_deployment_ids(boolean) TO authenticated;
 
--- What the service's RPCs and the triggers they fire call as service_role. The
--- SECURITY DEFINER triggers run as their owner and need no grant.
+-- The service's RPCs, which run as the tables' owner.
 GRANT EXECUTE ON FUNCTION
     public.claim_sms_to_reconcile(interval, interval, integer),
     public.ingest_sms(jsonb),
     public.record_sms_status(text, text, integer, timestamptz, text, text, numeric, text),
-    public.release_sms_to_reconcile(text[]),
+    public.release_sms_to_reconcile(text[])
+TO service_role;
+
+-- What they, and the triggers their writes fire, call as the owner.
+GRANT EXECUTE ON FUNCTION
+    private.apply_pending_sms_events(text[]),
+    private.apply_sms_event(public.agent_sms_events),
     private.apply_sms_status(text, text, integer, timestamptz),
     private.erased_sids(text[]),
+    private.hold_referenced_records(jsonb),
     private.links_outside_tenant(uuid[], uuid[], uuid[], uuid[]),
     private.pending_events_lock_key(),
     private.raise_without_values(text, text, text, text),
     private.refuse_link_outside_tenant(text),
     private.twilio_failure_reason(integer)
-TO service_role;
+TO sms_data_owner;
 
 -- What the archive and erasure call as sms_retention (functions/retention), and what
 -- those call in turn.

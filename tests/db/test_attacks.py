@@ -22,6 +22,8 @@ import pytest
 from shared.db import Caller, PostgresDatabase
 from shared.errors import InvalidInputError, ServiceError
 from tests.support.builders import Tenants, acting_as
+from tools.embedded import as_user
+from tools.migrate import API_LOGIN, DATA_OWNER, RETENTION_LOGIN
 
 
 @pytest.fixture(scope="module")
@@ -234,22 +236,28 @@ def test_ingest_refuses_a_link_to_another_clients_records(
 def test_no_writer_links_an_sms_outside_its_tenant(
     tenants: Tenants, database_url: str, admin_conn: psycopg.Connection, column: str
 ) -> None:
-    """Not even the service key, writing the table through the API."""
+    """Not even the tables' owner (retention's role, a backfill) writing the table
+    itself; the service key may not write it at all, only call the RPCs."""
     foreign = b_records(admin_conn, tenants)[column]
     with (
-        acting_as(database_url, "service_role") as conn,
+        acting_as(database_url, DATA_OWNER) as conn,
         pytest.raises(psycopg.Error) as refused,
     ):
         api_patch(conn, "agent_sms", {column: str(foreign)}, tenants.sms_a[0])
     assert refused.value.diag.sqlstate == "VP422"
     assert refused.value.diag.message_hint == column
+    with (
+        acting_as(database_url, "service_role") as conn,
+        pytest.raises(psycopg.errors.InsufficientPrivilege),
+    ):
+        api_patch(conn, "agent_sms", {column: str(foreign)}, tenants.sms_a[0])
 
 
 @pytest.mark.parametrize("column", ["call_id", "prospect_id", "sequence_id"])
 def test_no_insert_links_an_sms_outside_its_tenant(
     tenants: Tenants, database_url: str, admin_conn: psycopg.Connection, column: str
 ) -> None:
-    """The service key inserting rows directly, several at once, one of them foreign."""
+    """The tables' owner inserting rows itself, several at once, one of them foreign."""
     foreign = b_records(admin_conn, tenants)[column]
     own = b_records(admin_conn, tenants)  # B's own records, for B's own SMS: fine
     common = {"phone_number": "+33639980003", "message_content": "x",
@@ -268,7 +276,7 @@ def test_no_insert_links_an_sms_outside_its_tenant(
         " FROM json_populate_recordset(NULL::agent_sms, %s::json)"
     )
     with (
-        acting_as(database_url, "service_role") as conn,
+        acting_as(database_url, DATA_OWNER) as conn,
         pytest.raises(psycopg.Error) as refused,
     ):
         conn.execute(insert, (json.dumps(rows),))
@@ -282,11 +290,44 @@ def test_an_erased_sid_cannot_come_back_through_an_update(
     erased = "SM" + uuid.uuid4().hex
     admin_conn.execute("SELECT private.remember_erased_sids(%s)", ([erased],))
     with (
-        acting_as(database_url, "service_role") as conn,
+        acting_as(database_url, DATA_OWNER) as conn,
         pytest.raises(psycopg.Error) as refused,
     ):
         api_patch(conn, "agent_sms", {"provider_message_sid": erased}, tenants.sms_a[0])
     assert refused.value.diag.sqlstate == "VP410"
+
+
+def test_what_the_tables_owner_attaches_runs_as_that_owner_only(
+    tenants: Tenants, database_url: str
+) -> None:
+    """A leaked DATABASE_SESSION_URL: retention's role owns the tables (through
+    sms_data_owner), and an owner may attach a trigger, from its session's temporary
+    schema, that runs as whoever writes the table next. Nobody but the owner writes
+    them: the service's RPCs run as the owner, so the trigger never runs as service_role
+    or the migrator."""
+    note = (
+        "CREATE FUNCTION pg_temp.note_who() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+        " PERFORM set_config('attack.ran_as', current_user, false); RETURN NULL; END $$;"
+        " CREATE TRIGGER zz_note_who AFTER INSERT OR UPDATE ON public.agent_sms"
+        " FOR EACH STATEMENT EXECUTE FUNCTION pg_temp.note_who()"
+    )
+    sms = {"deployment_id": str(tenants.deployment_b), "phone_number": "+33639980009",
+           "message_content": "x", "sent_at": "2026-11-01T10:00:00Z",
+           "provider_message_sid": "SM" + uuid.uuid4().hex}  # fmt: skip
+    with psycopg.connect(as_user(database_url, RETENTION_LOGIN), autocommit=True) as owner:
+        owner.execute(note)
+        try:
+            with psycopg.connect(as_user(database_url, API_LOGIN), autocommit=True) as service:
+                service.execute("SET ROLE service_role")
+                service.execute("SELECT public.ingest_sms(%s::jsonb)", (json.dumps([sms]),))
+                service.execute(
+                    "SELECT public.record_sms_status(%s, 'delivered')",
+                    (sms["provider_message_sid"],),
+                )
+                ran_as = service.execute("SELECT current_setting('attack.ran_as', true)")
+                assert ran_as.fetchone() == (DATA_OWNER,)
+        finally:
+            owner.execute("DROP TRIGGER zz_note_who ON public.agent_sms")
 
 
 # --- 5. code run as a definer's owner through the session's temporary schema ----------------

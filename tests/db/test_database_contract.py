@@ -56,12 +56,20 @@ CREATE OR REPLACE FUNCTION public.contract_count(p_deployment uuid) RETURNS bigi
 LANGUAGE sql STABLE AS $$
     SELECT count(*) FROM public.agent_sms WHERE deployment_id = p_deployment
 $$;
+-- As the service's RPCs do, it writes as its owner: no API role writes agent_sms itself.
 CREATE OR REPLACE FUNCTION public.contract_insert(p_deployment uuid, p_sid text,
     p_status text DEFAULT 'sent', p_phone text DEFAULT '+33639980000')
-RETURNS uuid LANGUAGE sql AS $$
+RETURNS uuid LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
     INSERT INTO public.agent_sms (deployment_id, provider_message_sid, status, phone_number,
                                   message_content, sent_at)
     VALUES (p_deployment, p_sid, p_status, p_phone, 'contract', now()) RETURNING id
+$$;
+-- The same insert as the caller: a user may not write the table at all.
+CREATE OR REPLACE FUNCTION public.contract_insert_as_caller(p_deployment uuid, p_sid text)
+RETURNS uuid LANGUAGE sql AS $$
+    INSERT INTO public.agent_sms (deployment_id, provider_message_sid, phone_number,
+                                  message_content, sent_at)
+    VALUES (p_deployment, p_sid, '+33639980000', 'contract', now()) RETURNING id
 $$;
 CREATE OR REPLACE FUNCTION public.contract_raise(p_status text) RETURNS jsonb
 LANGUAGE plpgsql AS $$
@@ -223,7 +231,7 @@ def test_a_malformed_value_is_invalid_input_without_echoing_it(db: Database) -> 
 def test_rows_a_user_may_not_write_are_forbidden(db: Database, tenants: Tenants) -> None:
     with pytest.raises(ForbiddenError):
         db.rpc(
-            "contract_insert",
+            "contract_insert_as_caller",
             {"p_deployment": tenants.deployment_b, "p_sid": "SMz"},
             as_user=user(tenants.viewer_a),
         )

@@ -131,20 +131,25 @@ def test_truncate_is_not_granted_to_api_users(tenants: Tenants, database_url: st
             conn.execute("TRUNCATE agent_sms")
 
 
-def test_service_role_reads_records_and_updates_every_client(
+def test_service_role_reads_every_client_and_writes_only_through_the_rpcs(
     tenants: Tenants, database_url: str
 ) -> None:
-    """As the seed's service_insert_sms and service_update_sms say; deleting is
-    retention's (archive, erasure), as the database's owner."""
+    """The seed's service_insert_sms and service_update_sms, narrowed: the service key
+    records and updates SMS by calling ingest_sms and record_sms_status, which run as
+    the tables' owner, never by writing the table itself; deleting is retention's."""
     with acting_as(database_url, "service_role") as conn:
         assert visible_ids(conn) == set(tenants.sms_a) | set(tenants.sms_b)
-        new_sms(conn, tenants.deployment_b)
-        assert conn.execute("UPDATE agent_sms SET status = 'delivered'").rowcount == 8
+    for statement in ("UPDATE agent_sms SET status = 'delivered'", "DELETE FROM agent_sms"):
+        with (
+            acting_as(database_url, "service_role") as conn,
+            pytest.raises(psycopg.errors.InsufficientPrivilege),
+        ):
+            conn.execute(statement)
     with (
         acting_as(database_url, "service_role") as conn,
         pytest.raises(psycopg.errors.InsufficientPrivilege),
     ):
-        conn.execute("DELETE FROM agent_sms")
+        new_sms(conn, tenants.deployment_b)
 
 
 def test_the_access_helper_is_not_reachable_by_anon(tenants: Tenants, database_url: str) -> None:
