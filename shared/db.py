@@ -316,6 +316,9 @@ class PostgresDatabase:
         self._renew_credentials = renew_credentials
         # Set by the pool's own thread when the server refused its credentials.
         self._refused: str | None = None
+        # Closed for good: a thread still holding it after new credentials replaced it
+        # gets a 503 to retry with them, never a pool of the old ones opened again.
+        self._closed = False
         self._statement_timeout = f"{int(timeout * 1000)}ms".encode()
         self._pool: ConnectionPool | None = None
         self._pool_lock = threading.Lock()
@@ -323,6 +326,8 @@ class PostgresDatabase:
 
     def _connections(self) -> ConnectionPool:
         with self._pool_lock:
+            if self._closed:
+                raise UnavailableError(retry_after=self._retry_after)
             pool, first = self._pool, self._pool is None
             if pool is None:
                 from psycopg_pool import ConnectionPool
@@ -461,6 +466,7 @@ class PostgresDatabase:
 
     def close(self) -> None:
         with self._pool_lock:
+            self._closed = True
             if self._pool is not None:
                 self._pool.close()
                 self._pool = None
@@ -605,7 +611,7 @@ class SupabaseDatabase:
     """
 
     url: str
-    secret_key: str
+    secret_key: str = field(repr=False)
     timeout: float = 10.0
     retry_after: int = 5
     _http: httpx.Client | None = field(default=None, init=False, repr=False)

@@ -81,6 +81,20 @@ def configure(level: str = "INFO") -> None:
     root.setLevel(level)
     # The twilio library logs every request it makes, headers included, at INFO.
     logging.getLogger("twilio.http_client").setLevel(max(logging.WARNING, root.level))
+    pool = logging.getLogger("psycopg.pool")
+    if _only_the_kind_of_errors not in pool.filters:
+        pool.addFilter(_only_the_kind_of_errors)
+
+
+def _only_the_kind_of_errors(record: logging.LogRecord) -> bool:
+    """The pool logs each failed connection with libpq's message, which quotes a
+    connection URL it cannot parse, password included: only the error's kind is kept
+    (a refusal is told, without the URL, by the error our own code raises)."""
+    if isinstance(record.args, tuple):
+        record.args = tuple(
+            type(arg).__name__ if isinstance(arg, BaseException) else arg for arg in record.args
+        )
+    return True
 
 
 @contextmanager

@@ -93,14 +93,25 @@ class _Process:
 
 _process: _Process | None = None
 _lock = threading.RLock()
+# The last first read of the secrets that failed, and when: every request asks for the
+# services before any key or signature is checked, so a failing read is tried again at
+# most every RENEW_INTERVAL_SECONDS, not once per request.
+_failed_read: tuple[float, ConfigurationError] | None = None
 
 
 def services() -> Services:
     """The process's Services: built on first use, built again when its secrets change."""
-    global _process
+    global _process, _failed_read
     with _lock:
         if _process is None:
-            environment = secrets.environment_with_secrets()
+            if _failed_read and time.monotonic() - _failed_read[0] < RENEW_INTERVAL_SECONDS:
+                raise _failed_read[1]
+            try:
+                environment = secrets.environment_with_secrets()
+            except ConfigurationError as exc:
+                _failed_read = (time.monotonic(), exc)
+                raise
+            _failed_read = None
             _process = _Process(_build(environment), environment, time.monotonic())
         elif _reads_secrets() and time.monotonic() - _process.read_at > SECRETS_MAX_AGE_SECONDS:
             try:
@@ -114,9 +125,10 @@ def services() -> Services:
 
 def use(replacement: Services | None) -> None:
     """Install (or with None, forget) the services entry points use."""
-    global _process
+    global _process, _failed_read
     with _lock:
         _process = None if replacement is None else _Process(replacement, {}, time.monotonic())
+        _failed_read = None
 
 
 def _build(environment: dict[str, str]) -> Services:

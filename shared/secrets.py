@@ -74,7 +74,7 @@ class SecretsExtension:
             )
             response = connection.getresponse()
             body = response.read()
-        except OSError as exc:
+        except (OSError, http.client.HTTPException) as exc:
             raise ConfigurationError(
                 f"secret {secret_id} could not be read: the Parameters and Secrets extension"
                 f" did not answer on port {self.port} ({exc.__class__.__name__}); is its layer"

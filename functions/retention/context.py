@@ -11,8 +11,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from functions.retention.bucket import ArchiveBucket, archive_bucket
@@ -40,8 +40,8 @@ def no_progress(done: int, total: int) -> None:
 class Retention:
     settings: Settings
     bucket: ArchiveBucket
-    database_url: str
-    index_secret: bytes
+    database_url: str = field(repr=False)
+    index_secret: bytes = field(repr=False)
     renew_credentials: Callable[[], bool] = lambda: False
     """After the database refused the credentials: whether newer ones are now in hand."""
 
@@ -55,24 +55,28 @@ class Retention:
         import psycopg
 
         options = connection_options(self.settings.database_timeout_seconds)
-        try:
-            with (
-                psycopg.connect(self.database_url, autocommit=True, **options) as control,
-                psycopg.connect(self.database_url, **options) as work,
-            ):
+        retry_after = self.settings.retry_after_seconds
+        with ExitStack() as connections:
+            try:
+                control = connections.enter_context(
+                    psycopg.connect(self.database_url, autocommit=True, **options)
+                )
+                work = connections.enter_context(psycopg.connect(self.database_url, **options))
+            except psycopg.Error as exc:
+                if (refusal := refusal_in(exc)) is not None:
+                    raise credentials_refused(
+                        refusal, self.renew_credentials, "DATABASE_SESSION_URL", retry_after
+                    ) from None
+                raise classify(failure_of(exc), retry_after=retry_after) from None
+            try:
                 # A batch's statements move thousands of rows, not one API call's worth.
                 timeout = f"{int(self.settings.database_timeout_seconds * 6000)}ms"
                 for conn in (control, work):
                     conn.execute("SELECT set_config('statement_timeout', %s, false)", (timeout,))
                 work.commit()
                 yield Sessions(control, work)
-        except psycopg.Error as exc:
-            retry_after = self.settings.retry_after_seconds
-            if (refusal := refusal_in(exc)) is not None:
-                raise credentials_refused(
-                    refusal, self.renew_credentials, "DATABASE_SESSION_URL", retry_after
-                ) from None
-            raise classify(failure_of(exc), retry_after=retry_after) from None
+            except psycopg.Error as exc:
+                raise classify(failure_of(exc), retry_after=retry_after) from None
 
 
 def retention_context(services: Services) -> Retention:
