@@ -53,15 +53,17 @@ def owner_database_url(server_url: str, database_url: str) -> Iterator[str]:
             conn.execute("SELECT FROM pg_roles WHERE rolname = %s", (OWNER_ROLE,)).fetchone()
             is None
         ):
-            conn.execute(
-                sql.SQL("CREATE ROLE {} LOGIN CREATEROLE").format(sql.Identifier(OWNER_ROLE))
-            )
-        # As on Supabase, where postgres created these roles: since PostgreSQL 16, only
-        # a role's creator (or a holder of its ADMIN option) may grant it.
+            conn.execute(sql.SQL("CREATE ROLE {}").format(sql.Identifier(OWNER_ROLE)))
+        # As Supabase's postgres, which created these roles: since PostgreSQL 16, only a
+        # role's creator (or a holder of its ADMIN option) may grant or alter it, and only
+        # a CREATEDB role may set NOCREATEDB.
+        conn.execute(
+            sql.SQL("ALTER ROLE {} LOGIN CREATEROLE CREATEDB").format(sql.Identifier(OWNER_ROLE))
+        )
         conn.execute(
             sql.SQL(
-                "GRANT anon, authenticated, service_role, authenticator, sms_data_owner"
-                " TO {} WITH ADMIN OPTION"
+                "GRANT anon, authenticated, service_role, authenticator, sms_data_owner,"
+                " sms_api, sms_retention TO {} WITH ADMIN OPTION"
             ).format(sql.Identifier(OWNER_ROLE))
         )
     with throwaway_database(server_url, prefix="sms_owned") as url:
