@@ -16,7 +16,8 @@ typed errors: a Postgres error is classified once, in ``classify``.
 RPC functions must return a value (jsonb, a scalar, a row or a set of rows);
 void functions are not supported because PostgREST answers them with no body.
 Write RPCs must be idempotent: a connection lost after the call was sent is
-reported as UnavailableError (503, retry), and the call may have committed. The
+reported as DatabaseUnavailableError (503, retry, or parked for replay), and the call
+may have committed. The
 adapter itself never sends a call twice.
 """
 
@@ -37,6 +38,7 @@ from pydantic_core import to_json, to_jsonable_python
 from shared.errors import (
     ConfigurationError,
     ConflictError,
+    DatabaseUnavailableError,
     ForbiddenError,
     GoneError,
     InternalError,
@@ -166,7 +168,7 @@ def classify(failure: PostgresFailure, *, retry_after: int = 5) -> ServiceError:
     elif code in _UNAUTHORIZED_CODES:
         error = UnauthorizedError()
     elif code.startswith(("08", "53", "57P")) or code in _UNAVAILABLE_CODES:
-        error = UnavailableError(retry_after=retry_after)
+        error = DatabaseUnavailableError(retry_after=retry_after)
     else:
         error = InternalError()
     error.diagnostic = failure
@@ -662,7 +664,7 @@ class SupabaseDatabase:
             )
             raise classify(failure, retry_after=self.retry_after) from None
         except httpx.TransportError:
-            raise UnavailableError(retry_after=self.retry_after) from None
+            raise DatabaseUnavailableError(retry_after=self.retry_after) from None
 
     def close(self) -> None:
         with self._http_lock:

@@ -37,9 +37,20 @@ RETENTION_COMPLETE = "RetentionComplete"
 RETENTION_ARCHIVED_ROWS = "RetentionArchivedRows"
 RETENTION_EXPIRED_ROWS = "RetentionExpiredRows"
 
+# The spill-over queue (shared/spillover.py, functions/replay): calls parked while the
+# database was unavailable; replayed; refused for good on replay (n8n had its 202: an
+# operator looks at them); refused because their number was erased meanwhile; and
+# failed for the last time before the dead-letter queue takes them.
+PARKED = "Parked"
+REPLAYED = "Replayed"
+REPLAY_REFUSED = "ReplayRefused"
+REPLAY_ERASED = "ReplayErased"
+REPLAY_DEAD_LETTERED = "ReplayDeadLettered"
+
 NAMES = frozenset({
     HTTP_5XX, HTTP_503, RECONCILE_CHANGED, RECONCILE_NOT_FOUND, RECONCILE_ERRORS,
     RETENTION_COMPLETE, RETENTION_ARCHIVED_ROWS, RETENTION_EXPIRED_ROWS,
+    PARKED, REPLAYED, REPLAY_REFUSED, REPLAY_ERASED, REPLAY_DEAD_LETTERED,
 })  # fmt: skip
 
 

@@ -112,6 +112,13 @@ class UnavailableError(ServiceError):
         super().__init__(message)
 
 
+class DatabaseUnavailableError(UnavailableError):
+    """The database itself cannot serve calls right now: it cannot be reached, it does
+    not answer in time, or it says it is unavailable (shared.db.classify). A request
+    already verified may be parked for later (shared.spillover). Never a refused login
+    of ours, which new credentials fix, not waiting."""
+
+
 class InternalError(ServiceError):
     """A fault on our side that retrying will not fix on its own."""
 

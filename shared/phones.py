@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+
 
 def to_e164(raw: str, default_region: str, *, valid_only: bool = True) -> str:
     """Normalise a number as written by a person or a workflow; ValueError if it is not one.
@@ -22,3 +25,10 @@ def to_e164(raw: str, default_region: str, *, valid_only: bool = True) -> str:
     if not phonenumbers.is_possible_number(number):
         raise ValueError("is not a possible phone number for its country")
     return str(phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164))
+
+
+def phone_hash(secret: bytes, phone_number: str) -> bytes:
+    """HMAC-SHA256 of the E.164 number, keyed with ARCHIVE_INDEX_SECRET: how the
+    archive's index, the erasure audit (the tombstone of a number) and replay name a
+    number without keeping it."""
+    return hmac.new(secret, phone_number.encode(), hashlib.sha256).digest()

@@ -95,6 +95,15 @@ class Settings(BaseModel):
     reconcile_time_budget_seconds: Annotated[int, Field(ge=5, le=900)] = 240
     """A run stops asking Twilio after this long, well before the function's timeout."""
 
+    spillover_queue_url: Annotated[str, Field(pattern=r"^https?://\S+$")] | None = None
+    """The SQS queue where ingest_sms and twilio_status park verified requests while the
+    database is unavailable (shared/spillover.py). Unset: they answer 503 instead."""
+    sqs_endpoint_url: HttpUrl | None = None
+    """Another SQS-compatible endpoint (moto's server locally); unset: AWS."""
+    spillover_max_age_days: Annotated[int, Field(ge=1, le=14)] = 7
+    """How long a parked request may stay queued, the dead-letter queue included: the
+    queues' retention in serverless.yml. An erasure receipt tells it."""
+
     archive_bucket: str | None = None
     """The S3 bucket that holds archived SMS (versioning on; see serverless.yml)."""
     archive_prefix: str = "agent_sms/"

@@ -462,6 +462,15 @@ END
 $$;
 
 --
+-- Name: erasure_lock_key(); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.erasure_lock_key() RETURNS bigint
+    LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$ BEGIN RETURN 7419263580143; END $$;
+
+--
 -- Name: expired_archive_objects(timestamp with time zone); Type: FUNCTION; Schema: private; Owner: -
 --
 
@@ -581,6 +590,7 @@ BEGIN
             MESSAGE = 'This request id belongs to another requester''s erasure;'
                       ' send a new X-Request-Id.';
     END IF;
+    PERFORM pg_advisory_xact_lock(private.erasure_lock_key());
     INSERT INTO private.sms_erasures (request_id, phone_hash, requester)
     SELECT p_request_id, h, p_requester FROM unnest(p_phone_hashes) AS h
     ON CONFLICT DO NOTHING;
@@ -1433,6 +1443,55 @@ END
 $$;
 
 --
+-- Name: replay_parked_call(text, jsonb, text, timestamp with time zone); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.replay_parked_call(p_rpc text, p_args jsonb, p_phone_hash text, p_parked_at timestamp with time zone) RETURNS jsonb
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $_$
+BEGIN
+    IF p_parked_at IS NULL OR NOT isfinite(p_parked_at) THEN
+        RAISE EXCEPTION USING ERRCODE = 'VP422', HINT = 'p_parked_at',
+            MESSAGE = 'the time the call was parked is required';
+    END IF;
+    IF p_phone_hash IS NOT NULL AND p_phone_hash !~ '^[0-9a-f]{64}$' THEN
+        RAISE EXCEPTION USING ERRCODE = 'VP422', HINT = 'p_phone_hash',
+            MESSAGE = 'the phone hash must be 64 lowercase hex digits';
+    END IF;
+    IF p_rpc = 'ingest_sms' AND p_phone_hash IS NULL THEN
+        RAISE EXCEPTION USING ERRCODE = 'VP422', HINT = 'p_phone_hash',
+            MESSAGE = 'a parked SMS is replayed with its number''s hash';
+    END IF;
+
+    PERFORM pg_advisory_xact_lock_shared(private.erasure_lock_key());
+    IF EXISTS (SELECT FROM private.sms_erasures AS e
+               WHERE e.phone_hash = decode(p_phone_hash, 'hex')
+                 AND e.requested_at >= p_parked_at) THEN
+        RETURN jsonb_build_object('erased', true);
+    END IF;
+
+    IF p_rpc = 'ingest_sms' THEN
+        RETURN jsonb_build_object('result', public.ingest_sms(p_args -> 'p_messages'));
+    ELSIF p_rpc = 'record_sms_status' THEN
+        RETURN jsonb_build_object('result', public.record_sms_status(
+            p_args ->> 'p_sid', p_args ->> 'p_status', (p_args ->> 'p_error_code')::integer,
+            (p_args ->> 'p_reported_at')::timestamptz, p_args ->> 'p_to',
+            coalesce(p_args ->> 'p_source', 'callback'), (p_args ->> 'p_price')::numeric,
+            p_args ->> 'p_price_unit'));
+    END IF;
+    RAISE EXCEPTION USING ERRCODE = 'VP422', HINT = 'p_rpc',
+        MESSAGE = 'only ingest_sms and record_sms_status calls are parked';
+END
+$_$;
+
+--
+-- Name: FUNCTION replay_parked_call(p_rpc text, p_args jsonb, p_phone_hash text, p_parked_at timestamp with time zone); Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON FUNCTION public.replay_parked_call(p_rpc text, p_args jsonb, p_phone_hash text, p_parked_at timestamp with time zone) IS 'Makes a call parked while the database was unavailable, unless its number was erased since.';
+
+--
 -- Name: sms_archive_objects; Type: TABLE; Schema: private; Owner: -
 --
 
@@ -2023,7 +2082,7 @@ GRANT sms_data_owner TO sms_retention;
 -- An owner may attach code to its tables (a trigger, a default) that then runs as
 -- whoever writes them next. So nobody but their owner writes them: the tables, and the
 -- SECURITY DEFINER functions that write them (ingest_sms, record_sms_status, reconcile's
--- two, and two triggers), pass to sms_data_owner. What sms_retention could attach runs
+-- two, replay_parked_call, and two triggers), pass to sms_data_owner. What sms_retention could attach runs
 -- as sms_data_owner again, never as service_role or the migrator. The migrator keeps
 -- the definer functions that read the platform's tables, which no role of ours may
 -- (their row-level security, auth.uid()) and write none of ours: the tenant checks,
@@ -2046,13 +2105,15 @@ ALTER FUNCTION public.record_sms_status(text, text, integer, timestamptz, text, 
                                         text) OWNER TO sms_data_owner;
 ALTER FUNCTION public.claim_sms_to_reconcile(interval, interval, integer) OWNER TO sms_data_owner;
 ALTER FUNCTION public.release_sms_to_reconcile(text[]) OWNER TO sms_data_owner;
+ALTER FUNCTION public.replay_parked_call(text, jsonb, text, timestamptz) OWNER TO sms_data_owner;
 ALTER FUNCTION private.agent_sms_apply_pending_events() OWNER TO sms_data_owner;
 ALTER FUNCTION private.agent_sms_refuse_erased() OWNER TO sms_data_owner;
 REVOKE CREATE ON SCHEMA public, private FROM sms_data_owner;
 
 -- anon: nothing at all. authenticated: reads its clients' SMS (row-level security) and
 -- the KPIs. service_role: reads the SMS and the KPIs, and writes only by calling
--- ingest_sms, record_sms_status and reconcile's two, which run as the tables' owner.
+-- ingest_sms, record_sms_status, reconcile's two and replay_parked_call, which run as
+-- the tables' owner.
 -- sms_retention: the tables as their owner, and the retention functions below.
 
 REVOKE ALL ON SCHEMA private FROM PUBLIC, anon, authenticated, service_role;
@@ -2082,8 +2143,6 @@ REVOKE TRUNCATE, TRIGGER, REFERENCES ON ALL TABLES IN SCHEMA public
 ALTER DEFAULT PRIVILEGES IN SCHEMA public
     REVOKE TRUNCATE, TRIGGER, REFERENCES ON TABLES FROM PUBLIC, anon, authenticated, service_role;
 
-
-
 -- Sequences: none. An identity column draws from its own without the inserter's rights;
 -- setval would break every status report, and last_value tells how many there were.
 REVOKE ALL ON SEQUENCE public.agent_sms_events_id_seq
@@ -2105,6 +2164,7 @@ REVOKE ALL ON FUNCTION
     public.ingest_sms(jsonb),
     public.record_sms_status(text, text, integer, timestamptz, text, text, numeric, text),
     public.release_sms_to_reconcile(text[]),
+    public.replay_parked_call(text, jsonb, text, timestamptz),
     private.accessible_deployment_ids(boolean),
     private.add_to_erasure(text, bytea, integer, integer, integer, integer, integer, integer,
                            integer),
@@ -2124,6 +2184,7 @@ REVOKE ALL ON FUNCTION
     private.complete_erasure(text, bytea),
     private.erase_hot_sms(text),
     private.erased_sids(text[]),
+    private.erasure_lock_key(),
     private.expired_archive_objects(timestamptz),
     private.forget_archive_object(text),
     private.hold_referenced_records(jsonb),
@@ -2169,7 +2230,8 @@ GRANT EXECUTE ON FUNCTION
     public.claim_sms_to_reconcile(interval, interval, integer),
     public.ingest_sms(jsonb),
     public.record_sms_status(text, text, integer, timestamptz, text, text, numeric, text),
-    public.release_sms_to_reconcile(text[])
+    public.release_sms_to_reconcile(text[]),
+    public.replay_parked_call(text, jsonb, text, timestamptz)
 TO service_role;
 
 -- What they, and the triggers their writes fire, call as the owner.
@@ -2178,6 +2240,7 @@ GRANT EXECUTE ON FUNCTION
     private.apply_sms_event(public.agent_sms_events),
     private.apply_sms_status(text, text, integer, timestamptz),
     private.erased_sids(text[]),
+    private.erasure_lock_key(),
     private.hold_referenced_records(jsonb),
     private.links_outside_tenant(uuid[], uuid[], uuid[], uuid[]),
     private.pending_events_lock_key(),
@@ -2197,6 +2260,7 @@ GRANT EXECUTE ON FUNCTION
     private.complete_erasure(text, bytea),
     private.erase_hot_sms(text),
     private.erased_sids(text[]),
+    private.erasure_lock_key(),
     private.expired_archive_objects(timestamptz),
     private.forget_archive_object(text),
     private.mark_erasure_incomplete(text, bytea, text),

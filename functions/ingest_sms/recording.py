@@ -16,6 +16,7 @@ from pydantic import ValidationError
 from functions.ingest_sms.models import IngestBatch, SmsIn
 from shared.db import Database
 from shared.errors import ConflictError, GoneError, InvalidInputError, ServiceError, invalid_input
+from shared.spillover import PARKED, Spillover
 
 log = logging.getLogger("sms.ingest")
 
@@ -34,17 +35,27 @@ _REJECTED_MESSAGES = {
 }
 
 
+QUEUED_MESSAGE = (
+    "The database is unavailable: this SMS is queued and will be recorded when it"
+    " returns. Do not send it again."
+)
+
+
 @dataclass(frozen=True)
 class Outcome:
-    """What happened to one item: recorded (id, created) or refused (error)."""
+    """What happened to one item: recorded (id, created), queued for replay while the
+    database is unavailable, or refused (error)."""
 
     id: str | None = None
     created: bool | None = None
+    queued: bool = False
     error: ServiceError | None = None
 
     def as_json(self) -> dict[str, Any]:
         if self.error is not None:
             return self.error.as_json()
+        if self.queued:
+            return {"queued": True, "message": QUEUED_MESSAGE}
         return {"id": self.id, "created": self.created}
 
 
@@ -68,14 +79,13 @@ def validate(items: list[Any], region: str) -> list[SmsIn | ServiceError]:
     return checked
 
 
-def record(db: Database, checked: list[SmsIn | ServiceError]) -> list[Outcome]:
+def record(
+    db: Database, checked: list[SmsIn | ServiceError], spillover: Spillover
+) -> list[Outcome]:
     valid = [item for item in checked if isinstance(item, SmsIn)]
     try:
-        stored = iter(
-            db.rpc("ingest_sms", {"p_messages": [m.model_dump(exclude_none=True) for m in valid]})
-            if valid
-            else []
-        )
+        args = {"p_messages": [m.model_dump(exclude_none=True) for m in valid]}
+        result = spillover.rpc_or_park(db, "ingest_sms", args, items="p_messages") if valid else []
     except ServiceError as exc:
         log.warning(
             "ingest: nothing recorded (%s)",
@@ -83,6 +93,12 @@ def record(db: Database, checked: list[SmsIn | ServiceError]) -> list[Outcome]:
             extra={"sids": [m.provider_message_sid for m in valid]},
         )
         raise
+    if result is PARKED:
+        queued = [Outcome(error=i) if isinstance(i, ServiceError) else Outcome(queued=True)
+                  for i in checked]  # fmt: skip
+        _log(checked, queued)
+        return queued
+    stored = iter(result)
     outcomes = []
     for item in checked:
         if isinstance(item, ServiceError):
@@ -112,19 +128,23 @@ def _log(checked: list[SmsIn | ServiceError], outcomes: list[Outcome]) -> None:
     sids = [item.provider_message_sid for item in checked if isinstance(item, SmsIn)]
     deployments = sorted({str(item.deployment_id) for item in checked if isinstance(item, SmsIn)})
     log.info(
-        "ingest: %d created, %d existing, %d refused",
+        "ingest: %d created, %d existing, %d queued, %d refused",
         sum(o.created is True for o in outcomes),
         sum(o.created is False for o in outcomes),
+        sum(o.queued for o in outcomes),
         sum(o.error is not None for o in outcomes),
         extra={"deployment_ids": deployments, "sids": sids},
     )
 
 
 def batch_status(outcomes: list[Outcome]) -> int:
-    """201 all new · 200 all recorded, some before · 207 some refused · 422 all refused."""
+    """201 all new · 200 all recorded, some before · 202 queued · 207 some refused ·
+    422 all refused."""
     refused = sum(o.error is not None for o in outcomes)
     if refused == len(outcomes):
         return 422
     if refused:
         return 207
+    if any(o.queued for o in outcomes):
+        return 202
     return 201 if all(o.created for o in outcomes) else 200

@@ -8,14 +8,13 @@ rows leave the database only in the transaction that records their verified copy
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from functions.retention.bucket import ArchiveBucket, archive_bucket
+from shared import phones
 from shared.db import classify, connection_options, credentials_refused, failure_of, refusal_in
 from shared.errors import ConfigurationError, ConflictError, UnavailableError
 
@@ -46,8 +45,8 @@ class Retention:
     """After the database refused the credentials: whether newer ones are now in hand."""
 
     def phone_hash(self, phone_number: str) -> bytes:
-        """HMAC-SHA256 of the E.164 number: what the index and the audit keep."""
-        return hmac.new(self.index_secret, phone_number.encode(), hashlib.sha256).digest()
+        """What the index and the audit keep of a number (shared.phones.phone_hash)."""
+        return phones.phone_hash(self.index_secret, phone_number)
 
     @contextmanager
     def sessions(self) -> Iterator[Sessions]:

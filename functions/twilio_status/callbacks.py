@@ -23,6 +23,7 @@ from shared.errors import (
 )
 from shared.lambda_adapter import PUBLIC_ORIGIN
 from shared.phones import to_e164
+from shared.spillover import PARKED, Spillover
 
 if TYPE_CHECKING:
     from werkzeug.wrappers import Request
@@ -142,25 +143,31 @@ def record(
     source: str = "callback",
     price: Any = None,
     price_unit: str | None = None,
-) -> dict[str, Any]:
+    spillover: Spillover | None = None,
+) -> dict[str, Any] | None:
+    """What record_sms_status did; None when the report was parked for replay
+    (a callback, with the database unavailable: reconcile passes no spillover)."""
     try:
         to = to_e164(report.to, region) if report.to else None
     except ValueError:
         to = None
+    args = {
+        "p_sid": report.sid,
+        "p_status": report.status,
+        "p_error_code": report.error_code,
+        "p_reported_at": report.reported_at,
+        "p_to": to,
+        "p_source": source,
+        "p_price": price,
+        "p_price_unit": price_unit,
+    }
     try:
-        outcome: dict[str, Any] = db.rpc(
-            "record_sms_status",
-            {
-                "p_sid": report.sid,
-                "p_status": report.status,
-                "p_error_code": report.error_code,
-                "p_reported_at": report.reported_at,
-                "p_to": to,
-                "p_source": source,
-                "p_price": price,
-                "p_price_unit": price_unit,
-            },
-        )
+        if spillover is None:
+            outcome: dict[str, Any] = db.rpc("record_sms_status", args)
+        elif (outcome := spillover.rpc_or_park(db, "record_sms_status", args)) is PARKED:
+            log.info("status %s for %s: parked", report.status, report.sid,
+                     extra={"sid": report.sid, "source": source})  # fmt: skip
+            return None
     except InvalidInputError as exc:
         raise BadRequestError(exc.message, field=exc.field) from None
     log.info(

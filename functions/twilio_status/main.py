@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 from functions.twilio_status import callbacks
 from shared import runtime
 from shared.http import empty_response, endpoint, json_response
+from shared.spillover import spillover
 
 if TYPE_CHECKING:
     from werkzeug.wrappers import Request, Response
@@ -18,7 +19,12 @@ def twilio_status(request: Request) -> Response:
     params = callbacks.verified_params(request, services)
     report = callbacks.parse(params)
     services = runtime.services()  # new ones if the signature brought new secrets
-    callbacks.record(services.db, report, services.settings.default_phone_region)
+    callbacks.record(
+        services.db,
+        report,
+        services.settings.default_phone_region,
+        spillover=services.get(spillover),
+    )
     return empty_response()
 
 

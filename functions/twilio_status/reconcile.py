@@ -114,7 +114,7 @@ def _reconcile_one(
         price=message.price or None,
         price_unit=message.price_unit,
     )
-    outcome.changed += bool(result["changed"])
+    outcome.changed += bool(result is not None and result["changed"])
 
 
 def twilio_clients(services: Services) -> list[Client]:

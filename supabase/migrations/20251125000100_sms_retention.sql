@@ -404,6 +404,15 @@ BEGIN
 END
 $$;
 
+-- Held exclusively while an erasure's audit record (the tombstone of its numbers) is
+-- written, and shared by every replay of a parked call (public.replay_parked_call): a
+-- replay either commits before the tombstone, and the erasure's delete that follows
+-- takes its rows, or sees the tombstone and is refused.
+CREATE FUNCTION private.erasure_lock_key() RETURNS bigint
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$ BEGIN RETURN 7419263580143; END $$;
+
 -- The audit record of an erasure, written before anything is erased: a failure from
 -- there on leaves a record that says incomplete. The same request id continues it, but
 -- only from the same requester.
@@ -420,6 +429,7 @@ BEGIN
             MESSAGE = 'This request id belongs to another requester''s erasure;'
                       ' send a new X-Request-Id.';
     END IF;
+    PERFORM pg_advisory_xact_lock(private.erasure_lock_key());
     INSERT INTO private.sms_erasures (request_id, phone_hash, requester)
     SELECT p_request_id, h, p_requester FROM unnest(p_phone_hashes) AS h
     ON CONFLICT DO NOTHING;

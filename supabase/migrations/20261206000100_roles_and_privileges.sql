@@ -48,7 +48,7 @@ GRANT sms_data_owner TO sms_retention;
 -- An owner may attach code to its tables (a trigger, a default) that then runs as
 -- whoever writes them next. So nobody but their owner writes them: the tables, and the
 -- SECURITY DEFINER functions that write them (ingest_sms, record_sms_status, reconcile's
--- two, and two triggers), pass to sms_data_owner. What sms_retention could attach runs
+-- two, replay_parked_call, and two triggers), pass to sms_data_owner. What sms_retention could attach runs
 -- as sms_data_owner again, never as service_role or the migrator. The migrator keeps
 -- the definer functions that read the platform's tables, which no role of ours may
 -- (their row-level security, auth.uid()) and write none of ours: the tenant checks,
@@ -71,13 +71,15 @@ ALTER FUNCTION public.record_sms_status(text, text, integer, timestamptz, text, 
                                         text) OWNER TO sms_data_owner;
 ALTER FUNCTION public.claim_sms_to_reconcile(interval, interval, integer) OWNER TO sms_data_owner;
 ALTER FUNCTION public.release_sms_to_reconcile(text[]) OWNER TO sms_data_owner;
+ALTER FUNCTION public.replay_parked_call(text, jsonb, text, timestamptz) OWNER TO sms_data_owner;
 ALTER FUNCTION private.agent_sms_apply_pending_events() OWNER TO sms_data_owner;
 ALTER FUNCTION private.agent_sms_refuse_erased() OWNER TO sms_data_owner;
 REVOKE CREATE ON SCHEMA public, private FROM sms_data_owner;
 
 -- anon: nothing at all. authenticated: reads its clients' SMS (row-level security) and
 -- the KPIs. service_role: reads the SMS and the KPIs, and writes only by calling
--- ingest_sms, record_sms_status and reconcile's two, which run as the tables' owner.
+-- ingest_sms, record_sms_status, reconcile's two and replay_parked_call, which run as
+-- the tables' owner.
 -- sms_retention: the tables as their owner, and the retention functions below.
 
 REVOKE ALL ON SCHEMA private FROM PUBLIC, anon, authenticated, service_role;
@@ -128,6 +130,7 @@ REVOKE ALL ON FUNCTION
     public.ingest_sms(jsonb),
     public.record_sms_status(text, text, integer, timestamptz, text, text, numeric, text),
     public.release_sms_to_reconcile(text[]),
+    public.replay_parked_call(text, jsonb, text, timestamptz),
     private.accessible_deployment_ids(boolean),
     private.add_to_erasure(text, bytea, integer, integer, integer, integer, integer, integer,
                            integer),
@@ -147,6 +150,7 @@ REVOKE ALL ON FUNCTION
     private.complete_erasure(text, bytea),
     private.erase_hot_sms(text),
     private.erased_sids(text[]),
+    private.erasure_lock_key(),
     private.expired_archive_objects(timestamptz),
     private.forget_archive_object(text),
     private.hold_referenced_records(jsonb),
@@ -192,7 +196,8 @@ GRANT EXECUTE ON FUNCTION
     public.claim_sms_to_reconcile(interval, interval, integer),
     public.ingest_sms(jsonb),
     public.record_sms_status(text, text, integer, timestamptz, text, text, numeric, text),
-    public.release_sms_to_reconcile(text[])
+    public.release_sms_to_reconcile(text[]),
+    public.replay_parked_call(text, jsonb, text, timestamptz)
 TO service_role;
 
 -- What they, and the triggers their writes fire, call as the owner.
@@ -201,6 +206,7 @@ GRANT EXECUTE ON FUNCTION
     private.apply_sms_event(public.agent_sms_events),
     private.apply_sms_status(text, text, integer, timestamptz),
     private.erased_sids(text[]),
+    private.erasure_lock_key(),
     private.hold_referenced_records(jsonb),
     private.links_outside_tenant(uuid[], uuid[], uuid[], uuid[]),
     private.pending_events_lock_key(),
@@ -220,6 +226,7 @@ GRANT EXECUTE ON FUNCTION
     private.complete_erasure(text, bytea),
     private.erase_hot_sms(text),
     private.erased_sids(text[]),
+    private.erasure_lock_key(),
     private.expired_archive_objects(timestamptz),
     private.forget_archive_object(text),
     private.mark_erasure_incomplete(text, bytea, text),

@@ -42,6 +42,7 @@ OWNED_FUNCTIONS = (
     "public.record_sms_status(text,text,integer,timestamp with time zone,text,text,numeric,text)",
     "public.claim_sms_to_reconcile(interval,interval,integer)",
     "public.release_sms_to_reconcile(text[])",
+    "public.replay_parked_call(text,jsonb,text,timestamp with time zone)",
     "private.agent_sms_apply_pending_events()",
     "private.agent_sms_refuse_erased()",
 )
@@ -80,7 +81,7 @@ REVIEWED = {
         "database TEMPORARY",
         "schema public USAGE",
         "schema private USAGE",
-        # It writes nothing itself: the four RPCs below write, as the tables' owner.
+        # It writes nothing itself: the five RPCs below write, as the tables' owner.
         "table public.agent_sms SELECT",
         "view public.v_agent_sms_enriched SELECT",
         "view public.v_agent_communications SELECT",
@@ -91,6 +92,7 @@ REVIEWED = {
         "function public.record_sms_status(text,text,integer,timestamptz,text,text,numeric,text)",
         "function public.claim_sms_to_reconcile(interval,interval,integer)",
         "function public.release_sms_to_reconcile(text[])",
+        "function public.replay_parked_call(text,jsonb,text,timestamptz)",
         "function private.check_period(timestamptz,timestamptz)",
         "function private.check_scope(uuid[])",
         "function private.percentage(numeric,numeric)",
@@ -111,6 +113,7 @@ REVIEWED = {
         "function public.record_sms_status(text,text,integer,timestamptz,text,text,numeric,text)",
         "function public.claim_sms_to_reconcile(interval,interval,integer)",
         "function public.release_sms_to_reconcile(text[])",
+        "function public.replay_parked_call(text,jsonb,text,timestamptz)",
         "function private.agent_sms_apply_pending_events()",
         "function private.agent_sms_refuse_erased()",
         "function private.apply_pending_sms_events(text[])",
@@ -127,6 +130,7 @@ REVIEWED = {
         "function private.complete_erasure(text,bytea)",
         "function private.erase_hot_sms(text)",
         "function private.erased_sids(text[])",
+        "function private.erasure_lock_key()",
         "function private.expired_archive_objects(timestamptz)",
         "function private.forget_archive_object(text)",
         "function private.mark_erasure_incomplete(text,bytea,text)",

@@ -2,11 +2,28 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
 
 from shared.db import PostgresDatabase
+from tools.embedded import moto_s3_server
+
+AWS_TEST_ENVIRONMENT = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "eu-west-3",
+}
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint() -> Iterator[str]:
+    """moto's server, for every AWS service the functions use (S3, SQS), as make dev runs it."""
+    for name, value in AWS_TEST_ENVIRONMENT.items():
+        os.environ.setdefault(name, value)
+    with moto_s3_server() as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,7 @@ import pytest
 from shared.db import Caller, PostgresFailure, classify
 from shared.errors import (
     ConflictError,
+    DatabaseUnavailableError,
     ForbiddenError,
     InternalError,
     InvalidInputError,
@@ -28,16 +29,16 @@ from shared.errors import (
         ("22P02", InvalidInputError),
         ("22003", InvalidInputError),
         ("42501", ForbiddenError),
-        ("08006", UnavailableError),
-        ("57P01", UnavailableError),
-        ("53300", UnavailableError),
-        ("PGRST000", UnavailableError),
-        ("PGRST003", UnavailableError),
-        ("503", UnavailableError),
-        ("40001", UnavailableError),
-        ("40P01", UnavailableError),
-        ("57014", UnavailableError),
-        ("502", UnavailableError),
+        ("08006", DatabaseUnavailableError),
+        ("57P01", DatabaseUnavailableError),
+        ("53300", DatabaseUnavailableError),
+        ("PGRST000", DatabaseUnavailableError),
+        ("PGRST003", DatabaseUnavailableError),
+        ("503", DatabaseUnavailableError),
+        ("40001", DatabaseUnavailableError),
+        ("40P01", DatabaseUnavailableError),
+        ("57014", DatabaseUnavailableError),
+        ("502", DatabaseUnavailableError),
         ("PGRST301", UnauthorizedError),
         ("PGRST303", UnauthorizedError),
         ("VP500", InternalError),
@@ -92,3 +93,11 @@ def test_a_subject_that_is_not_a_user_id_is_unauthorized() -> None:
     with pytest.raises(UnauthorizedError):
         _ = Caller({"role": "authenticated", "sub": "admin"}).role
     assert Caller({"role": "authenticated", "sub": str(uuid.uuid4())}).role == "authenticated"
+
+
+def test_a_refused_login_is_not_the_database_being_unavailable() -> None:
+    """New credentials fix it, not waiting: the spill-over queue must not park for it."""
+    from shared.db import credentials_refused
+
+    error = credentials_refused("password authentication failed", lambda: True, "DATABASE_URL", 5)
+    assert type(error) is UnavailableError

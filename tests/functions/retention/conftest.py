@@ -3,7 +3,6 @@ versioning on, as the deployed bucket has it."""
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Iterator
 from datetime import datetime
@@ -28,21 +27,12 @@ from tests.support.retention import (
     retention_for,
     retention_settings,
 )
-from tools.embedded import create_versioned_bucket, moto_s3_server
-
-AWS_TEST_ENVIRONMENT = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_DEFAULT_REGION": "eu-west-3",
-}
+from tools.embedded import create_versioned_bucket
 
 
 @pytest.fixture(scope="session")
-def s3_endpoint() -> Iterator[str]:
-    for name, value in AWS_TEST_ENVIRONMENT.items():
-        os.environ.setdefault(name, value)
-    with moto_s3_server() as url:
-        yield url
+def s3_endpoint(moto_endpoint: str) -> str:
+    return moto_endpoint
 
 
 @pytest.fixture
