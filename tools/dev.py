@@ -4,8 +4,9 @@ Without DATABASE_URL it starts an embedded Postgres, gives it the Supabase
 stand-ins (supabase/local), the migrations and the demo data (supabase/seed.sql).
 With DATABASE_URL it uses that database: a bare Postgres gets the same treatment;
 one that already has Supabase's auth schema gets the migrations only.
-An S3-compatible store (moto's server) stands in for the archive bucket.
-Each function with a main.py is served by functions-framework on its own port.
+moto's server stands in for AWS: S3 for the archive bucket, SQS for the spill-over
+queue. Each function with a main.py is served by functions-framework on its own port,
+and the replay consumer polls the queue as Lambda's event source would.
 """
 
 from __future__ import annotations
@@ -26,8 +27,10 @@ from typing import IO
 
 import psycopg
 
+from functions.replay.aws_lambda import MAX_RECEIVES
 from tools import migrate
 from tools.embedded import (
+    create_spillover_queues,
     create_versioned_bucket,
     embedded_postgres,
     moto_s3_server,
@@ -49,9 +52,10 @@ DEV_KEYS = {
     "ARCHIVE_BUCKET": "sms-archive-local",
 }
 SHARED_ENVIRONMENT = (
-    "DATABASE_URL", "DATABASE_SESSION_URL", "S3_ENDPOINT_URL", "AWS_ACCESS_KEY_ID",
-    "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION",
+    "DATABASE_URL", "DATABASE_SESSION_URL", "S3_ENDPOINT_URL", "SQS_ENDPOINT_URL",
+    "SPILLOVER_QUEUE_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION",
 )  # fmt: skip
+SPILLOVER_QUEUE = "sms-spillover-local"
 DEMO_VIEWER = "e0000000-0000-4000-8000-000000000001"  # supabase/seed.sql: viewer of one client
 # A dashboard under development (its own dev server, port 3000) may call metrics from the
 # browser; CORS_ALLOWED_ORIGINS, when set, says otherwise.
@@ -109,7 +113,8 @@ def prepare(url: str) -> None:
 def serve(
     functions: list[LocalFunction], environment: dict[str, str], output: IO[bytes] | None = None
 ) -> list[subprocess.Popen[bytes]]:
-    """Start each function; their logs go to `output` when given, else to ours."""
+    """Start each function, then the replay consumer; their logs go to `output` when
+    given, else to ours."""
     processes = []
     for function in functions:
         # Locally each function's public URL is its own: Twilio's signatures are checked
@@ -128,6 +133,14 @@ def serve(
                 stderr=subprocess.STDOUT if output else None,
             )
         )
+    processes.append(
+        subprocess.Popen(
+            [sys.executable, "-m", "functions.replay"],
+            env=environment,
+            stdout=output,
+            stderr=subprocess.STDOUT if output else None,
+        )
+    )
     return processes
 
 
@@ -143,13 +156,14 @@ def main(argv: list[str] | None = None) -> int:
 
     with ExitStack() as stack:
         database_url = stack.enter_context(database())
-        s3_endpoint = stack.enter_context(moto_s3_server(args.s3_port))
+        aws_endpoint = stack.enter_context(moto_s3_server(args.s3_port))
         environment = (
             os.environ
             | {
                 "DATABASE_URL": database_url,
                 "DATABASE_SESSION_URL": database_url,
-                "S3_ENDPOINT_URL": s3_endpoint,
+                "S3_ENDPOINT_URL": aws_endpoint,
+                "SQS_ENDPOINT_URL": aws_endpoint,
                 "AWS_ACCESS_KEY_ID": os.environ.get("AWS_ACCESS_KEY_ID", "local"),
                 "AWS_SECRET_ACCESS_KEY": os.environ.get("AWS_SECRET_ACCESS_KEY", "local"),
                 "AWS_DEFAULT_REGION": os.environ.get("AWS_DEFAULT_REGION", "eu-west-3"),
@@ -160,18 +174,21 @@ def main(argv: list[str] | None = None) -> int:
             }
             | {name: os.environ.get(name, value) for name, value in DEV_KEYS.items()}
         )
-        create_versioned_bucket(
-            s3_endpoint,
-            environment["ARCHIVE_BUCKET"],
-            environment["AWS_DEFAULT_REGION"],
-            access_key=environment["AWS_ACCESS_KEY_ID"],
-            secret_key=environment["AWS_SECRET_ACCESS_KEY"],
+        credentials = {
+            "region": environment["AWS_DEFAULT_REGION"],
+            "access_key": environment["AWS_ACCESS_KEY_ID"],
+            "secret_key": environment["AWS_SECRET_ACCESS_KEY"],
+        }
+        create_versioned_bucket(aws_endpoint, environment["ARCHIVE_BUCKET"], **credentials)
+        environment["SPILLOVER_QUEUE_URL"] = create_spillover_queues(
+            aws_endpoint, SPILLOVER_QUEUE, max_receives=MAX_RECEIVES, **credentials
         )
         functions = discover_functions()
         print(f"database   {database_url}")
-        print(f"s3         {s3_endpoint}")
+        print(f"s3, sqs    {aws_endpoint}")
         for function in functions:
             print(f"{function.name:<15} {function.url}")
+        print(f"{'replay':<15} polls {environment['SPILLOVER_QUEUE_URL']}")
         # As shell exports, so that a second terminal can run the command-line tools
         # (python -m functions.retention ...) against this same stack.
         for name in (*SHARED_ENVIRONMENT, *DEV_KEYS):
@@ -183,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         processes = serve(functions, environment)
         stack.callback(_stop, processes)
-        for function, process in zip(functions, processes, strict=True):
+        for function, process in zip(functions, processes, strict=False):
             wait_for_port(function.port, function.name, process)
         print("ready; Ctrl-C stops everything")
         try:

@@ -117,6 +117,41 @@ def create_versioned_bucket(
     s3.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": "Enabled"})
 
 
+def create_spillover_queues(
+    endpoint: str,
+    name: str,
+    *,
+    max_receives: int,
+    region: str = "eu-west-3",
+    access_key: str | None = None,
+    secret_key: str | None = None,
+) -> str:
+    """The spill-over queue and its dead-letter queue, as serverless.yml has them (the
+    redrive after max_receives deliveries); returns the queue's URL."""
+    import json
+
+    import boto3
+
+    sqs = boto3.client(
+        "sqs",
+        endpoint_url=endpoint,
+        region_name=region,
+        aws_access_key_id=access_key,
+        aws_secret_access_key=secret_key,
+    )
+    dead = sqs.create_queue(QueueName=f"{name}-dead-letters")["QueueUrl"]
+    dead_arn = sqs.get_queue_attributes(QueueUrl=dead, AttributeNames=["QueueArn"])
+    redrive = {
+        "deadLetterTargetArn": dead_arn["Attributes"]["QueueArn"],
+        "maxReceiveCount": max_receives,
+    }
+    queue = sqs.create_queue(
+        QueueName=name,
+        Attributes={"VisibilityTimeout": "30", "RedrivePolicy": json.dumps(redrive)},
+    )
+    return str(queue["QueueUrl"])
+
+
 def free_port() -> int:
     """A local TCP port nothing listens on right now."""
     with socket.socket() as probe:
