@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from functions.retention import archive_format
@@ -46,6 +47,10 @@ class ErasureReceipt:
     requester: str
     dry_run: bool
     erasures: list[NumberErasure] = field(default_factory=list)
+    parked_copies_gone_by: datetime | None = None
+    """A request about these numbers parked in the spill-over queue before the erasure
+    is refused when replayed; its copy leaves the queues by then at the latest
+    (SPILLOVER_MAX_AGE_DAYS). None for a dry run."""
 
     @property
     def complete(self) -> bool:
@@ -71,6 +76,8 @@ def erase(
             receipt.erasures = [_forecast(retention, sessions, n) for n in phone_numbers]
             return receipt
         sessions.check_can_vacuum()
+        max_age = timedelta(days=retention.settings.spillover_max_age_days)
+        receipt.parked_copies_gone_by = datetime.now(UTC) + max_age
         hashes = [retention.phone_hash(number) for number in phone_numbers]
         _open_audit(sessions, request_id, requester, hashes)
         for done, (number, phone_hash) in enumerate(zip(phone_numbers, hashes, strict=True)):

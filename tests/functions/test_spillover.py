@@ -9,7 +9,7 @@ import json
 import logging
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import boto3
 import psycopg
@@ -277,6 +277,9 @@ def test_a_number_erased_while_its_sms_is_parked_is_never_recorded(
     retention = retention_for(retention_settings(retention_database_url, moto_endpoint, bucket))
     receipt = erase(retention, [NUMBER], requester="privacy@voipia.fr", request_id=uuid.uuid4().hex)
     assert receipt.complete
+    gone_by = receipt.parked_copies_gone_by
+    assert gone_by is not None
+    assert timedelta(days=6.99) < gone_by - datetime.now(UTC) <= timedelta(days=7)
 
     report = drain(recovered(database_url, queue_url, moto_endpoint, shared_db), queue_url)
 

@@ -94,11 +94,13 @@ def test_erasure_reaches_every_copy_and_spares_everyone_else(
     with caplog.at_level(logging.DEBUG):
         receipt = erasure.erase(retention, [ALICE], requester="DPO ticket 42", request_id="req-1")
 
+    assert receipt.parked_copies_gone_by is not None
     assert receipt.as_json() == {
         "request_id": "req-1",
         "requester": "DPO ticket 42",
         "dry_run": False,
         "complete": True,
+        "parked_copies_gone_by": receipt.parked_copies_gone_by,
         "erasures": [
             {
                 "phone_hash": phone_hash(ALICE).hex(),
