@@ -27,7 +27,7 @@ from typing import IO
 
 import psycopg
 
-from functions.replay.aws_lambda import MAX_RECEIVES
+from functions.replay.replay import MAX_RECEIVES
 from tools import migrate
 from tools.embedded import (
     create_spillover_queues,

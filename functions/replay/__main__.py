@@ -8,8 +8,8 @@ import argparse
 import json
 import sys
 
-from functions.replay.aws_lambda import MAX_RECEIVES
 from functions.replay.polling import poll
+from functions.replay.replay import MAX_RECEIVES
 from shared import runtime
 
 

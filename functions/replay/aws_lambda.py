@@ -7,12 +7,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from functions.replay.replay import Message, replay
+from functions.replay.replay import MAX_RECEIVES as MAX_RECEIVES  # the redrive policy's
+from functions.replay.replay import Message, postpone, replay
 from shared import emf, logs, runtime
-
-# The queue's redrive policy (serverless.yml, maxReceiveCount): after this many
-# deliveries a message goes to the dead-letter queue. tests/deploy checks they agree.
-MAX_RECEIVES = 5
+from shared.spillover import sqs_client
 
 
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
@@ -21,11 +19,15 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
             record["messageId"],
             record["body"],
             int(record.get("attributes", {}).get("ApproximateReceiveCount", 1)),
+            record.get("receiptHandle"),
         )
         for record in event.get("Records", [])
     ]
     with logs.bound_request_id(getattr(context, "aws_request_id", None) or "replay"):
-        report = replay(runtime.services(), messages, max_receives=MAX_RECEIVES)
+        services = runtime.services()
+        report = replay(services, messages, max_receives=MAX_RECEIVES)
+        if report.retry and (queue_url := services.settings.spillover_queue_url):
+            postpone(services.get(_client), queue_url, messages, report)
     emf.emit(
         emf.function_name("replay"),
         {
@@ -36,3 +38,7 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         },
     )
     return {"batchItemFailures": [{"itemIdentifier": i} for i in report.retry]}
+
+
+def _client(services: runtime.Services) -> Any:
+    return sqs_client(services, read_timeout=5)

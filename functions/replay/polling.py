@@ -9,7 +9,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from functions.replay.replay import Message, ReplayReport, replay
+from functions.replay.replay import Message, ReplayReport, postpone, replay
 from shared.spillover import sqs_client
 
 if TYPE_CHECKING:
@@ -36,12 +36,15 @@ def poll_once(
             m["MessageId"],
             m["Body"],
             int(m.get("Attributes", {}).get("ApproximateReceiveCount", 1)),
+            m["ReceiptHandle"],
         )
         for m in received
     ]
     if not messages:
         return ReplayReport()
     report = replay(services, messages, max_receives=max_receives)
+    if report.retry:
+        postpone(client, queue_url, messages, report)
     done = [m for m in received if m["MessageId"] not in set(report.retry)]
     for start in range(0, len(done), 10):
         client.delete_message_batch(

@@ -10,9 +10,10 @@ status before its SMS is kept pending, as for a live callback). A message is:
   another deployment, an erased SID, a value it refuses). n8n had its 202 long ago, so
   it is logged for an operator, with the SID and the reason, and counted (an alarm);
 * erased: its number was erased after it was parked. Dropped, and counted;
-* to retry: the database is unavailable again, or something unexpected failed. SQS
-  delivers it again after its visibility timeout and, past its receive limit, moves it
-  to the dead-letter queue (README, "The spill-over queue").
+* to retry: the database is unavailable again, or something unexpected failed. It is
+  hidden for longer after each delivery (``postpone``: 1 minute, doubling, at most
+  12 hours), so that MAX_RECEIVES deliveries span about 8 hours of outage before the
+  dead-letter queue takes it (README, "The spill-over queue").
 """
 
 from __future__ import annotations
@@ -32,6 +33,11 @@ log = logging.getLogger("sms.replay")
 
 # What SQL raises for a call it will never take, however often it is made again.
 _REFUSED_FOR_GOOD = frozenset({"invalid_input", "conflict", "gone", "not_found"})
+# The queue's redrive policy (serverless.yml, maxReceiveCount): after this many
+# deliveries a message goes to the dead-letter queue. tests/deploy checks they agree.
+MAX_RECEIVES = 10
+FIRST_RETRY_SECONDS = 60
+LAST_RETRY_SECONDS = 12 * 3600  # the longest visibility timeout SQS takes
 
 
 @dataclass(frozen=True)
@@ -39,6 +45,31 @@ class Message:
     id: str
     body: str
     receive_count: int = 1
+    receipt_handle: str | None = None
+
+
+def retry_delay(receive_count: int) -> int:
+    """How long a message that failed on its nth delivery stays hidden before the next."""
+    return int(min(FIRST_RETRY_SECONDS * 2 ** (max(receive_count, 1) - 1), LAST_RETRY_SECONDS))
+
+
+def postpone(client: Any, queue_url: str, messages: list[Message], report: ReplayReport) -> None:
+    """Hide each message to retry for its retry_delay: without it, SQS would deliver it
+    again after the queue's visibility timeout, and a long outage would use up its
+    deliveries within minutes. A failure here leaves that shorter timeout in force."""
+    retry = set(report.retry)
+    entries = [
+        {"Id": str(i), "ReceiptHandle": m.receipt_handle,
+         "VisibilityTimeout": retry_delay(m.receive_count)}
+        for i, m in enumerate(messages) if m.id in retry and m.receipt_handle
+    ]  # fmt: skip
+    try:
+        for start in range(0, len(entries), 10):
+            client.change_message_visibility_batch(
+                QueueUrl=queue_url, Entries=entries[start : start + 10]
+            )
+    except Exception as exc:
+        log.warning("retries not postponed (%s)", type(exc).__name__)
 
 
 @dataclass

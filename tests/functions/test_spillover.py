@@ -16,6 +16,7 @@ import psycopg
 import pytest
 
 from functions.replay.polling import poll
+from functions.replay.replay import retry_delay
 from functions.retention.erasure import erase
 from shared import runtime
 from shared.db import PostgresDatabase, database
@@ -331,7 +332,15 @@ def test_while_the_database_is_still_down_replay_leaves_every_message_for_later(
 
     assert report.replayed == 0
     assert len(report.retry) == 3
-    assert len(queued(queue_url, moto_endpoint)) == 3
+    # Each hidden for its first retry's delay, not the queue's visibility timeout (0 here).
+    sqs = boto3.client("sqs", endpoint_url=moto_endpoint)
+    counts = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["All"])["Attributes"]
+    assert (
+        counts["ApproximateNumberOfMessages"],
+        counts["ApproximateNumberOfMessagesNotVisible"],
+    ) == ("0", "3")
+    assert [retry_delay(n) for n in (1, 2, 3, 10, 11)] == [60, 120, 240, 30720, 43200]
+    assert sum(retry_delay(n) for n in range(1, 10)) > 8 * 3600  # an outage's worth of delivery
 
 
 def test_replaying_a_message_twice_records_it_once(
