@@ -104,19 +104,20 @@ def replay(services: Services, messages: list[Message], *, max_receives: int) ->
     report = ReplayReport()
     outage = False
     for message in messages:
-        if outage:
-            report.retry.append(message.id)  # the database is gone again: try later
-            continue
         try:
+            if outage:
+                raise UnavailableError  # the database is gone again: all of them later
             _replay_one(services, secret, message, report)
+            continue
         except UnavailableError:
             outage = True
-            report.retry.append(message.id)
         except Exception:
             log.exception("parked call %s not replayed", message.id)
-            report.retry.append(message.id)
-            if message.receive_count >= max_receives:
-                report.dead_lettered += 1
+        report.retry.append(message.id)
+        if message.receive_count >= max_receives:
+            report.dead_lettered += 1
+            log.error("parked call %s goes to the dead-letter queue", message.id,
+                      extra={"code": "replay_dead_lettered"})  # fmt: skip
     log.info("replay: %s", report.as_json())
     return report
 

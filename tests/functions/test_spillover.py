@@ -366,3 +366,19 @@ def test_replaying_a_message_twice_records_it_once(
     ).fetchone()
     assert count == (1,)
     assert len(twilio.events(admin_conn, sms["provider_message_sid"])) == 1
+
+
+def test_a_message_that_keeps_failing_is_counted_when_the_dead_letter_queue_takes_it(
+    outage: runtime.Services, caplog: pytest.LogCaptureFixture
+) -> None:
+    from functions.replay.replay import MAX_RECEIVES as LIMIT
+    from functions.replay.replay import Message, replay
+
+    poison = [Message("m1", "not a parked call", LIMIT - 1), Message("m2", "{}", LIMIT)]
+    with caplog.at_level(logging.ERROR, logger="sms.replay"):
+        report = replay(outage, poison, max_receives=LIMIT)
+
+    assert (report.retry, report.dead_lettered) == (["m1", "m2"], 1)
+    assert [r.getMessage() for r in caplog.records if getattr(r, "code", None)] == [
+        "parked call m2 goes to the dead-letter queue"
+    ]
