@@ -12,8 +12,8 @@ status before its SMS is kept pending, as for a live callback). A message is:
 * erased: its number was erased after it was parked. Dropped, and counted;
 * to retry: the database is unavailable again, or something unexpected failed. It is
   hidden for longer after each delivery (``postpone``: 1 minute, doubling, at most
-  12 hours), so that MAX_RECEIVES deliveries span about 8 hours of outage before the
-  dead-letter queue takes it (README, "The spill-over queue").
+  30 minutes), so that its MAX_RECEIVES deliveries span about 7.5 hours of outage before
+  the dead-letter queue takes it (README, "The spill-over queue").
 """
 
 from __future__ import annotations
@@ -35,9 +35,10 @@ log = logging.getLogger("sms.replay")
 _REFUSED_FOR_GOOD = frozenset({"invalid_input", "conflict", "gone", "not_found"})
 # The queue's redrive policy (serverless.yml, maxReceiveCount): after this many
 # deliveries a message goes to the dead-letter queue. tests/deploy checks they agree.
-MAX_RECEIVES = 10
+MAX_RECEIVES = 20
 FIRST_RETRY_SECONDS = 60
-LAST_RETRY_SECONDS = 12 * 3600  # the longest visibility timeout SQS takes
+# Once the database is back, a message waits for its next delivery: at most this long.
+LAST_RETRY_SECONDS = 1800
 
 
 @dataclass(frozen=True)
@@ -58,10 +59,13 @@ def postpone(client: Any, queue_url: str, messages: list[Message], report: Repla
     again after the queue's visibility timeout, and a long outage would use up its
     deliveries within minutes. A failure here leaves that shorter timeout in force."""
     retry = set(report.retry)
+    # A message on its last delivery is left to the queue's own visibility timeout: the
+    # dead-letter queue takes it then, not a long delay later.
     entries = [
         {"Id": str(i), "ReceiptHandle": m.receipt_handle,
          "VisibilityTimeout": retry_delay(m.receive_count)}
-        for i, m in enumerate(messages) if m.id in retry and m.receipt_handle
+        for i, m in enumerate(messages)
+        if m.id in retry and m.receipt_handle and m.receive_count < MAX_RECEIVES
     ]  # fmt: skip
     try:
         for start in range(0, len(entries), 10):

@@ -20,7 +20,7 @@ URL_FUNCTIONS = {"ingest_sms", "twilio_status", "metrics", "erase"}
 SCHEDULES = {"reconcile": "rate(15 minutes)", "retention": "rate(1 day)"}
 SOURCES = {"ingest_sms": "ingest_sms", "twilio_status": "twilio_status",
            "reconcile": "twilio_status", "metrics": "metrics", "erase": "retention",
-           "retention": "retention"}  # fmt: skip
+           "retention": "retention", "replay": "replay"}  # fmt: skip
 # The secrets (README, "Secrets") and the settings each holds: read at run time, never
 # in an environment.
 SECRETS = {
@@ -34,8 +34,13 @@ SECRETS = {
 }
 SECRET_PREFIX = "voipia-sms-tracking/ci/"
 # Through the transaction pooler (DATABASE_URL), or in sessions (DATABASE_SESSION_URL).
-TRANSACTION_POOLED = {"ingest_sms", "twilio_status", "reconcile", "metrics"}
+TRANSACTION_POOLED = {"ingest_sms", "twilio_status", "reconcile", "metrics", "replay"}
 IN_SESSIONS = {"erase", "retention"}
+# The spill-over queue (README, "The spill-over queue"): who parks in it, who replays it.
+PARKING = {"ingest_sms", "twilio_status"}
+REPLAY = "replay"
+QUEUE, DEAD_LETTERS = "SpilloverQueue", "SpilloverDeadLetterQueue"
+DAY = 86400
 
 
 @pytest.fixture(scope="module")
@@ -179,7 +184,7 @@ def test_no_secret_value_is_in_any_environment_or_in_the_template(
 
 # What a function's environment may say outright: names, sizes and durations.
 NOT_SECRET = {"SECRET_IDS", "SECRETS_MANAGER_TTL", "DATABASE_POOL_SIZE",
-              "DATABASE_TIMEOUT_SECONDS"}  # fmt: skip
+              "DATABASE_TIMEOUT_SECONDS", "SPILLOVER_MAX_AGE_DAYS"}  # fmt: skip
 
 
 def test_each_role_may_read_exactly_its_functions_secrets(resources: dict[str, Any]) -> None:
@@ -215,8 +220,10 @@ def test_the_connection_budget_pool_size_one_and_reserved_concurrency(
     assert (pooled, sessions) == (TRANSACTION_POOLED, IN_SESSIONS)
     for name in TRANSACTION_POOLED:
         assert found[name][1]["Environment"]["Variables"]["DATABASE_POOL_SIZE"] == "1", name
-    for name in URL_FUNCTIONS | set(SCHEDULES):
+    for name in URL_FUNCTIONS | set(SCHEDULES) | {REPLAY}:
         assert found[name][1].get("ReservedConcurrentExecutions", 0) >= 1, name
+    # replay adds at most two pooler clients (README, "Connection budget").
+    assert found[REPLAY][1]["ReservedConcurrentExecutions"] <= 2
     timeouts = {name: float(found[name][1]["Environment"]["Variables"].get(
         "DATABASE_TIMEOUT_SECONDS", "10")) for name in TRANSACTION_POOLED}  # fmt: skip
     assert timeouts["twilio_status"] + 1 <= 5  # decides within about 5 s (Twilio's window)
@@ -317,3 +324,153 @@ def test_the_example_n8n_workflow_sends_then_records_with_retries() -> None:
     fields = set(re.findall(r"(\w+): ", record["parameters"]["jsonBody"]))
     assert fields <= set(SmsIn.model_fields), fields - set(SmsIn.model_fields)
     assert {"deployment_id", "phone_number", "message_content", "provider_message_sid"} <= fields
+
+
+def statements(resources: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """Every IAM statement, with the role it is granted to: each role's inline policies,
+    and each AWS::IAM::Policy once per role it names."""
+    found = []
+    for logical_id, role in of_type(resources, "AWS::IAM::Role").items():
+        for policy in role["Properties"].get("Policies", []):
+            found += [(logical_id, s) for s in policy["PolicyDocument"]["Statement"]]
+    for policy in of_type(resources, "AWS::IAM::Policy").values():
+        document = policy["Properties"]["PolicyDocument"]
+        for role in policy["Properties"]["Roles"]:
+            found += [(target(role), s) for s in document["Statement"]]
+    return found
+
+
+def actions(statement: dict[str, Any]) -> set[str]:
+    action = statement["Action"]
+    return {action} if isinstance(action, str) else set(action)
+
+
+def test_the_spillover_queues_are_encrypted_and_keep_parked_calls_as_long_as_stated(
+    resources: dict[str, Any],
+) -> None:
+    """Both queues are encrypted by SQS; a parked call waits 4 days at most for replay,
+    and the dead-letter queue, which keeps a standard queue's enqueue time, ends it 7 days
+    after it was parked: SPILLOVER_MAX_AGE_DAYS, the erasure receipt's promise."""
+    from shared.settings import Settings
+
+    queue, dead_letters = (resources[q]["Properties"] for q in (QUEUE, DEAD_LETTERS))
+    for properties in (queue, dead_letters):
+        assert properties["SqsManagedSseEnabled"] is True
+        assert "FifoQueue" not in properties  # standard: the enqueue time is kept
+    assert queue["MessageRetentionPeriod"] == 4 * DAY
+    max_age_days = Settings.model_fields["spillover_max_age_days"].default
+    assert max_age_days == 7
+    assert dead_letters["MessageRetentionPeriod"] == max_age_days * DAY
+    # What erase tells the privacy team is what the queue does.
+    erase = functions(resources)["erase"][1]["Environment"]["Variables"]
+    assert int(erase["SPILLOVER_MAX_AGE_DAYS"]) * DAY == dead_letters["MessageRetentionPeriod"]
+    assert dead_letters["MessageRetentionPeriod"] > queue["MessageRetentionPeriod"]
+
+
+def test_a_call_replay_keeps_failing_moves_to_the_dead_letter_queue_and_only_there(
+    resources: dict[str, Any],
+) -> None:
+    from functions.replay.aws_lambda import MAX_RECEIVES
+
+    queue, dead_letters = (resources[q]["Properties"] for q in (QUEUE, DEAD_LETTERS))
+    policy = queue["RedrivePolicy"]
+    assert policy["maxReceiveCount"] == MAX_RECEIVES
+    assert policy["deadLetterTargetArn"] == {"Fn::GetAtt": [DEAD_LETTERS, "Arn"]}
+    # Only the spill-over queue may dead-letter there (its ARN from its name: a GetAtt
+    # would make the two queues depend on each other).
+    allow = dead_letters["RedriveAllowPolicy"]
+    assert allow["redrivePermission"] == "byQueue"
+    (source,) = allow["sourceQueueArns"]
+    assert source == {
+        "Fn::Sub": "arn:${AWS::Partition}:sqs:${AWS::Region}:${AWS::AccountId}:"
+        + queue["QueueName"]
+    }
+    # Six times replay's timeout, as AWS advises for an SQS event source (and at least
+    # the timeout, which Lambda checks when it creates the mapping).
+    replay = functions(resources)[REPLAY][1]
+    assert queue["VisibilityTimeout"] == 6 * replay["Timeout"]
+
+
+def test_replay_consumes_the_queue_two_batches_at_most_reporting_each_failure(
+    resources: dict[str, Any],
+) -> None:
+    found = functions(resources)
+    ids = {logical_id: name for name, (logical_id, _) in found.items()}
+    mappings = of_type(resources, "AWS::Lambda::EventSourceMapping")
+    (mapping,) = mappings.values()
+    properties = mapping["Properties"]
+    assert ids[target(properties["FunctionName"])] == REPLAY
+    assert properties["EventSourceArn"] == {"Fn::GetAtt": [QUEUE, "Arn"]}
+    assert properties["Enabled"] is True
+    assert properties["BatchSize"] == 10
+    assert properties["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert properties["ScalingConfig"] == {"MaximumConcurrency": 2}
+    assert "MaximumBatchingWindowInSeconds" not in properties  # replay at once
+    # Its reservation covers what the event source may ask (no throttled batch, which
+    # would count a delivery), and no more: two pooler clients.
+    replay = found[REPLAY][1]
+    assert replay["ReservedConcurrentExecutions"] == 2
+    assert replay["Handler"] == "functions/replay/aws_lambda.handler"
+    # No URL, no schedule: the queue is its only caller.
+    assert not [u for u in of_type(resources, "AWS::Lambda::Url").values()
+                if ids[target(u["Properties"]["TargetFunctionArn"])] == REPLAY]  # fmt: skip
+    variables = replay["Environment"]["Variables"]
+    assert (variables["DATABASE_POOL_SIZE"], variables["DATABASE_TIMEOUT_SECONDS"]) == ("1", "10")
+
+
+def test_only_ingest_sms_and_twilio_status_may_park_and_only_replay_consume(
+    resources: dict[str, Any],
+) -> None:
+    """SendMessage on the spill-over queue for the two functions that park, and for no
+    other (reconcile, which shares twilio_status's code and secrets, has a role of its
+    own); what the event source needs for replay; every SQS grant names one queue."""
+    found = functions(resources)
+    roles: dict[str, set[str]] = {}
+    for name, (_, properties) in found.items():
+        roles.setdefault(target(properties["Role"]), set()).add(name)
+    # (function, queue) -> the SQS actions its role may take on that queue.
+    granted: dict[tuple[str, str], set[str]] = {}
+    for role, statement in statements(resources):
+        sqs = {a for a in actions(statement) if a.startswith("sqs:")}
+        if not sqs:
+            continue
+        assert statement["Effect"] == "Allow"
+        assert sqs == actions(statement), statement  # SQS alone in its statement
+        assert "Fn::GetAtt" in statement["Resource"], statement  # one queue, no wildcard
+        for name in roles.get(role, set()):
+            granted.setdefault((name, target(statement["Resource"])), set()).update(sqs)
+    on_queue = {name: grants for (name, queue), grants in granted.items() if queue == QUEUE}
+    consume = {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes",
+               "sqs:ChangeMessageVisibility"}  # fmt: skip
+    assert on_queue == {**{name: {"sqs:SendMessage"} for name in PARKING}, REPLAY: consume}
+    # Nobody is granted anything on the dead-letter queue: SQS moves messages there
+    # itself, and an operator redrives them with their own credentials.
+    assert not [key for key in granted if key[1] == DEAD_LETTERS]
+    # The parking functions and replay are told the queue; reconcile is not (it never
+    # parks: what it cannot record, its next run asks again).
+    told = {name: p["Environment"]["Variables"]["SPILLOVER_QUEUE_URL"]
+            for name, (_, p) in found.items()
+            if "SPILLOVER_QUEUE_URL" in p["Environment"]["Variables"]}  # fmt: skip
+    assert told == {name: {"Ref": QUEUE} for name in PARKING | {REPLAY}}
+
+
+def test_replay_reads_the_database_and_the_archive_index_key_and_nothing_else(
+    resources: dict[str, Any],
+) -> None:
+    """The erasure check hashes the number with ARCHIVE_INDEX_SECRET, the `archive`
+    secret's only setting: replay reads no retention setting it does not need."""
+    from shared.settings import Settings
+
+    replay = functions(resources)[REPLAY][1]
+    assert secret_ids(replay) == {"database-api", "archive"}
+    assert SECRETS["archive"] == {"ARCHIVE_INDEX_SECRET"}
+    assert "archive_index_secret" in Settings.model_fields
+    # The role reads exactly those (test_each_role_may_read_exactly_its_functions_secrets
+    # checks every role so); and touches no bucket (test_only_erase_and_retention_...).
+    assert target(replay["Role"]) == "ReplayRole"
+    assert not [n for n, (_, p) in functions(resources).items()
+                if n != REPLAY and target(p["Role"]) == "ReplayRole"]  # fmt: skip
+
+
+def test_packaging_checks_the_size_of_every_function() -> None:
+    assert set(FUNCTION_LAYERS) == set(SOURCES)
