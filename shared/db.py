@@ -116,14 +116,17 @@ class PostgresFailure:
 
 
 _INVALID_INPUT_CODES = frozenset({"23502", "23503", "23514", "23P01"})
-# "Cannot reach or use the database right now; the call did not take effect":
-# PostgREST's connection codes, gateway statuses (postgrest-py reports a non-JSON
-# error as its HTTP status), serialization failures and deadlocks (rolled back), and
-# a statement cut off by statement_timeout.
-_UNAVAILABLE_CODES = frozenset(
+# "Cannot reach the database right now; the call did not take effect": PostgREST's
+# connection codes and gateway statuses (postgrest-py reports a non-JSON error as its
+# HTTP status). With the SQLSTATE classes 08, 53 and 57P, what may park a request.
+_DATABASE_UNAVAILABLE_CODES = frozenset(
     {"PGRST000", "PGRST001", "PGRST002", "PGRST003", "429", "502", "503", "504", "520"}
-    | {"40001", "40P01", "57014"}
 )
+# "The database is there, but this call did not go through; retry it": serialization
+# failures and deadlocks (rolled back; ingest_sms raises one on purpose when an SMS is
+# erased under it), and a statement cut off by statement_timeout. Retried by the caller,
+# never parked: a retry meets the database's answer.
+_TRANSIENT_CODES = frozenset({"40001", "40P01", "57014"})
 # PostgREST refusing the JWT a user call carried.
 _UNAUTHORIZED_CODES = frozenset({"PGRST301", "PGRST302", "PGRST303"})
 # SQL functions raise caller-facing errors as SQLSTATE 'VPnnn' (nnn: the HTTP status),
@@ -167,8 +170,10 @@ def classify(failure: PostgresFailure, *, retry_after: int = 5) -> ServiceError:
         error = ForbiddenError()
     elif code in _UNAUTHORIZED_CODES:
         error = UnauthorizedError()
-    elif code.startswith(("08", "53", "57P")) or code in _UNAVAILABLE_CODES:
+    elif code.startswith(("08", "53", "57P")) or code in _DATABASE_UNAVAILABLE_CODES:
         error = DatabaseUnavailableError(retry_after=retry_after)
+    elif code in _TRANSIENT_CODES:
+        error = UnavailableError(retry_after=retry_after)
     else:
         error = InternalError()
     error.diagnostic = failure

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic_core import to_json
+from pydantic_core import to_jsonable_python
 
 from shared import emf, logs
 from shared.errors import DatabaseUnavailableError, UnavailableError
@@ -79,15 +79,16 @@ class ParkedCall:
         return str(to) if to else None
 
     def body(self) -> str:
-        return to_json(
-            {
-                "v": FORMAT_VERSION,
-                "rpc": self.rpc,
-                "args": self.args,
-                "parked_at": self.parked_at,
-                "request_id": self.request_id,
-            }
-        ).decode()
+        # ASCII only: SQS refuses some characters a text may hold (U+FFFE, U+FFFF), as
+        # JSON escapes they pass.
+        message = {
+            "v": FORMAT_VERSION,
+            "rpc": self.rpc,
+            "args": self.args,
+            "parked_at": self.parked_at,
+            "request_id": self.request_id,
+        }
+        return json.dumps(to_jsonable_python(message), ensure_ascii=True, separators=(",", ":"))
 
     @classmethod
     def from_body(cls, body: str) -> ParkedCall:
@@ -119,7 +120,7 @@ class Spillover:
     outage, not by every cold start."""
     retry_after: int = 5
     hold_seconds: float = OUTAGE_HOLD_SECONDS
-    _client: Any | None = field(default=None, init=False, repr=False)
+    _client: Any = field(default=None, init=False, repr=False)
     _outage_until: float = field(default=float("-inf"), init=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
@@ -128,10 +129,18 @@ class Spillover:
         return self.queue_url is not None
 
     def rpc_or_park(
-        self, db: Database, rpc: ParkableRpc, args: dict[str, Any], *, items: str | None = None
+        self,
+        db: Database,
+        rpc: ParkableRpc,
+        args: dict[str, Any],
+        *,
+        items: str | None = None,
+        parked_args: dict[str, Any] | None = None,
     ) -> Any:
         """db.rpc(rpc, args), or PARKED once the call is in the queue. ``items`` names
-        an array argument parked one element per message (a batch of SMS)."""
+        an array argument parked one element per message (a batch of SMS);
+        ``parked_args`` are what to park instead of ``args``, where the call made later
+        must say more than the call made now (the time a status was received)."""
         if not self.enabled:
             return db.rpc(rpc, args)
         try:
@@ -141,11 +150,13 @@ class Spillover:
         except DatabaseUnavailableError as outage:
             with self._lock:
                 self._outage_until = max(self._outage_until, time.monotonic() + self.hold_seconds)
-            parts = [{items: [item]} for item in args[items]] if items else [args]
+            later = parked_args or args
+            parts = [{items: [item]} for item in later[items]] if items else [later]
             self.park([ParkedCall(rpc, part, datetime.now(UTC), logs.request_id.get())
                        for part in parts], cause=outage)  # fmt: skip
             return PARKED
-        self._outage_until = float("-inf")
+        with self._lock:
+            self._outage_until = float("-inf")
         return result
 
     def park(self, calls: list[ParkedCall], *, cause: Exception | None = None) -> None:
@@ -158,17 +169,9 @@ class Spillover:
             with self._lock:
                 if self._client is None:
                     self._client = self.connect()
-            for _attempt in range(2):
-                failed: list[tuple[int, str]] = []
-                for batch in _batches(pending):
-                    answer = self._client.send_message_batch(
-                        QueueUrl=self.queue_url,
-                        Entries=[{"Id": str(i), "MessageBody": body} for i, body in batch],
-                    )
-                    refused = {int(entry["Id"]) for entry in answer.get("Failed", [])}
-                    failed += [(i, body) for i, body in batch if i in refused]
-                pending = failed
-                if not pending:
+            for _attempt in range(2):  # once more for what SQS failed to take, if it may
+                pending, hopeless = self._send(pending)
+                if not pending or hopeless:
                     break
         except (BotoCoreError, ClientError) as exc:
             log.error("spill-over queue unreachable: nothing parked for sure (%s)",
@@ -179,6 +182,22 @@ class Spillover:
             raise UnavailableError(retry_after=self.retry_after) from cause
         log.warning("database unavailable: %d call(s) parked for replay", len(calls))
         emf.emit(emf.function_name("spillover"), {emf.PARKED: len(calls)})
+
+    def _send(self, entries: list[tuple[int, str]]) -> tuple[list[tuple[int, str]], bool]:
+        """Send in batches; what SQS did not take, and whether any of it never will be
+        (a sender's fault, such as a message too large)."""
+        assert self._client is not None
+        failed: list[tuple[int, str]] = []
+        hopeless = False
+        for batch in _batches(entries):
+            answer = self._client.send_message_batch(
+                QueueUrl=self.queue_url,
+                Entries=[{"Id": str(i), "MessageBody": body} for i, body in batch],
+            )
+            refused = {int(e["Id"]): bool(e.get("SenderFault")) for e in answer.get("Failed", [])}
+            failed += [(i, body) for i, body in batch if i in refused]
+            hopeless = hopeless or any(refused.values())
+        return failed, hopeless
 
 
 def _batches(entries: list[tuple[int, str]]) -> list[list[tuple[int, str]]]:
@@ -194,7 +213,7 @@ def _batches(entries: list[tuple[int, str]]) -> list[list[tuple[int, str]]]:
     return batches
 
 
-def sqs_client(services: Services, *, read_timeout: float) -> Any:
+def sqs_client(services: Services, *, read_timeout: float, attempts: int = 3) -> Any:
     """An SQS client for the queue (moto's server locally, SQS_ENDPOINT_URL)."""
     import boto3
     from botocore.config import Config
@@ -206,7 +225,7 @@ def sqs_client(services: Services, *, read_timeout: float) -> Any:
         config=Config(
             connect_timeout=1,
             read_timeout=read_timeout,
-            retries={"max_attempts": 2, "mode": "standard"},
+            retries={"total_max_attempts": attempts, "mode": "standard"},
         ),
     )
 
@@ -216,6 +235,8 @@ def spillover(services: Services) -> Spillover:
     settings = services.settings
     return Spillover(
         settings.spillover_queue_url,
-        lambda: sqs_client(services, read_timeout=2),
+        # One attempt, 1 s to connect and 1 to read: twilio_status has about 5 s in all,
+        # and its database deadline has used most of them.
+        lambda: sqs_client(services, read_timeout=1, attempts=1),
         retry_after=settings.retry_after_seconds,
     )

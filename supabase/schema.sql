@@ -468,7 +468,7 @@ $$;
 CREATE FUNCTION private.erasure_lock_key() RETURNS bigint
     LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
     SET search_path TO 'pg_catalog', 'pg_temp'
-    AS $$ BEGIN RETURN 7419263580143; END $$;
+    AS $$ BEGIN RETURN 7419263580145; END $$;
 
 --
 -- Name: expired_archive_objects(timestamp with time zone); Type: FUNCTION; Schema: private; Owner: -
@@ -1451,23 +1451,29 @@ CREATE FUNCTION public.replay_parked_call(p_rpc text, p_args jsonb, p_phone_hash
     SET search_path TO 'pg_catalog', 'pg_temp'
     AS $_$
 BEGIN
-    IF p_parked_at IS NULL OR NOT isfinite(p_parked_at) THEN
+    IF p_parked_at IS NULL OR NOT isfinite(p_parked_at)
+       OR p_parked_at > now() + interval '5 minutes' THEN
         RAISE EXCEPTION USING ERRCODE = 'VP422', HINT = 'p_parked_at',
-            MESSAGE = 'the time the call was parked is required';
+            MESSAGE = 'the time the call was parked is required, and not in the future';
     END IF;
     IF p_phone_hash IS NOT NULL AND p_phone_hash !~ '^[0-9a-f]{64}$' THEN
         RAISE EXCEPTION USING ERRCODE = 'VP422', HINT = 'p_phone_hash',
             MESSAGE = 'the phone hash must be 64 lowercase hex digits';
     END IF;
-    IF p_rpc = 'ingest_sms' AND p_phone_hash IS NULL THEN
+    IF p_rpc = 'ingest_sms' AND (jsonb_typeof(p_args -> 'p_messages') IS DISTINCT FROM 'array'
+                                 OR jsonb_array_length(p_args -> 'p_messages') <> 1) THEN
+        RAISE EXCEPTION USING ERRCODE = 'VP422', HINT = 'p_args',
+            MESSAGE = 'a parked ingest holds exactly one SMS';
+    END IF;
+    IF p_phone_hash IS NULL AND (p_rpc = 'ingest_sms' OR p_args ->> 'p_to' IS NOT NULL) THEN
         RAISE EXCEPTION USING ERRCODE = 'VP422', HINT = 'p_phone_hash',
-            MESSAGE = 'a parked SMS is replayed with its number''s hash';
+            MESSAGE = 'a parked call about a number is replayed with the number''s hash';
     END IF;
 
     PERFORM pg_advisory_xact_lock_shared(private.erasure_lock_key());
     IF EXISTS (SELECT FROM private.sms_erasures AS e
                WHERE e.phone_hash = decode(p_phone_hash, 'hex')
-                 AND e.requested_at >= p_parked_at) THEN
+                 AND p_parked_at <= coalesce(e.completed_at, now()) + interval '2 minutes') THEN
         RETURN jsonb_build_object('erased', true);
     END IF;
 

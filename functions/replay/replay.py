@@ -7,19 +7,25 @@ status before its SMS is kept pending, as for a live callback). A message is:
 * replayed: the call was made (an SMS recorded or found already there, a status
   applied or kept);
 * refused for good: SQL will never take it (an unknown deployment, a SID recorded for
-  another deployment, an erased SID, a value it refuses). n8n had its 202 long ago, so
-  it is logged for an operator, with the SID and the reason, and counted (an alarm);
-* erased: its number was erased after it was parked. Dropped, and counted;
+  another deployment, an erased SID, a value it refuses), or it is older than
+  SPILLOVER_MAX_AGE_DAYS (redriven late: an erasure receipt promised it gone). n8n had
+  its 202 long ago, so it is logged for an operator, with the SID and the reason, and
+  counted (an alarm);
+* erased: its number was erased after it was parked, or while the erasure ran.
+  Dropped, and counted;
 * to retry: the database is unavailable again, or something unexpected failed. It is
   hidden for longer after each delivery (``postpone``: 1 minute, doubling, at most
   30 minutes), so that its MAX_RECEIVES deliveries span about 7.5 hours of outage before
-  the dead-letter queue takes it (README, "The spill-over queue").
+  the dead-letter queue takes it (README, "The spill-over queue"). A message that is no
+  parked call at all is delivered again at once, and reaches the dead-letter queue in
+  seconds.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from shared import phones
@@ -58,22 +64,28 @@ def postpone(client: Any, queue_url: str, messages: list[Message], report: Repla
     """Hide each message to retry for its retry_delay: without it, SQS would deliver it
     again after the queue's visibility timeout, and a long outage would use up its
     deliveries within minutes. A failure here leaves that shorter timeout in force."""
-    retry = set(report.retry)
+    retry, unreadable = set(report.retry), set(report.unreadable)
     # A message on its last delivery is left to the queue's own visibility timeout: the
-    # dead-letter queue takes it then, not a long delay later.
+    # dead-letter queue takes it then, not a long delay later. One that is no parked
+    # call at all is delivered again at once, to reach it within seconds.
     entries = [
         {"Id": str(i), "ReceiptHandle": m.receipt_handle,
-         "VisibilityTimeout": retry_delay(m.receive_count)}
+         "VisibilityTimeout": 0 if m.id in unreadable else retry_delay(m.receive_count)}
         for i, m in enumerate(messages)
         if m.id in retry and m.receipt_handle and m.receive_count < MAX_RECEIVES
     ]  # fmt: skip
     try:
+        failed = 0
         for start in range(0, len(entries), 10):
-            client.change_message_visibility_batch(
+            answer = client.change_message_visibility_batch(
                 QueueUrl=queue_url, Entries=entries[start : start + 10]
             )
+            failed += len(answer.get("Failed", []))
     except Exception as exc:
         log.warning("retries not postponed (%s)", type(exc).__name__)
+        return
+    if failed:
+        log.warning("%d of %d retries not postponed", failed, len(entries))
 
 
 @dataclass
@@ -83,6 +95,8 @@ class ReplayReport:
     erased: int = 0
     retry: list[str] = field(default_factory=list)
     """The ids of the messages to deliver again."""
+    unreadable: list[str] = field(default_factory=list)
+    """Of those, the ones that are no parked call: bound for the dead-letter queue."""
     dead_lettered: int = 0
     """Of those, the ones past their last delivery: the dead-letter queue takes them."""
 
@@ -107,16 +121,24 @@ def replay(services: Services, messages: list[Message], *, max_receives: int) ->
     secret = settings.archive_index_secret.get_secret_value().encode()
     report = ReplayReport()
     outage = False
+    oldest = datetime.now(UTC) - timedelta(days=settings.spillover_max_age_days)
     for message in messages:
         try:
-            if outage:
-                raise UnavailableError  # the database is gone again: all of them later
-            _replay_one(services, secret, message, report)
-            continue
-        except UnavailableError:
-            outage = True
-        except Exception:
-            log.exception("parked call %s not replayed", message.id)
+            call = ParkedCall.from_body(message.body)
+        except ValueError as exc:
+            log.error("message %s is not a parked call (%s)", message.id, exc,
+                      extra={"code": "replay_unreadable"})  # fmt: skip
+            report.unreadable.append(message.id)
+        else:
+            try:
+                if outage:
+                    raise UnavailableError  # the database is gone again: all of them later
+                _replay_one(services, secret, message.id, call, oldest, report)
+                continue
+            except UnavailableError:
+                outage = True
+            except Exception:
+                log.exception("parked call %s not replayed", message.id)
         report.retry.append(message.id)
         if message.receive_count >= max_receives:
             report.dead_lettered += 1
@@ -126,10 +148,21 @@ def replay(services: Services, messages: list[Message], *, max_receives: int) ->
     return report
 
 
-def _replay_one(services: Services, secret: bytes, message: Message, report: ReplayReport) -> None:
-    call = ParkedCall.from_body(message.body)
+def _replay_one(
+    services: Services,
+    secret: bytes,
+    message_id: str,
+    call: ParkedCall,
+    oldest: datetime,
+    report: ReplayReport,
+) -> None:
     number = call.phone_number
-    context = {"message_id": message.id, "parked_request_id": call.request_id, "rpc": call.rpc}
+    context = {"message_id": message_id, "parked_request_id": call.request_id, "rpc": call.rpc}
+    if call.parked_at < oldest:
+        # Past SPILLOVER_MAX_AGE_DAYS (redriven from the dead-letter queue, say): an
+        # erasure receipt promised that no copy of it is left by now.
+        _refused(report, call, "expired", "parked_at", context)
+        return
     try:
         outcome = services.db.rpc(
             "replay_parked_call",

@@ -7,6 +7,7 @@ AccountSid, a missing or a wrong signature is 403 and touches no data.
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
@@ -164,7 +165,16 @@ def record(
     try:
         if spillover is None:
             outcome: dict[str, Any] = db.rpc("record_sms_status", args)
-        elif (outcome := spillover.rpc_or_park(db, "record_sms_status", args)) is PARKED:
+        elif (
+            outcome := spillover.rpc_or_park(
+                db,
+                "record_sms_status",
+                args,
+                # Replayed later, a report without the carrier's time keeps the time it
+                # came, not the time of its replay.
+                parked_args=args | {"p_reported_at": report.reported_at or datetime.now(UTC)},
+            )
+        ) is PARKED:
             log.info("status %s for %s: parked", report.status, report.sid,
                      extra={"sid": report.sid, "source": source})  # fmt: skip
             return None

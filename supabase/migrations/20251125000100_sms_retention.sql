@@ -411,7 +411,7 @@ $$;
 CREATE FUNCTION private.erasure_lock_key() RETURNS bigint
 LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
-AS $$ BEGIN RETURN 7419263580143; END $$;
+AS $$ BEGIN RETURN 7419263580145; END $$;
 
 -- The audit record of an erasure, written before anything is erased: a failure from
 -- there on leaves a record that says incomplete. The same request id continues it, but

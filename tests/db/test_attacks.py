@@ -476,6 +476,15 @@ def test_reconcile_claims_are_bounded(
         ("record_sms_status", {"p_sid": "SM" + "0" * 32, "p_status": "delivered"}),
         ("claim_sms_to_reconcile", {"p_min_age": "1 hour", "p_max_age": "7 days", "p_limit": 1}),
         ("release_sms_to_reconcile", {"p_sids": []}),
+        (
+            "replay_parked_call",
+            {
+                "p_rpc": "record_sms_status",
+                "p_args": {},
+                "p_phone_hash": None,
+                "p_parked_at": "2026-12-06T00:00:00Z",
+            },
+        ),
     ],
 )
 def test_a_user_cannot_call_the_services_rpcs(
@@ -485,3 +494,38 @@ def test_a_user_cannot_call_the_services_rpcs(
 
     with pytest.raises(ForbiddenError):
         db.rpc(function, args, as_user=user(tenants.admin_a))
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"p_parked_at": "2999-01-01T00:00:00Z"}, "p_parked_at"),  # past every erasure
+        ({"p_parked_at": "infinity"}, "p_parked_at"),
+        ({"p_phone_hash": None}, "p_phone_hash"),
+        ({"p_phone_hash": "ab"}, "p_phone_hash"),
+        ({"p_args": {"p_messages": [{}, {}]}}, "p_args"),  # two SMS under one number's hash
+        ({"p_args": {"p_messages": {}}}, "p_args"),
+        ({"p_rpc": "claim_sms_to_reconcile"}, "p_rpc"),
+        (
+            {
+                "p_rpc": "record_sms_status",
+                "p_args": {"p_sid": "SM" + "0" * 32, "p_status": "sent", "p_to": "+33612345678"},
+                "p_phone_hash": None,
+            },
+            "p_phone_hash",
+        ),
+    ],
+)
+def test_a_replayed_call_cannot_slip_past_an_erasure(
+    tenants: Tenants, db: PostgresDatabase, change: dict[str, Any], field: str
+) -> None:
+    """Even with the service key (any holder of it may call the RPC directly)."""
+    args = {
+        "p_rpc": "ingest_sms",
+        "p_args": {"p_messages": [{}]},
+        "p_phone_hash": "0" * 64,
+        "p_parked_at": datetime.now(UTC).isoformat(),
+    } | change
+    with pytest.raises(InvalidInputError) as refused:
+        db.rpc("replay_parked_call", args)
+    assert refused.value.field == field

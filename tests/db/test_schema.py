@@ -136,3 +136,14 @@ def test_the_seed_policies_exist_with_their_roles(admin_conn: psycopg.Connection
         "SELECT relrowsecurity FROM pg_class WHERE oid = 'public.agent_sms'::regclass"
     ).fetchone()
     assert enabled == (True,)
+
+
+def test_every_advisory_lock_has_a_key_of_its_own(admin_conn: psycopg.Connection) -> None:
+    """Two locks sharing a key would make unrelated work wait on, or skip, each other."""
+    keys = admin_conn.execute(
+        "SELECT p.proname FROM pg_proc AS p WHERE p.pronamespace = 'private'::regnamespace"
+        " AND p.proname LIKE '%lock_key' ORDER BY 1"
+    ).fetchall()
+    values = {name: admin_conn.execute(f"SELECT private.{name}()").fetchone() for (name,) in keys}
+    assert len(values) >= 4
+    assert len(set(values.values())) == len(values), values

@@ -293,7 +293,11 @@ def test_a_number_erased_while_its_sms_is_parked_is_never_recorded(
         "SELECT count(*) FROM agent_sms_events WHERE pending_phone_number = %s", (NUMBER,)
     ).fetchone()
     assert leftovers == (0,)
-    # An SMS sent to the number after the erasure is a new one: it is recorded.
+    # An SMS sent to the number well after the erasure is a new one: it is recorded.
+    admin_conn.execute(
+        "UPDATE private.sms_erasures SET requested_at = requested_at - interval '10 minutes',"
+        " completed_at = completed_at - interval '10 minutes'"
+    )
     later = ingest.sms(tenants, phone_number=NUMBER)
     assert ingest.post(ingest_url, later).status_code == 202
     drain(recovered(database_url, queue_url, moto_endpoint, shared_db), queue_url)
@@ -380,7 +384,58 @@ def test_a_message_that_keeps_failing_is_counted_when_the_dead_letter_queue_take
     with caplog.at_level(logging.ERROR, logger="sms.replay"):
         report = replay(outage, poison, max_receives=LIMIT)
 
-    assert (report.retry, report.dead_lettered) == (["m1", "m2"], 1)
-    assert [r.getMessage() for r in caplog.records if getattr(r, "code", None)] == [
-        "parked call m2 goes to the dead-letter queue"
+    assert (report.retry, report.unreadable, report.dead_lettered) == (
+        ["m1", "m2"],
+        ["m1", "m2"],
+        1,
+    )
+    assert [r.code for r in caplog.records if getattr(r, "code", None)] == [  # type: ignore[attr-defined]
+        "replay_unreadable",
+        "replay_unreadable",
+        "replay_dead_lettered",
     ]
+
+
+def test_a_parked_call_older_than_the_erasure_receipts_promise_is_not_replayed(
+    outage: runtime.Services, tenants: Tenants, admin_conn: psycopg.Connection,
+) -> None:  # fmt: skip
+    from functions.replay.replay import Message, replay
+
+    sms = ingest.sms(tenants, phone_number=NUMBER)
+    old = ParkedCall("ingest_sms", {"p_messages": [sms]}, datetime.now(UTC) - timedelta(days=8))
+
+    report = replay(outage, [Message("m1", old.body())], max_receives=3)
+
+    assert (report.refused, report.replayed, report.retry) == (1, 0, [])
+    assert ingest.stored(admin_conn, sms["provider_message_sid"]) is None
+
+
+def test_any_text_survives_the_queue(
+    outage: runtime.Services, ingest_url: str, tenants: Tenants, admin_conn: psycopg.Connection,
+    database_url: str, queue_url: str, moto_endpoint: str, shared_db: PostgresDatabase,
+) -> None:  # fmt: skip
+    text = 'Rendez-vous "demain"\nà 14h \U0001f600 \ufffe\uffff fin'
+    sms = ingest.sms(tenants, message_content=text)
+    assert ingest.post(ingest_url, sms).status_code == 202
+
+    drain(recovered(database_url, queue_url, moto_endpoint, shared_db), queue_url)
+
+    row = ingest.stored(admin_conn, sms["provider_message_sid"])
+    assert row is not None
+    assert row["message_content"] == text
+
+
+def test_a_parked_report_without_the_carriers_time_keeps_the_time_it_came(
+    outage: runtime.Services, status_url: str, tenants: Tenants, admin_conn: psycopg.Connection,
+    database_url: str, queue_url: str, moto_endpoint: str, shared_db: PostgresDatabase,
+) -> None:  # fmt: skip
+    sid = twilio.old_sms(admin_conn, tenants)
+    came = datetime.now(UTC)
+    assert twilio.post(status_url, twilio.callback(sid, "delivered", To=NUMBER)).status_code == 200
+    admin_conn.execute("SELECT pg_sleep(2)")  # the replay comes later
+
+    drain(recovered(database_url, queue_url, moto_endpoint, shared_db), queue_url)
+
+    row = twilio.row(admin_conn, sid)
+    assert row["status"] == "delivered"
+    assert came - timedelta(seconds=1) < row["delivered_at"] < came + timedelta(seconds=1)
