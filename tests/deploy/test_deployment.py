@@ -307,25 +307,6 @@ def test_pyarrow_without_the_parts_left_out_still_writes_and_reads_the_archive(
     assert done.stdout.strip() == "1"
 
 
-def test_the_example_n8n_workflow_sends_then_records_with_retries() -> None:
-    """docs/n8n/send-and-record-sms.json, importable into n8n: the Twilio node's output
-    goes to ingest_sms with header auth and retries, in fields ingest_sms accepts."""
-    import re
-
-    from functions.ingest_sms.models import SmsIn
-
-    workflow = json.loads((ROOT / "docs/n8n/send-and-record-sms.json").read_text("utf-8"))
-    nodes = {node["name"]: node for node in workflow["nodes"]}
-    twilio, record = nodes["Twilio"], nodes["Record the SMS"]
-    assert twilio["parameters"]["options"]["statusCallback"].endswith("/#rc=5&rp=all")
-    assert workflow["connections"]["Twilio"]["main"][0][0]["node"] == "Record the SMS"
-    assert (record["retryOnFail"], record["maxTries"]) == (True, 5)
-    assert record["parameters"]["genericAuthType"] == "httpHeaderAuth"
-    fields = set(re.findall(r"(\w+): ", record["parameters"]["jsonBody"]))
-    assert fields <= set(SmsIn.model_fields), fields - set(SmsIn.model_fields)
-    assert {"deployment_id", "phone_number", "message_content", "provider_message_sid"} <= fields
-
-
 def statements(resources: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     """Every IAM statement, with the role it is granted to: each role's inline policies,
     and each AWS::IAM::Policy once per role it names."""
