@@ -78,6 +78,51 @@ END
 $$;
 
 --
+-- Name: agent_sms_in_billing_currency(); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.agent_sms_in_billing_currency() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+DECLARE
+    v_billing text := private.billing_currency();
+    v_rate record;
+BEGIN
+    -- (A negative cost is left to the seed's own CHECK, which refuses it by its name.)
+    IF TG_OP = 'INSERT' AND NEW.provider_cost >= 0 AND NEW.provider_amount IS NULL THEN
+        -- A cost given with the SMS (by n8n), in its currency: kept as given, and in
+        -- another currency than the billing one, priced like any other.
+        NEW.provider_amount := NEW.provider_cost;
+        NEW.provider_currency := upper(coalesce(NEW.currency, v_billing));
+        IF NEW.provider_currency = v_billing THEN
+            NEW.exchange_rate := 1;
+            NEW.exchange_rate_date := (NEW.sent_at AT TIME ZONE 'UTC')::date;
+        ELSE
+            NEW.provider_cost := NULL;
+        END IF;
+    END IF;
+    IF TG_OP = 'INSERT' THEN
+        NEW.currency := v_billing;
+    END IF;
+    IF NEW.currency IS DISTINCT FROM v_billing THEN
+        RAISE EXCEPTION USING ERRCODE = 'VP422', HINT = 'currency',
+            MESSAGE = 'every amount is in the billing currency';
+    END IF;
+    IF NEW.provider_cost IS NULL AND NEW.provider_amount IS NOT NULL THEN
+        SELECT r.rate, r.rate_date INTO v_rate
+        FROM private.billing_rate(NEW.provider_currency, (NEW.sent_at AT TIME ZONE 'UTC')::date) AS r;
+        IF FOUND THEN
+            NEW.provider_cost := round(NEW.provider_amount * v_rate.rate, 4);
+            NEW.exchange_rate := v_rate.rate;
+            NEW.exchange_rate_date := v_rate.rate_date;
+        END IF;
+    END IF;
+    RETURN NEW;
+END
+$$;
+
+--
 -- Name: agent_sms_refuse_erased(); Type: FUNCTION; Schema: private; Owner: -
 --
 
@@ -304,6 +349,61 @@ BEGIN
     WHERE sms_archive_objects.state = 'writing';
     RETURN FOUND;
 END
+$$;
+
+--
+-- Name: billing_currency(); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.billing_currency() RETURNS text
+    LANGUAGE sql STABLE SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$ SELECT currency FROM private.billing_settings $$;
+
+--
+-- Name: billing_currency_kept(); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.billing_currency_kept() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+BEGIN
+    IF EXISTS (SELECT FROM public.agent_sms WHERE currency <> NEW.currency) THEN
+        RAISE EXCEPTION USING ERRCODE = 'VP409', HINT = 'currency',
+            MESSAGE = 'SMS are recorded in another currency: the billing currency stays';
+    END IF;
+    RETURN NEW;
+END
+$$;
+
+--
+-- Name: billing_rate(text, date); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.billing_rate(p_currency text, p_on date) RETURNS TABLE(rate numeric, rate_date date)
+    LANGUAGE sql STABLE
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+    WITH b AS (SELECT currency, max_rate_age FROM private.billing_settings)
+    SELECT 1::numeric, p_on FROM b WHERE b.currency = p_currency
+    UNION ALL
+    (SELECT coalesce(bill.rate, 1) / coalesce(given.rate, 1), d.rate_date
+     FROM b
+     CROSS JOIN LATERAL (
+         SELECT DISTINCT r.rate_date FROM private.exchange_rates AS r
+         WHERE r.currency IN (p_currency, b.currency) AND r.rate_date <= p_on
+           AND r.rate_date >= p_on - b.max_rate_age
+     ) AS d
+     LEFT JOIN private.exchange_rates AS given
+         ON given.currency = p_currency AND given.rate_date = d.rate_date
+     LEFT JOIN private.exchange_rates AS bill
+         ON bill.currency = b.currency AND bill.rate_date = d.rate_date
+     WHERE b.currency <> p_currency
+       AND (p_currency = 'EUR' OR given.rate IS NOT NULL)
+       AND (b.currency = 'EUR' OR bill.rate IS NOT NULL)
+     ORDER BY d.rate_date DESC
+     LIMIT 1)
 $$;
 
 --
@@ -616,6 +716,29 @@ CREATE FUNCTION private.percentage(part numeric, base numeric) RETURNS numeric
     AS $$ SELECT round(100 * part / nullif(base, 0), 2) $$;
 
 --
+-- Name: price_sms(text, numeric, text); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.price_sms(p_sid text, p_price numeric, p_unit text) RETURNS boolean
+    LANGUAGE plpgsql
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+DECLARE
+    v_priced boolean;
+BEGIN
+    IF p_price IS NULL OR NOT (abs(p_price) < 1000000) THEN  -- NaN and Infinity too
+        RETURN false;
+    END IF;
+    UPDATE public.agent_sms
+    SET provider_amount = abs(p_price),
+        provider_currency = upper(coalesce(p_unit, private.billing_currency()))
+    WHERE provider_message_sid = p_sid AND provider_cost IS NULL
+    RETURNING provider_cost IS NOT NULL INTO v_priced;
+    RETURN coalesce(v_priced, false);
+END
+$$;
+
+--
 -- Name: purge_pending_events(timestamp with time zone); Type: FUNCTION; Schema: private; Owner: -
 --
 
@@ -770,10 +893,17 @@ CREATE TABLE public.agent_sms (
     metadata jsonb DEFAULT '{}'::jsonb,
     created_at timestamp with time zone DEFAULT now(),
     updated_at timestamp with time zone DEFAULT now(),
+    provider_amount numeric(10,4),
+    provider_currency text,
+    exchange_rate numeric(18,8),
+    exchange_rate_date date,
     CONSTRAINT agent_sms_amounts_finite_check CHECK (((provider_cost <> 'NaN'::numeric) AND (voipia_margin <> 'NaN'::numeric))),
+    CONSTRAINT agent_sms_exchange_rate_check CHECK (((exchange_rate > (0)::numeric) AND (exchange_rate < (100000000)::numeric))),
     CONSTRAINT agent_sms_message_type_check CHECK ((message_type = ANY (ARRAY['transactional'::text, 'marketing'::text, 'notification'::text, 'appointment_reminder'::text]))),
     CONSTRAINT agent_sms_phone_number_e164_check CHECK ((phone_number ~ '^\+[1-9][0-9]{6,14}$'::text)),
+    CONSTRAINT agent_sms_provider_amount_check CHECK (((provider_amount >= (0)::numeric) AND (provider_amount < (1000000)::numeric))),
     CONSTRAINT agent_sms_provider_cost_check CHECK ((provider_cost >= (0)::numeric)),
+    CONSTRAINT agent_sms_provider_currency_check CHECK ((provider_currency ~ '^[A-Z]{3}$'::text)),
     CONSTRAINT agent_sms_provider_status_check CHECK ((provider_status = ANY (ARRAY['queued'::text, 'sending'::text, 'sent'::text, 'delivered'::text, 'undelivered'::text, 'failed'::text, 'unknown'::text]))),
     CONSTRAINT agent_sms_status_check CHECK ((status = ANY (ARRAY['sent'::text, 'delivered'::text, 'failed'::text]))),
     CONSTRAINT agent_sms_voipia_margin_check CHECK ((voipia_margin >= (0)::numeric))
@@ -789,6 +919,18 @@ ALTER TABLE ONLY public.agent_sms ALTER COLUMN metadata SET STATISTICS 0;
 --
 
 COMMENT ON TABLE public.agent_sms IS 'Every SMS sent by Voipia AI agents via n8n workflows; one row per Twilio Message SID.';
+
+--
+-- Name: COLUMN agent_sms.provider_amount; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.agent_sms.provider_amount IS 'The provider''s price as it gave it (absolute value), in provider_currency.';
+
+--
+-- Name: COLUMN agent_sms.exchange_rate; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.agent_sms.exchange_rate IS 'Billing-currency units per provider_currency unit, from the ECB rates of exchange_rate_date.';
 
 --
 -- Name: sms_due_for_archive(timestamp with time zone, integer); Type: FUNCTION; Schema: private; Owner: -
@@ -1281,7 +1423,7 @@ BEGIN
             p.phone_number, p.first_name, p.last_name, p.message_content,
             coalesce(p.message_type, 'transactional'), coalesce(p.provider, 'twilio'),
             p.provider_message_sid, p.stored_status, coalesce(p.stored_sms_status, 'sent'),
-            p.sent_at, p.provider_cost, coalesce(p.voipia_margin, 0), coalesce(p.currency, 'EUR'),
+            p.sent_at, p.provider_cost, coalesce(p.voipia_margin, 0), p.currency,
             p.workflow_id, p.workflow_execution_id, coalesce(p.metadata, '{}'::jsonb)
         FROM planned AS p
         WHERE p.is_first
@@ -1346,6 +1488,67 @@ $$;
 COMMENT ON FUNCTION public.ingest_sms(p_messages jsonb) IS 'Records SMS sent through n8n, idempotently on provider_message_sid; see the migration.';
 
 --
+-- Name: price_pending_sms(); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.price_pending_sms() RETURNS jsonb
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+DECLARE
+    v_priced integer;
+BEGIN
+    -- Setting a column to itself fires the trigger, which converts when it can.
+    WITH touched AS (
+        UPDATE public.agent_sms SET provider_amount = provider_amount
+        WHERE provider_cost IS NULL AND provider_amount IS NOT NULL
+        RETURNING provider_cost
+    )
+    SELECT count(provider_cost) INTO v_priced FROM touched;
+    RETURN jsonb_build_object(
+        'priced', v_priced,
+        'waiting', (SELECT count(*) FROM public.agent_sms
+                    WHERE provider_cost IS NULL AND provider_amount IS NOT NULL),
+        'oldest_waiting', (SELECT min(sent_at) FROM public.agent_sms
+                           WHERE provider_cost IS NULL AND provider_amount IS NOT NULL));
+END
+$$;
+
+--
+-- Name: record_sms_prices(jsonb); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.record_sms_prices(p_prices jsonb) RETURNS integer
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $_$
+DECLARE
+    v_priced integer := 0;
+    v_item jsonb;
+BEGIN
+    IF jsonb_typeof(p_prices) IS DISTINCT FROM 'array' OR jsonb_array_length(p_prices) > 5000 THEN
+        RAISE EXCEPTION USING ERRCODE = 'VP422', HINT = 'p_prices',
+            MESSAGE = 'from 0 to 5000 prices, as a JSON array';
+    END IF;
+    FOR v_item IN SELECT value FROM jsonb_array_elements(p_prices) LOOP
+        IF coalesce(jsonb_typeof(v_item -> 'price'), 'null') NOT IN ('number', 'string')
+           OR coalesce(v_item ->> 'price_unit', '') !~ '^[A-Za-z]{3}$' THEN
+            CONTINUE;  -- not priced yet
+        END IF;
+        BEGIN
+            IF private.price_sms(v_item ->> 'sid', (v_item ->> 'price')::numeric,
+                                 v_item ->> 'price_unit') THEN
+                v_priced := v_priced + 1;
+            END IF;
+        EXCEPTION WHEN invalid_text_representation THEN
+            CONTINUE;  -- not a number: Twilio's answer, not ours to fail on
+        END;
+    END LOOP;
+    RETURN v_priced;
+END
+$_$;
+
+--
 -- Name: record_sms_status(text, text, integer, timestamp with time zone, text, text, numeric, text); Type: FUNCTION; Schema: public; Owner: -
 --
 
@@ -1390,15 +1593,7 @@ BEGIN
         v_changed := private.apply_sms_status(
             p_sid, p_status, p_error_code, coalesce(p_reported_at, now()));
         IF p_price IS NOT NULL THEN
-            -- billed_cost adds provider_cost and voipia_margin: a price in another
-            -- currency than the row's is taken only when there is no margin to mix.
-            UPDATE public.agent_sms
-            SET provider_cost = abs(p_price),
-                currency = coalesce(upper(p_price_unit), currency)
-            WHERE provider_message_sid = p_sid AND provider_cost IS NULL
-              AND (p_price_unit IS NULL OR upper(p_price_unit) = currency
-                   OR coalesce(voipia_margin, 0) = 0);
-            v_changed := v_changed OR FOUND;
+            v_changed := private.price_sms(p_sid, p_price, p_price_unit) OR v_changed;
         END IF;
     ELSIF EXISTS (SELECT FROM private.erased_sids(ARRAY[p_sid])) THEN
         RETURN jsonb_build_object('pending', false, 'changed', false);
@@ -1496,6 +1691,57 @@ $_$;
 --
 
 COMMENT ON FUNCTION public.replay_parked_call(p_rpc text, p_args jsonb, p_phone_hash text, p_parked_at timestamp with time zone) IS 'Makes a call parked while the database was unavailable, unless its number was erased since.';
+
+--
+-- Name: store_exchange_rates(jsonb); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.store_exchange_rates(p_rates jsonb) RETURNS integer
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+DECLARE
+    v_stored integer;
+BEGIN
+    IF jsonb_typeof(p_rates) IS DISTINCT FROM 'array' OR jsonb_array_length(p_rates) > 20000 THEN
+        RAISE EXCEPTION USING ERRCODE = 'VP422', HINT = 'p_rates',
+            MESSAGE = 'from 0 to 20000 rates, as a JSON array';
+    END IF;
+    INSERT INTO private.exchange_rates (currency, rate_date, rate)
+    SELECT r.currency, r.date, r.rate
+    FROM jsonb_to_recordset(p_rates) AS r(currency text, date date, rate numeric)
+    WHERE r.currency <> 'EUR'
+    ON CONFLICT (currency, rate_date) DO NOTHING;
+    GET DIAGNOSTICS v_stored = ROW_COUNT;
+    RETURN v_stored;
+END
+$$;
+
+--
+-- Name: billing_settings; Type: TABLE; Schema: private; Owner: -
+--
+
+CREATE TABLE private.billing_settings (
+    only_row boolean DEFAULT true NOT NULL,
+    currency text DEFAULT 'EUR'::text NOT NULL,
+    max_rate_age interval DEFAULT '7 days'::interval NOT NULL,
+    CONSTRAINT billing_settings_currency_check CHECK ((currency ~ '^[A-Z]{3}$'::text)),
+    CONSTRAINT billing_settings_max_rate_age_check CHECK (((max_rate_age >= '1 day'::interval) AND (max_rate_age <= '31 days'::interval))),
+    CONSTRAINT billing_settings_one_row CHECK (only_row)
+);
+
+--
+-- Name: exchange_rates; Type: TABLE; Schema: private; Owner: -
+--
+
+CREATE TABLE private.exchange_rates (
+    currency text NOT NULL,
+    rate_date date NOT NULL,
+    rate numeric(18,8) NOT NULL,
+    stored_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT exchange_rates_currency_check CHECK (((currency ~ '^[A-Z]{3}$'::text) AND (currency <> 'EUR'::text))),
+    CONSTRAINT exchange_rates_rate_check CHECK (((rate > (0)::numeric) AND (rate < (100000000)::numeric)))
+);
 
 --
 -- Name: sms_archive_objects; Type: TABLE; Schema: private; Owner: -
@@ -1705,6 +1951,20 @@ CREATE VIEW public.v_agent_sms_enriched WITH (security_invoker='true') AS
 COMMENT ON VIEW public.v_agent_sms_enriched IS 'agent_sms with its deployment, client and agent context; respects the caller''s RLS.';
 
 --
+-- Name: billing_settings billing_settings_pkey; Type: CONSTRAINT; Schema: private; Owner: -
+--
+
+ALTER TABLE ONLY private.billing_settings
+    ADD CONSTRAINT billing_settings_pkey PRIMARY KEY (only_row);
+
+--
+-- Name: exchange_rates exchange_rates_pkey; Type: CONSTRAINT; Schema: private; Owner: -
+--
+
+ALTER TABLE ONLY private.exchange_rates
+    ADD CONSTRAINT exchange_rates_pkey PRIMARY KEY (currency, rate_date);
+
+--
 -- Name: sms_archive_objects sms_archive_objects_pkey; Type: CONSTRAINT; Schema: private; Owner: -
 --
 
@@ -1878,10 +2138,22 @@ CREATE INDEX idx_agent_sms_sequence ON public.agent_sms USING btree (sequence_id
 CREATE INDEX idx_agent_sms_status ON public.agent_sms USING btree (status) WHERE (status = ANY (ARRAY['delivered'::text, 'failed'::text]));
 
 --
+-- Name: billing_settings billing_currency_kept; Type: TRIGGER; Schema: private; Owner: -
+--
+
+CREATE TRIGGER billing_currency_kept BEFORE UPDATE OF currency ON private.billing_settings FOR EACH ROW WHEN ((new.currency IS DISTINCT FROM old.currency)) EXECUTE FUNCTION private.billing_currency_kept();
+
+--
 -- Name: agent_sms agent_sms_apply_pending_events; Type: TRIGGER; Schema: public; Owner: -
 --
 
 CREATE TRIGGER agent_sms_apply_pending_events AFTER INSERT ON public.agent_sms REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION private.agent_sms_apply_pending_events();
+
+--
+-- Name: agent_sms agent_sms_in_billing_currency; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER agent_sms_in_billing_currency BEFORE INSERT OR UPDATE OF currency, provider_cost, provider_amount, provider_currency ON public.agent_sms FOR EACH ROW EXECUTE FUNCTION private.agent_sms_in_billing_currency();
 
 --
 -- Name: agent_sms agent_sms_link_updates_within_tenant; Type: TRIGGER; Schema: public; Owner: -
@@ -2106,12 +2378,17 @@ ALTER TABLE private.sms_archive_phone_index OWNER TO sms_data_owner;
 ALTER TABLE private.sms_erasures OWNER TO sms_data_owner;
 ALTER TABLE private.sms_provider_statuses OWNER TO sms_data_owner;
 ALTER TABLE private.twilio_statuses OWNER TO sms_data_owner;
+ALTER TABLE private.billing_settings OWNER TO sms_data_owner;
+ALTER TABLE private.exchange_rates OWNER TO sms_data_owner;
 ALTER FUNCTION public.ingest_sms(jsonb) OWNER TO sms_data_owner;
 ALTER FUNCTION public.record_sms_status(text, text, integer, timestamptz, text, text, numeric,
                                         text) OWNER TO sms_data_owner;
 ALTER FUNCTION public.claim_sms_to_reconcile(interval, interval, integer) OWNER TO sms_data_owner;
 ALTER FUNCTION public.release_sms_to_reconcile(text[]) OWNER TO sms_data_owner;
 ALTER FUNCTION public.replay_parked_call(text, jsonb, text, timestamptz) OWNER TO sms_data_owner;
+ALTER FUNCTION public.record_sms_prices(jsonb) OWNER TO sms_data_owner;
+ALTER FUNCTION public.price_pending_sms() OWNER TO sms_data_owner;
+ALTER FUNCTION public.store_exchange_rates(jsonb) OWNER TO sms_data_owner;
 ALTER FUNCTION private.agent_sms_apply_pending_events() OWNER TO sms_data_owner;
 ALTER FUNCTION private.agent_sms_refuse_erased() OWNER TO sms_data_owner;
 REVOKE CREATE ON SCHEMA public, private FROM sms_data_owner;
@@ -2132,7 +2409,7 @@ GRANT USAGE ON SCHEMA private TO sms_data_owner;
 REVOKE ALL ON public.agent_sms, public.agent_sms_events, private.sms_erased_sids,
     private.sms_reconcile_checks, private.sms_archive_objects,
     private.sms_archive_phone_index, private.sms_erasures, private.sms_provider_statuses,
-    private.twilio_statuses
+    private.twilio_statuses, private.billing_settings, private.exchange_rates
     FROM PUBLIC, anon, authenticated, service_role;
 GRANT SELECT ON public.agent_sms TO authenticated, service_role;
 
@@ -2171,7 +2448,15 @@ REVOKE ALL ON FUNCTION
     public.record_sms_status(text, text, integer, timestamptz, text, text, numeric, text),
     public.release_sms_to_reconcile(text[]),
     public.replay_parked_call(text, jsonb, text, timestamptz),
+    public.record_sms_prices(jsonb),
+    public.price_pending_sms(),
+    public.store_exchange_rates(jsonb),
     private.accessible_deployment_ids(boolean),
+    private.agent_sms_in_billing_currency(),
+    private.billing_currency(),
+    private.billing_currency_kept(),
+    private.billing_rate(text, date),
+    private.price_sms(text, numeric, text),
     private.add_to_erasure(text, bytea, integer, integer, integer, integer, integer, integer,
                            integer),
     private.agent_sms_apply_pending_events(),
@@ -2224,6 +2509,7 @@ GRANT EXECUTE ON FUNCTION
     private.check_period(timestamptz, timestamptz),
     private.check_scope(uuid[]),
     private.percentage(numeric, numeric),
+    private.billing_currency(),
     private.sms_period_figures(uuid[], timestamptz, timestamptz),
     private.sms_scope(uuid, uuid, text)
 TO authenticated, service_role;
@@ -2237,7 +2523,10 @@ GRANT EXECUTE ON FUNCTION
     public.ingest_sms(jsonb),
     public.record_sms_status(text, text, integer, timestamptz, text, text, numeric, text),
     public.release_sms_to_reconcile(text[]),
-    public.replay_parked_call(text, jsonb, text, timestamptz)
+    public.replay_parked_call(text, jsonb, text, timestamptz),
+    public.record_sms_prices(jsonb),
+    public.price_pending_sms(),
+    public.store_exchange_rates(jsonb)
 TO service_role;
 
 -- What they, and the triggers their writes fire, call as the owner.
@@ -2245,9 +2534,13 @@ GRANT EXECUTE ON FUNCTION
     private.apply_pending_sms_events(text[]),
     private.apply_sms_event(public.agent_sms_events),
     private.apply_sms_status(text, text, integer, timestamptz),
+    private.agent_sms_in_billing_currency(),
+    private.billing_currency(),
+    private.billing_rate(text, date),
     private.erased_sids(text[]),
     private.erasure_lock_key(),
     private.hold_referenced_records(jsonb),
+    private.price_sms(text, numeric, text),
     private.links_outside_tenant(uuid[], uuid[], uuid[], uuid[]),
     private.pending_events_lock_key(),
     private.raise_without_values(text, text, text, text),

@@ -277,15 +277,7 @@ BEGIN
         v_changed := private.apply_sms_status(
             p_sid, p_status, p_error_code, coalesce(p_reported_at, now()));
         IF p_price IS NOT NULL THEN
-            -- billed_cost adds provider_cost and voipia_margin: a price in another
-            -- currency than the row's is taken only when there is no margin to mix.
-            UPDATE public.agent_sms
-            SET provider_cost = abs(p_price),
-                currency = coalesce(upper(p_price_unit), currency)
-            WHERE provider_message_sid = p_sid AND provider_cost IS NULL
-              AND (p_price_unit IS NULL OR upper(p_price_unit) = currency
-                   OR coalesce(voipia_margin, 0) = 0);
-            v_changed := v_changed OR FOUND;
+            v_changed := private.price_sms(p_sid, p_price, p_price_unit) OR v_changed;
         END IF;
     ELSIF EXISTS (SELECT FROM private.erased_sids(ARRAY[p_sid])) THEN
         RETURN jsonb_build_object('pending', false, 'changed', false);

@@ -263,7 +263,7 @@ BEGIN
             p.phone_number, p.first_name, p.last_name, p.message_content,
             coalesce(p.message_type, 'transactional'), coalesce(p.provider, 'twilio'),
             p.provider_message_sid, p.stored_status, coalesce(p.stored_sms_status, 'sent'),
-            p.sent_at, p.provider_cost, coalesce(p.voipia_margin, 0), coalesce(p.currency, 'EUR'),
+            p.sent_at, p.provider_cost, coalesce(p.voipia_margin, 0), p.currency,
             p.workflow_id, p.workflow_execution_id, coalesce(p.metadata, '{}'::jsonb)
         FROM planned AS p
         WHERE p.is_first

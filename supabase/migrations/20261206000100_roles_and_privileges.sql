@@ -66,12 +66,17 @@ ALTER TABLE private.sms_archive_phone_index OWNER TO sms_data_owner;
 ALTER TABLE private.sms_erasures OWNER TO sms_data_owner;
 ALTER TABLE private.sms_provider_statuses OWNER TO sms_data_owner;
 ALTER TABLE private.twilio_statuses OWNER TO sms_data_owner;
+ALTER TABLE private.billing_settings OWNER TO sms_data_owner;
+ALTER TABLE private.exchange_rates OWNER TO sms_data_owner;
 ALTER FUNCTION public.ingest_sms(jsonb) OWNER TO sms_data_owner;
 ALTER FUNCTION public.record_sms_status(text, text, integer, timestamptz, text, text, numeric,
                                         text) OWNER TO sms_data_owner;
 ALTER FUNCTION public.claim_sms_to_reconcile(interval, interval, integer) OWNER TO sms_data_owner;
 ALTER FUNCTION public.release_sms_to_reconcile(text[]) OWNER TO sms_data_owner;
 ALTER FUNCTION public.replay_parked_call(text, jsonb, text, timestamptz) OWNER TO sms_data_owner;
+ALTER FUNCTION public.record_sms_prices(jsonb) OWNER TO sms_data_owner;
+ALTER FUNCTION public.price_pending_sms() OWNER TO sms_data_owner;
+ALTER FUNCTION public.store_exchange_rates(jsonb) OWNER TO sms_data_owner;
 ALTER FUNCTION private.agent_sms_apply_pending_events() OWNER TO sms_data_owner;
 ALTER FUNCTION private.agent_sms_refuse_erased() OWNER TO sms_data_owner;
 REVOKE CREATE ON SCHEMA public, private FROM sms_data_owner;
@@ -92,7 +97,7 @@ GRANT USAGE ON SCHEMA private TO sms_data_owner;
 REVOKE ALL ON public.agent_sms, public.agent_sms_events, private.sms_erased_sids,
     private.sms_reconcile_checks, private.sms_archive_objects,
     private.sms_archive_phone_index, private.sms_erasures, private.sms_provider_statuses,
-    private.twilio_statuses
+    private.twilio_statuses, private.billing_settings, private.exchange_rates
     FROM PUBLIC, anon, authenticated, service_role;
 GRANT SELECT ON public.agent_sms TO authenticated, service_role;
 
@@ -131,7 +136,15 @@ REVOKE ALL ON FUNCTION
     public.record_sms_status(text, text, integer, timestamptz, text, text, numeric, text),
     public.release_sms_to_reconcile(text[]),
     public.replay_parked_call(text, jsonb, text, timestamptz),
+    public.record_sms_prices(jsonb),
+    public.price_pending_sms(),
+    public.store_exchange_rates(jsonb),
     private.accessible_deployment_ids(boolean),
+    private.agent_sms_in_billing_currency(),
+    private.billing_currency(),
+    private.billing_currency_kept(),
+    private.billing_rate(text, date),
+    private.price_sms(text, numeric, text),
     private.add_to_erasure(text, bytea, integer, integer, integer, integer, integer, integer,
                            integer),
     private.agent_sms_apply_pending_events(),
@@ -184,6 +197,7 @@ GRANT EXECUTE ON FUNCTION
     private.check_period(timestamptz, timestamptz),
     private.check_scope(uuid[]),
     private.percentage(numeric, numeric),
+    private.billing_currency(),
     private.sms_period_figures(uuid[], timestamptz, timestamptz),
     private.sms_scope(uuid, uuid, text)
 TO authenticated, service_role;
@@ -197,7 +211,10 @@ GRANT EXECUTE ON FUNCTION
     public.ingest_sms(jsonb),
     public.record_sms_status(text, text, integer, timestamptz, text, text, numeric, text),
     public.release_sms_to_reconcile(text[]),
-    public.replay_parked_call(text, jsonb, text, timestamptz)
+    public.replay_parked_call(text, jsonb, text, timestamptz),
+    public.record_sms_prices(jsonb),
+    public.price_pending_sms(),
+    public.store_exchange_rates(jsonb)
 TO service_role;
 
 -- What they, and the triggers their writes fire, call as the owner.
@@ -205,9 +222,13 @@ GRANT EXECUTE ON FUNCTION
     private.apply_pending_sms_events(text[]),
     private.apply_sms_event(public.agent_sms_events),
     private.apply_sms_status(text, text, integer, timestamptz),
+    private.agent_sms_in_billing_currency(),
+    private.billing_currency(),
+    private.billing_rate(text, date),
     private.erased_sids(text[]),
     private.erasure_lock_key(),
     private.hold_referenced_records(jsonb),
+    private.price_sms(text, numeric, text),
     private.links_outside_tenant(uuid[], uuid[], uuid[], uuid[]),
     private.pending_events_lock_key(),
     private.raise_without_values(text, text, text, text),

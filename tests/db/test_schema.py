@@ -34,6 +34,12 @@ SEED_COLUMNS = [
     ("metadata", "jsonb", False, "'{}'::jsonb", False),
     ("created_at", "timestamp with time zone", False, "now()", False),
     ("updated_at", "timestamp with time zone", False, "now()", False),
+    # Beyond the seed: the provider's price as given, and its conversion into the
+    # billing currency (migration 20261206000060_billing_currency.sql).
+    ("provider_amount", "numeric(10,4)", False, None, False),
+    ("provider_currency", "text", False, None, False),
+    ("exchange_rate", "numeric(18,8)", False, None, False),
+    ("exchange_rate_date", "date", False, None, False),
 ]
 
 SEED_CONSTRAINTS = {
@@ -52,6 +58,9 @@ SEED_CONSTRAINTS = {
     "agent_sms_voipia_margin_check": "CHECK ((voipia_margin >= (0)::numeric))",
     # Beyond the seed: NaN is a numeric, and greater than every number (">= 0" lets it by).
     "agent_sms_amounts_finite_check": "CHECK (((provider_cost <> 'NaN'::numeric) AND (voipia_margin <> 'NaN'::numeric)))",
+    "agent_sms_provider_amount_check": "CHECK (((provider_amount >= (0)::numeric) AND (provider_amount < (1000000)::numeric)))",
+    "agent_sms_provider_currency_check": "CHECK ((provider_currency ~ '^[A-Z]{3}$'::text))",
+    "agent_sms_exchange_rate_check": "CHECK (((exchange_rate > (0)::numeric) AND (exchange_rate < (100000000)::numeric)))",
 }
 
 SEED_INDEXES = {
