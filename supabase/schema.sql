@@ -1295,6 +1295,82 @@ $$;
 COMMENT ON FUNCTION public.get_sms_metrics(p_start_date timestamp with time zone, p_end_date timestamp with time zone, p_client_id uuid, p_deployment_id uuid, p_agent_type_name text) IS 'SMS KPIs for [p_start_date, p_end_date) and the period of the same length before it.';
 
 --
+-- Name: get_sms_statement(uuid, date, text); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.get_sms_statement(p_client_id uuid, p_month date, p_time_zone text DEFAULT 'Europe/Paris'::text) RETURNS jsonb
+    LANGUAGE plpgsql STABLE
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+DECLARE
+    v_month date := date_trunc('month', p_month)::date;
+    v_start timestamptz;
+    v_end timestamptz;
+BEGIN
+    IF p_client_id IS NULL THEN
+        RAISE EXCEPTION USING ERRCODE = 'VP422', HINT = 'client_id',
+            MESSAGE = 'a statement is for one client';
+    END IF;
+    IF p_month IS NULL OR NOT (p_month BETWEEN date '2000-01-01' AND date '2099-12-01') THEN
+        RAISE EXCEPTION USING ERRCODE = 'VP422', HINT = 'month',
+            MESSAGE = 'the month must be between 2000-01 and 2099-12';
+    END IF;
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_timezone_names WHERE name = p_time_zone) THEN
+        RAISE EXCEPTION USING ERRCODE = 'VP422', HINT = 'time_zone',
+            MESSAGE = 'the time zone must be an IANA name, such as Europe/Paris';
+    END IF;
+    v_start := v_month::timestamp AT TIME ZONE p_time_zone;
+    v_end := (v_month + interval '1 month')::timestamp AT TIME ZONE p_time_zone;
+    IF date_trunc('hour', v_start, 'UTC') <> v_start OR date_trunc('hour', v_end, 'UTC') <> v_end THEN
+        RAISE EXCEPTION USING ERRCODE = 'VP422', HINT = 'time_zone',
+            MESSAGE = 'the time zone''s months must begin on a whole UTC hour';
+    END IF;
+
+    RETURN (
+        WITH lines AS (
+            SELECT s.deployment_id, d.name AS deployment_name, s.message_type,
+                count(*) AS sms,
+                count(*) FILTER (WHERE s.status = 'delivered') AS delivered,
+                count(*) FILTER (WHERE s.status = 'failed') AS failed,
+                count(*) FILTER (WHERE s.provider_cost IS NULL) AS unpriced,
+                round(coalesce(sum(s.provider_cost), 0), 2) AS provider_cost,
+                round(coalesce(sum(s.voipia_margin), 0), 2) AS margin,
+                round(coalesce(sum(s.billed_cost), 0), 2) AS billed
+            FROM public.agent_sms AS s
+            JOIN public.agent_deployments AS d ON d.id = s.deployment_id
+            WHERE d.client_id = p_client_id
+              AND s.sent_at >= v_start AND s.sent_at < v_end
+            GROUP BY s.deployment_id, d.name, s.message_type
+        )
+        SELECT jsonb_build_object(
+            'client_id', p_client_id,
+            'month', to_char(v_month, 'YYYY-MM'),
+            'time_zone', p_time_zone,
+            'start', v_start,
+            'end', v_end,
+            'currency', private.billing_currency(),
+            'lines', coalesce(jsonb_agg(to_jsonb(l) ORDER BY l.deployment_name, l.deployment_id,
+                                        l.message_type), '[]'::jsonb),
+            'totals', jsonb_build_object(
+                'sms', coalesce(sum(l.sms), 0),
+                'delivered', coalesce(sum(l.delivered), 0),
+                'failed', coalesce(sum(l.failed), 0),
+                'unpriced', coalesce(sum(l.unpriced), 0),
+                'provider_cost', coalesce(sum(l.provider_cost), 0),
+                'margin', coalesce(sum(l.margin), 0),
+                'billed', coalesce(sum(l.billed), 0)))
+        FROM lines AS l
+    );
+END
+$$;
+
+--
+-- Name: FUNCTION get_sms_statement(p_client_id uuid, p_month date, p_time_zone text); Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON FUNCTION public.get_sms_statement(p_client_id uuid, p_month date, p_time_zone text) IS 'One client''s month in the billing currency: a line per deployment and message type.';
+
+--
 -- Name: get_sms_timeseries(timestamp with time zone, timestamp with time zone, text, uuid, uuid, text); Type: FUNCTION; Schema: public; Owner: -
 --
 
@@ -2443,6 +2519,7 @@ REVOKE ALL ON FUNCTION
     public.claim_sms_to_reconcile(interval, interval, integer),
     public.get_sms_failure_reasons(timestamptz, timestamptz, uuid, uuid, text, integer),
     public.get_sms_metrics(timestamptz, timestamptz, uuid, uuid, text),
+    public.get_sms_statement(uuid, date, text),
     public.get_sms_timeseries(timestamptz, timestamptz, text, uuid, uuid, text),
     public.ingest_sms(jsonb),
     public.record_sms_status(text, text, integer, timestamptz, text, text, numeric, text),
@@ -2500,16 +2577,17 @@ REVOKE ALL ON FUNCTION
     private.unfinished_archive_objects()
 FROM PUBLIC, anon, authenticated, service_role;
 
--- The KPIs, for signed-in users (row-level security decides what they read) and the
--- service key; what they call runs with the caller's rights too.
+-- The KPIs and the monthly statement, for signed-in users (row-level security decides
+-- what they read) and the service key; what they call runs with the caller's rights too.
 GRANT EXECUTE ON FUNCTION
     public.get_sms_failure_reasons(timestamptz, timestamptz, uuid, uuid, text, integer),
     public.get_sms_metrics(timestamptz, timestamptz, uuid, uuid, text),
+    public.get_sms_statement(uuid, date, text),
     public.get_sms_timeseries(timestamptz, timestamptz, text, uuid, uuid, text),
+    private.billing_currency(),
     private.check_period(timestamptz, timestamptz),
     private.check_scope(uuid[]),
     private.percentage(numeric, numeric),
-    private.billing_currency(),
     private.sms_period_figures(uuid[], timestamptz, timestamptz),
     private.sms_scope(uuid, uuid, text)
 TO authenticated, service_role;

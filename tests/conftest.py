@@ -107,8 +107,9 @@ def clean(admin_conn: psycopg.Connection) -> psycopg.Connection:
     admin_conn.execute(
         "TRUNCATE public.clients, public.agent_types, auth.users, public.agent_sms,"
         " public.agent_sms_events, private.sms_reconcile_checks,"
-        " private.sms_archive_objects, private.sms_erasures CASCADE"
+        " private.sms_archive_objects, private.sms_erasures, private.exchange_rates CASCADE"
     )
+    admin_conn.execute("UPDATE private.billing_settings SET currency = 'EUR'")
     return admin_conn
 
 

@@ -131,6 +131,7 @@ REVOKE ALL ON FUNCTION
     public.claim_sms_to_reconcile(interval, interval, integer),
     public.get_sms_failure_reasons(timestamptz, timestamptz, uuid, uuid, text, integer),
     public.get_sms_metrics(timestamptz, timestamptz, uuid, uuid, text),
+    public.get_sms_statement(uuid, date, text),
     public.get_sms_timeseries(timestamptz, timestamptz, text, uuid, uuid, text),
     public.ingest_sms(jsonb),
     public.record_sms_status(text, text, integer, timestamptz, text, text, numeric, text),
@@ -188,16 +189,17 @@ REVOKE ALL ON FUNCTION
     private.unfinished_archive_objects()
 FROM PUBLIC, anon, authenticated, service_role;
 
--- The KPIs, for signed-in users (row-level security decides what they read) and the
--- service key; what they call runs with the caller's rights too.
+-- The KPIs and the monthly statement, for signed-in users (row-level security decides
+-- what they read) and the service key; what they call runs with the caller's rights too.
 GRANT EXECUTE ON FUNCTION
     public.get_sms_failure_reasons(timestamptz, timestamptz, uuid, uuid, text, integer),
     public.get_sms_metrics(timestamptz, timestamptz, uuid, uuid, text),
+    public.get_sms_statement(uuid, date, text),
     public.get_sms_timeseries(timestamptz, timestamptz, text, uuid, uuid, text),
+    private.billing_currency(),
     private.check_period(timestamptz, timestamptz),
     private.check_scope(uuid[]),
     private.percentage(numeric, numeric),
-    private.billing_currency(),
     private.sms_period_figures(uuid[], timestamptz, timestamptz),
     private.sms_scope(uuid, uuid, text)
 TO authenticated, service_role;
