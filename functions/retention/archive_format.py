@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 # pyarrow is imported where it is used: erase needs it only when the number is in the
 # archive, and it is a tenth of a second of every cold start otherwise.
-_TEXT, _TIME, _MONEY, _INT = "text", "time", "money", "int32"
+_TEXT, _TIME, _MONEY, _RATE, _DATE, _INT = "text", "time", "money", "rate", "date", "int32"
 
 # (column, how Postgres hands it over in its archived type, Parquet type, required)
 _COLUMNS: tuple[tuple[str, str, str, bool], ...] = (
@@ -55,6 +55,10 @@ _COLUMNS: tuple[tuple[str, str, str, bool], ...] = (
     ("metadata", "s.metadata::text", _TEXT, False),
     ("created_at", "s.created_at", _TIME, False),
     ("updated_at", "s.updated_at", _TIME, False),
+    ("provider_amount", "s.provider_amount", _MONEY, False),
+    ("provider_currency", "s.provider_currency", _TEXT, False),
+    ("exchange_rate", "s.exchange_rate", _RATE, False),
+    ("exchange_rate_date", "s.exchange_rate_date", _DATE, False),
 )
 
 COLUMN_NAMES = (*(name for name, *_ in _COLUMNS), "status_events")
@@ -65,7 +69,8 @@ def schema() -> pa.Schema:
     import pyarrow as pa
 
     kinds = {_TEXT: pa.string(), _TIME: pa.timestamp("us", tz="UTC"),
-             _MONEY: pa.decimal128(10, 4), _INT: pa.int32()}  # fmt: skip
+             _MONEY: pa.decimal128(10, 4), _RATE: pa.decimal128(18, 8), _DATE: pa.date32(),
+             _INT: pa.int32()}  # fmt: skip
     return pa.schema(
         [pa.field(name, kinds[kind], nullable=not required) for name, _, kind, required in _COLUMNS]
         + [pa.field("status_events", pa.string(), nullable=False)]

@@ -83,8 +83,9 @@ def test_accepted_values_are_stored_as_given(
     row = stored(clean, body["provider_message_sid"])
     assert row is not None
     assert row["message_type"] == "appointment_reminder"
-    assert row["currency"] == "USD"
-    assert row["provider_cost"] == Decimal("0.0079")
+    # The provider's amount as given; in the billing currency once a USD rate exists.
+    assert (row["provider_amount"], row["provider_currency"]) == (Decimal("0.0079"), "USD")
+    assert (row["currency"], row["provider_cost"]) == ("EUR", None)
     assert row["voipia_margin"] == Decimal("0")
     assert row["metadata"] == body["metadata"]
     assert row["character_count"] == 1600
