@@ -26,11 +26,13 @@ test: lint package system-packages
 	.venv/bin/python -m pytest
 
 # What the tests run beside Postgres: PgBouncer in transaction mode, as Supabase's
-# transaction pooler (tools/pooler.py). Installed here where possible (Debian, as root).
-# As root, nftables too: tests/functions/test_silent_network.py drops packets with it
-# (without root no program can, and that one test says so in the summary).
+# transaction pooler (tools/pooler.py), and Chromium, in which Playwright opens the KPI
+# page (tests/functions/test_kpi_page.py). Installed here where possible (Debian, as
+# root). As root, nftables too: tests/functions/test_silent_network.py drops packets
+# with it (without root no program can, and that one test says so in the summary).
 system-packages:
 	@tools/require.sh pgbouncer pgbouncer
+	@tools/require.sh chromium chromium
 	@if [ "$$(id -u)" = 0 ]; then tools/require.sh nft nftables; fi
 
 # The AWS deployment, packaged offline and linted (osls from package-lock.json, the

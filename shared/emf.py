@@ -47,10 +47,19 @@ REPLAY_REFUSED = "ReplayRefused"
 REPLAY_ERASED = "ReplayErased"
 REPLAY_DEAD_LETTERED = "ReplayDeadLettered"
 
+# Each exchange-rate run's report (functions/billing/rates.py): the ECB's rates it
+# stored (new to the table), the SMS it priced with them, and the SMS still waiting for
+# a rate once it is done, which no run can price (their currency, or their send date,
+# has no usable rate): an operator looks at them.
+EXCHANGE_RATES_STORED = "ExchangeRatesStored"
+PRICES_CONVERTED = "PricesConverted"
+PRICES_WAITING_FOR_RATE = "PricesWaitingForRate"
+
 NAMES = frozenset({
     HTTP_5XX, HTTP_503, RECONCILE_CHANGED, RECONCILE_NOT_FOUND, RECONCILE_ERRORS,
     RETENTION_COMPLETE, RETENTION_ARCHIVED_ROWS, RETENTION_EXPIRED_ROWS,
     PARKED, REPLAYED, REPLAY_REFUSED, REPLAY_ERASED, REPLAY_DEAD_LETTERED,
+    EXCHANGE_RATES_STORED, PRICES_CONVERTED, PRICES_WAITING_FOR_RATE,
 })  # fmt: skip
 
 

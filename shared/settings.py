@@ -30,6 +30,8 @@ DatabaseBackend = Literal["postgres", "supabase"]
 MIN_KEY_LENGTH = 32
 # Comma-separated in the environment; several may be active at once so keys can rotate.
 ApiKeys = tuple[SecretStr, ...]
+# The ECB's folder of euro foreign exchange reference rates (eurofxref-daily.xml, ...).
+ECB_RATES_URL = "https://www.ecb.europa.eu/stats/eurofxref/"
 _API_KEY_FIELDS = (
     "ingest_api_keys",
     "metrics_service_keys",
@@ -123,6 +125,14 @@ class Settings(BaseModel):
     """Bearer keys the scheduler presents to retention."""
     privacy_api_keys: ApiKeys = ()
     """Bearer keys the privacy team presents to erase."""
+
+    ecb_rates_url: HttpUrl = HttpUrl(ECB_RATES_URL)
+    """Where the exchange-rate job reads the ECB's reference rates (functions/billing):
+    the folder that holds eurofxref-daily.xml and eurofxref-hist-90d.xml. https, or plain
+    http to a loopback stand-in (tools/fake_ecb.py)."""
+    billing_time_zone: str = "Europe/Paris"
+    """The IANA time zone whose calendar months a statement covers. Whether its offsets
+    are whole hours is the statement's SQL to check, not this."""
 
     @field_validator(*_API_KEY_FIELDS, mode="before")
     @classmethod
@@ -229,6 +239,35 @@ class Settings(BaseModel):
     def _https(cls, value: HttpUrl | None) -> HttpUrl | None:
         if value is not None and value.scheme != "https" and value.host not in _LOOPBACK:
             raise ValueError("must use https (the secret key travels with every request)")
+        return value
+
+    @field_validator("ecb_rates_url")
+    @classmethod
+    def _rates_over_https(cls, value: HttpUrl) -> HttpUrl:
+        # The rates price every SMS in another currency: nobody on the path may write them.
+        if value.scheme != "https" and value.host not in _LOOPBACK:
+            raise ValueError("must use https (plain http only for localhost)")
+        if value.query or value.fragment:
+            raise ValueError("must be the folder of the ECB's files, without ? or #")
+        return value
+
+    @field_validator("billing_time_zone")
+    @classmethod
+    def _iana_zone(cls, value: str) -> str:
+        import zoneinfo
+
+        # An IANA name (Europe/Paris, UTC), never a path or a POSIX TZ string.
+        if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+)*", value) or (
+            value in {"localtime", "posixrules", "Factory"}
+        ):
+            raise ValueError("must be an IANA time zone name such as Europe/Paris")
+        try:
+            zoneinfo.ZoneInfo(value)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
+            raise ValueError(
+                "is not a time zone this machine's time zone database knows"
+                " (an IANA name such as Europe/Paris)"
+            ) from None
         return value
 
     @field_validator("supabase_secret_key")

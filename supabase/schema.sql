@@ -90,6 +90,13 @@ DECLARE
     v_rate record;
 BEGIN
     -- (A negative cost is left to the seed's own CHECK, which refuses it by its name.)
+    IF TG_OP = 'INSERT' AND upper(coalesce(NEW.currency, v_billing)) <> v_billing
+       AND coalesce(NEW.voipia_margin, 0) <> 0 THEN
+        -- `currency` names the provider cost's currency; Voipia's margin is always in the
+        -- billing currency, and a margin given beside another currency is ambiguous.
+        RAISE EXCEPTION USING ERRCODE = 'VP422', HINT = 'voipia_margin',
+            MESSAGE = 'voipia_margin is in the billing currency: send it without a currency, or send no margin';
+    END IF;
     IF TG_OP = 'INSERT' AND NEW.provider_cost >= 0 AND NEW.provider_amount IS NULL THEN
         -- A cost given with the SMS (by n8n), in its currency: kept as given, and in
         -- another currency than the billing one, priced like any other.
@@ -369,6 +376,8 @@ CREATE FUNCTION private.billing_currency_kept() RETURNS trigger
     SET search_path TO 'pg_catalog', 'pg_temp'
     AS $$
 BEGIN
+    -- No SMS may be recorded in the old currency while this one changes.
+    LOCK TABLE public.agent_sms IN SHARE MODE;
     IF EXISTS (SELECT FROM public.agent_sms WHERE currency <> NEW.currency) THEN
         RAISE EXCEPTION USING ERRCODE = 'VP409', HINT = 'currency',
             MESSAGE = 'SMS are recorded in another currency: the billing currency stays';
@@ -732,7 +741,7 @@ BEGIN
     UPDATE public.agent_sms
     SET provider_amount = abs(p_price),
         provider_currency = upper(coalesce(p_unit, private.billing_currency()))
-    WHERE provider_message_sid = p_sid AND provider_cost IS NULL
+    WHERE provider_message_sid = p_sid AND provider_cost IS NULL AND provider_amount IS NULL
     RETURNING provider_cost IS NOT NULL INTO v_priced;
     RETURN coalesce(v_priced, false);
 END
@@ -887,7 +896,7 @@ CREATE TABLE public.agent_sms (
     provider_cost numeric(10,4),
     voipia_margin numeric(10,4) DEFAULT 0,
     billed_cost numeric(10,4) GENERATED ALWAYS AS ((provider_cost + voipia_margin)) STORED,
-    currency text DEFAULT 'EUR'::text,
+    currency text DEFAULT private.billing_currency(),
     workflow_id text,
     workflow_execution_id text,
     metadata jsonb DEFAULT '{}'::jsonb,
@@ -1155,6 +1164,65 @@ END
 $$;
 
 --
+-- Name: claim_sms_to_price(interval, integer); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.claim_sms_to_price(p_max_age interval, p_limit integer) RETURNS jsonb
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+DECLARE
+    v_days jsonb;
+BEGIN
+    IF p_limit IS NULL OR p_limit NOT BETWEEN 1 AND 50000 THEN
+        RAISE EXCEPTION USING ERRCODE = 'VP422', HINT = 'p_limit',
+            MESSAGE = 'a run claims from 1 to 50000 SMS to price';
+    END IF;
+    IF p_max_age IS NULL OR p_max_age > interval '400 days' OR p_max_age < interval '0' THEN
+        RAISE EXCEPTION USING ERRCODE = 'VP422', HINT = 'p_max_age',
+            MESSAGE = 'reconcile looks at SMS sent from 0 to 400 days ago';
+    END IF;
+    PERFORM pg_advisory_xact_lock(private.pending_events_lock_key() + 1);
+    WITH due AS (
+        SELECT s.provider_message_sid AS sid, s.sent_at, r.checked_at IS NULL AS new,
+               (s.sent_at AT TIME ZONE 'UTC')::date AS day
+        FROM public.agent_sms AS s
+        LEFT JOIN private.sms_reconcile_checks AS r USING (provider_message_sid)
+        WHERE s.provider = 'twilio'
+          AND s.provider_message_sid IS NOT NULL
+          AND s.sent_at > now() - p_max_age
+          AND s.status IN ('delivered', 'failed')
+          AND s.provider_amount IS NULL AND s.provider_cost IS NULL
+          AND (r.checked_at IS NULL
+               OR now() - r.checked_at
+                  >= r.checked_at - coalesce(s.delivered_at, s.failed_at, s.sent_at))
+        ORDER BY r.checked_at NULLS FIRST, s.sent_at
+        LIMIT p_limit
+    ), stamped AS (
+        INSERT INTO private.sms_reconcile_checks (provider_message_sid, checked_at)
+        SELECT sid, now() FROM due
+        ON CONFLICT (provider_message_sid) DO UPDATE SET checked_at = excluded.checked_at
+    )
+    SELECT coalesce(jsonb_object_agg(to_char(d.day, 'YYYY-MM-DD'), jsonb_build_object(
+               'new', d.new, 'again', d.again,
+               'sms', (SELECT count(*) FROM public.agent_sms AS a
+                       WHERE a.sent_at >= d.day::timestamp AT TIME ZONE 'UTC'
+                         AND a.sent_at < (d.day + 1)::timestamp AT TIME ZONE 'UTC'))),
+           '{}')
+    INTO v_days
+    FROM (
+        SELECT day,
+               coalesce(jsonb_agg(sid ORDER BY sent_at DESC) FILTER (WHERE new), '[]') AS new,
+               coalesce(jsonb_agg(sid ORDER BY sent_at DESC) FILTER (WHERE NOT new), '[]')
+                   AS again
+        FROM due
+        GROUP BY day
+    ) AS d;
+    RETURN v_days;
+END
+$$;
+
+--
 -- Name: claim_sms_to_reconcile(interval, interval, integer); Type: FUNCTION; Schema: public; Owner: -
 --
 
@@ -1185,10 +1253,7 @@ BEGIN
         WHERE s.provider = 'twilio'
           AND s.provider_message_sid IS NOT NULL
           AND s.sent_at > now() - p_max_age
-          AND (
-              (s.status = 'sent' AND s.sent_at < now() - p_min_age)
-              OR (s.status <> 'sent' AND s.provider_cost IS NULL)
-          )
+          AND s.status = 'sent' AND s.sent_at < now() - p_min_age
         ORDER BY r.checked_at NULLS FIRST, s.sent_at
         LIMIT p_limit
     ) AS c;
@@ -1237,6 +1302,46 @@ END
 $$;
 
 --
+-- Name: get_sms_filters(); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.get_sms_filters() RETURNS jsonb
+    LANGUAGE plpgsql STABLE
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+DECLARE
+    v_deployments uuid[];  -- NULL: every deployment (the service key, past RLS)
+BEGIN
+    IF row_security_active('public.agent_sms') THEN
+        v_deployments := private.accessible_deployment_ids(false);
+    END IF;
+    RETURN (
+    WITH visible AS (
+        SELECT d.id, d.name, d.client_id, t.name AS agent_type
+        FROM public.agent_deployments AS d
+        JOIN public.agent_types AS t ON t.id = d.agent_type_id
+        WHERE v_deployments IS NULL OR d.id = ANY (v_deployments)
+    )
+    SELECT jsonb_build_object(
+        'clients', (SELECT coalesce(jsonb_agg(jsonb_build_object('id', c.id, 'name', c.name)
+                                              ORDER BY c.name, c.id), '[]')
+                    FROM public.clients AS c WHERE c.id IN (SELECT client_id FROM visible)),
+        'deployments', (SELECT coalesce(jsonb_agg(jsonb_build_object(
+                                'id', v.id, 'name', v.name, 'client_id', v.client_id,
+                                'agent_type', v.agent_type) ORDER BY v.name, v.id), '[]')
+                        FROM visible AS v),
+        'agent_types', (SELECT coalesce(jsonb_agg(DISTINCT v.agent_type), '[]') FROM visible AS v))
+    );
+END
+$$;
+
+--
+-- Name: FUNCTION get_sms_filters(); Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON FUNCTION public.get_sms_filters() IS 'The clients, deployments and agent types the caller may filter the KPIs by.';
+
+--
 -- Name: get_sms_metrics(timestamp with time zone, timestamp with time zone, uuid, uuid, text); Type: FUNCTION; Schema: public; Owner: -
 --
 
@@ -1283,6 +1388,14 @@ BEGIN
             'cost_change_pct', private.percentage(
                 (v_current ->> 'total_cost')::numeric - (v_previous ->> 'total_cost')::numeric,
                 (v_previous ->> 'total_cost')::numeric)
+        ),
+        -- Beyond the seed's keys, beside them: the currency of every amount, and what a
+        -- dashboard compares that the seed's previous period leaves out.
+        'currency', private.billing_currency(),
+        'previous_period_more', jsonb_build_object(
+            'total_provider_cost', v_previous -> 'total_provider_cost',
+            'avg_delivery_time_seconds', v_previous -> 'avg_delivery_time_seconds',
+            'margin_percentage', v_previous -> 'margin_percentage'
         )
     );
 END
@@ -1334,13 +1447,17 @@ BEGIN
                 count(*) FILTER (WHERE s.status = 'failed') AS failed,
                 count(*) FILTER (WHERE s.provider_cost IS NULL) AS unpriced,
                 round(coalesce(sum(s.provider_cost), 0), 2) AS provider_cost,
-                round(coalesce(sum(s.voipia_margin), 0), 2) AS margin,
                 round(coalesce(sum(s.billed_cost), 0), 2) AS billed
             FROM public.agent_sms AS s
             JOIN public.agent_deployments AS d ON d.id = s.deployment_id
             WHERE d.client_id = p_client_id
               AND s.sent_at >= v_start AND s.sent_at < v_end
             GROUP BY s.deployment_id, d.name, s.message_type
+        )
+        , shown AS (
+            -- The margin is what the rounded amounts leave, so that each line's columns
+            -- add up; an unpriced SMS's margin waits with it (billed_cost is NULL).
+            SELECT l.*, l.billed - l.provider_cost AS margin FROM lines AS l
         )
         SELECT jsonb_build_object(
             'client_id', p_client_id,
@@ -1359,7 +1476,7 @@ BEGIN
                 'provider_cost', coalesce(sum(l.provider_cost), 0),
                 'margin', coalesce(sum(l.margin), 0),
                 'billed', coalesce(sum(l.billed), 0)))
-        FROM lines AS l
+        FROM shown AS l
     );
 END
 $$;
@@ -1574,11 +1691,14 @@ CREATE FUNCTION public.price_pending_sms() RETURNS jsonb
 DECLARE
     v_priced integer;
 BEGIN
-    -- Setting a column to itself fires the trigger, which converts when it can.
+    -- Setting a column to itself fires the trigger, which converts: only the rows a rate
+    -- now serves, so that the others are not written again every run.
     WITH touched AS (
-        UPDATE public.agent_sms SET provider_amount = provider_amount
-        WHERE provider_cost IS NULL AND provider_amount IS NOT NULL
-        RETURNING provider_cost
+        UPDATE public.agent_sms AS s SET provider_amount = s.provider_amount
+        WHERE s.provider_cost IS NULL AND s.provider_amount IS NOT NULL
+          AND EXISTS (SELECT FROM private.billing_rate(
+                          s.provider_currency, (s.sent_at AT TIME ZONE 'UTC')::date))
+        RETURNING s.provider_cost
     )
     SELECT count(provider_cost) INTO v_priced FROM touched;
     RETURN jsonb_build_object(
@@ -1616,8 +1736,8 @@ BEGIN
                                  v_item ->> 'price_unit') THEN
                 v_priced := v_priced + 1;
             END IF;
-        EXCEPTION WHEN invalid_text_representation THEN
-            CONTINUE;  -- not a number: Twilio's answer, not ours to fail on
+        EXCEPTION WHEN invalid_text_representation OR numeric_value_out_of_range THEN
+            CONTINUE;  -- not a price: Twilio's answer, not ours to fail on
         END;
     END LOOP;
     RETURN v_priced;
@@ -1782,6 +1902,22 @@ BEGIN
     IF jsonb_typeof(p_rates) IS DISTINCT FROM 'array' OR jsonb_array_length(p_rates) > 20000 THEN
         RAISE EXCEPTION USING ERRCODE = 'VP422', HINT = 'p_rates',
             MESSAGE = 'from 0 to 20000 rates, as a JSON array';
+    END IF;
+    -- The ECB publishes on working days, since 1999-01-04, and never ahead: a rate for
+    -- any other day (which would price a weekend's SMS) is no reference rate.
+    IF EXISTS (SELECT FROM jsonb_to_recordset(p_rates) AS r(date date)
+               WHERE r.date IS NULL OR r.date < date '1999-01-04'
+                  OR r.date > current_date + 1 OR extract(isodow FROM r.date) > 5) THEN
+        RAISE EXCEPTION USING ERRCODE = 'VP422', HINT = 'p_rates',
+            MESSAGE = 'a reference rate is of a working day, from 1999-01-04 to tomorrow';
+    END IF;
+    -- It never revises one either: a different rate for a day stored is refused.
+    IF EXISTS (SELECT FROM jsonb_to_recordset(p_rates) AS r(currency text, date date, rate numeric)
+               JOIN private.exchange_rates AS e
+                 ON e.currency = r.currency AND e.rate_date = r.date
+               WHERE e.rate <> r.rate) THEN
+        RAISE EXCEPTION USING ERRCODE = 'VP409', HINT = 'p_rates',
+            MESSAGE = 'a rate differs from the one stored for its day';
     END IF;
     INSERT INTO private.exchange_rates (currency, rate_date, rate)
     SELECT r.currency, r.date, r.rate
@@ -2214,6 +2350,12 @@ CREATE INDEX idx_agent_sms_sequence ON public.agent_sms USING btree (sequence_id
 CREATE INDEX idx_agent_sms_status ON public.agent_sms USING btree (status) WHERE (status = ANY (ARRAY['delivered'::text, 'failed'::text]));
 
 --
+-- Name: idx_agent_sms_waiting_for_rate; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX idx_agent_sms_waiting_for_rate ON public.agent_sms USING btree (sent_at) WHERE ((provider_cost IS NULL) AND (provider_amount IS NOT NULL));
+
+--
 -- Name: billing_settings billing_currency_kept; Type: TRIGGER; Schema: private; Owner: -
 --
 
@@ -2436,8 +2578,8 @@ GRANT sms_data_owner TO sms_retention;
 -- An owner may attach code to its tables (a trigger, a default) that then runs as
 -- whoever writes them next. So nobody but their owner writes them: the tables, and the
 -- SECURITY DEFINER functions that write them (ingest_sms, record_sms_status, reconcile's
--- two, replay_parked_call, and two triggers), pass to sms_data_owner. What sms_retention could attach runs
--- as sms_data_owner again, never as service_role or the migrator. The migrator keeps
+-- three, replay_parked_call, the prices' and rates' three, and two triggers), pass to
+-- sms_data_owner. What sms_retention could attach runs as sms_data_owner again, never as service_role or the migrator. The migrator keeps
 -- the definer functions that read the platform's tables, which no role of ours may
 -- (their row-level security, auth.uid()) and write none of ours: the tenant checks,
 -- accessible_deployment_ids, links_outside_tenant, hold_referenced_records. It stays a
@@ -2460,6 +2602,7 @@ ALTER FUNCTION public.ingest_sms(jsonb) OWNER TO sms_data_owner;
 ALTER FUNCTION public.record_sms_status(text, text, integer, timestamptz, text, text, numeric,
                                         text) OWNER TO sms_data_owner;
 ALTER FUNCTION public.claim_sms_to_reconcile(interval, interval, integer) OWNER TO sms_data_owner;
+ALTER FUNCTION public.claim_sms_to_price(interval, integer) OWNER TO sms_data_owner;
 ALTER FUNCTION public.release_sms_to_reconcile(text[]) OWNER TO sms_data_owner;
 ALTER FUNCTION public.replay_parked_call(text, jsonb, text, timestamptz) OWNER TO sms_data_owner;
 ALTER FUNCTION public.record_sms_prices(jsonb) OWNER TO sms_data_owner;
@@ -2471,7 +2614,7 @@ REVOKE CREATE ON SCHEMA public, private FROM sms_data_owner;
 
 -- anon: nothing at all. authenticated: reads its clients' SMS (row-level security) and
 -- the KPIs. service_role: reads the SMS and the KPIs, and writes only by calling
--- ingest_sms, record_sms_status, reconcile's two and replay_parked_call, which run as
+-- ingest_sms, record_sms_status, reconcile's three and replay_parked_call, which run as
 -- the tables' owner.
 -- sms_retention: the tables as their owner, and the retention functions below.
 
@@ -2516,8 +2659,10 @@ GRANT SELECT ON public.v_agent_sms_enriched, public.v_agent_communications
 -- Functions.
 REVOKE ALL ON FUNCTION
     public.agent_sms_touch_updated_at(),
+    public.claim_sms_to_price(interval, integer),
     public.claim_sms_to_reconcile(interval, interval, integer),
     public.get_sms_failure_reasons(timestamptz, timestamptz, uuid, uuid, text, integer),
+    public.get_sms_filters(),
     public.get_sms_metrics(timestamptz, timestamptz, uuid, uuid, text),
     public.get_sms_statement(uuid, date, text),
     public.get_sms_timeseries(timestamptz, timestamptz, text, uuid, uuid, text),
@@ -2581,6 +2726,7 @@ FROM PUBLIC, anon, authenticated, service_role;
 -- what they read) and the service key; what they call runs with the caller's rights too.
 GRANT EXECUTE ON FUNCTION
     public.get_sms_failure_reasons(timestamptz, timestamptz, uuid, uuid, text, integer),
+    public.get_sms_filters(),
     public.get_sms_metrics(timestamptz, timestamptz, uuid, uuid, text),
     public.get_sms_statement(uuid, date, text),
     public.get_sms_timeseries(timestamptz, timestamptz, text, uuid, uuid, text),
@@ -2597,6 +2743,7 @@ GRANT EXECUTE ON FUNCTION private.accessible_deployment_ids(boolean) TO authenti
 
 -- The service's RPCs, which run as the tables' owner.
 GRANT EXECUTE ON FUNCTION
+    public.claim_sms_to_price(interval, integer),
     public.claim_sms_to_reconcile(interval, interval, integer),
     public.ingest_sms(jsonb),
     public.record_sms_status(text, text, integer, timestamptz, text, text, numeric, text),

@@ -44,7 +44,7 @@ PYARROW_UNUSED = ("_flight", "libarrow_flight", "libarrow_python_flight", "fligh
 FUNCTION_LAYERS = {
     "ingest_sms": ("common",), "twilio_status": ("common",), "reconcile": ("common",),
     "metrics": ("common",), "erase": ("common", "archive"), "retention": ("common", "archive"),
-    "replay": ("common",),
+    "replay": ("common",), "statement": ("common",), "exchange_rates": ("common",),
 }  # fmt: skip
 
 

@@ -25,6 +25,8 @@ def read(db: Database, query: MetricsQuery, caller: Caller) -> dict[str, Any]:
         if query.series is not None:
             series_args = args | {RPC_ARGUMENTS["series"]: query.series}
             figures["series"] = db.rpc("get_sms_timeseries", series_args, as_user=caller)
+        if query.include == "filters":
+            figures["filters"] = db.rpc("get_sms_filters", as_user=caller)
     except InvalidInputError as exc:
         field = _PARAMETERS.get(exc.field or "", exc.field)
         raise InvalidInputError(exc.message, field=field) from None

@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, field_validator, model_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
 from shared.models import text_datetime
@@ -39,6 +46,8 @@ class MetricsQuery(BaseModel):
     deployment_id: UUID | None = None
     agent_type: AgentType | None = None
     series: Literal["day", "week"] | None = None
+    include: Literal["filters"] | None = None
+    """filters: also what the caller may filter by (a dashboard's first request)."""
 
     @field_validator("start", "end", mode="before")
     @classmethod
@@ -60,3 +69,21 @@ class MetricsQuery(BaseModel):
         """The period and filters, as every analytics RPC takes them."""
         names = ("start", "end", "client_id", "deployment_id", "agent_type")
         return {RPC_ARGUMENTS[name]: getattr(self, name) for name in names}
+
+
+class StatementQuery(BaseModel):
+    """A client's monthly statement: which client, which month of the billing time zone,
+    and as JSON or CSV (for accounting)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
+
+    client_id: UUID
+    month: Annotated[str, StringConstraints(pattern=r"^[0-9]{4}-(0[1-9]|1[0-2])$")]
+    format: Literal["json", "csv"] = "json"
+
+    def rpc_args(self, time_zone: str) -> dict[str, Any]:
+        return {
+            "p_client_id": self.client_id,
+            "p_month": f"{self.month}-01",
+            "p_time_zone": time_zone,
+        }

@@ -1,21 +1,31 @@
-"""Reconcile: ask Twilio's Messages API about SMS whose callbacks never came.
+"""Reconcile: ask Twilio's Messages API about SMS whose callbacks never came, and for
+the prices callbacks never carry.
 
-It covers SMS still not final an hour after sending, and final SMS without a price
-(Twilio prices a message only after sending it, and never in a callback). Each run is
-bounded, asks about the SMS checked least recently first, stops cleanly when Twilio
-rate-limits, and resumes there next run. Every answer goes through the same SQL as
-a callback.
+Two parts, in this order. SMS still not final an hour after sending are fetched one by
+one (claim_sms_to_reconcile), and each answer goes through the same SQL as a callback.
+Final SMS without a price are priced from Twilio's Messages list, a day and an account
+at a time, up to 1,000 messages a request (pricing.py). Each run is bounded, takes the
+SMS checked least recently first, stops cleanly when Twilio rate-limits or its time
+budget runs out, gives back what it did not get to, and resumes there next run.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from functions.twilio_status import callbacks
 from functions.twilio_status.models import StatusReport
+from functions.twilio_status.pricing import (
+    CountingHttpClient,
+    Pricing,
+    RateLimitedError,
+    refused,
+    twilio_status,
+)
 from shared.db import Database
 from shared.errors import ConfigurationError, UnavailableError
 
@@ -30,11 +40,14 @@ log = logging.getLogger("sms.reconcile")
 
 @dataclass
 class ReconcileRun:
-    candidates: int = 0
-    asked: int = 0
+    candidates: int = 0  # SMS the run took: to_price of them for their price
+    to_price: int = 0
+    asked: int = 0  # SMS fetched one by one for their status, that Twilio answered about
     changed: int = 0
+    priced: int = 0  # SMS the Messages list priced in the billing currency
     not_found: int = 0
     errors: int = 0
+    twilio_requests: int = 0
     rate_limited: bool = False
     twilio_unreachable: bool = False
 
@@ -52,10 +65,40 @@ class ReconcileRun:
 
 
 def run(services: Services) -> ReconcileRun:
-    import requests  # the HTTP library under twilio's client
-
     db, settings = services.db, services.settings
     clients = services.get(twilio_clients)
+    requests_before = _requests_sent(clients)
+    deadline = time.monotonic() + settings.reconcile_time_budget_seconds
+
+    def keep_going() -> bool:
+        return time.monotonic() <= deadline
+
+    outcome = ReconcileRun()
+    try:
+        _repair_statuses(db, clients, settings, outcome, keep_going)
+        answers = outcome.asked
+        if not (outcome.rate_limited or outcome.twilio_unreachable) and keep_going():
+            answers += _price(db, clients, settings, outcome, keep_going)
+    finally:
+        outcome.twilio_requests = _requests_sent(clients) - requests_before
+    log.info("reconcile: %s", outcome.as_json(), extra=outcome.as_json())
+    if outcome.twilio_unreachable and answers == 0:
+        raise UnavailableError(
+            "Twilio's API cannot be reached; the SMS will be asked about next run."
+        )
+    return outcome
+
+
+def _repair_statuses(
+    db: Database,
+    clients: list[Client],
+    settings: Settings,
+    outcome: ReconcileRun,
+    keep_going: Callable[[], bool],
+) -> None:
+    """Fetch, one by one, the SMS whose status is stuck."""
+    import requests  # the HTTP library under twilio's client
+
     sids: list[str] = db.rpc(
         "claim_sms_to_reconcile",
         {
@@ -64,12 +107,11 @@ def run(services: Services) -> ReconcileRun:
             "p_limit": settings.reconcile_batch_size,
         },
     )
-    outcome = ReconcileRun(candidates=len(sids))
-    deadline = time.monotonic() + settings.reconcile_time_budget_seconds
+    outcome.candidates += len(sids)
     done = 0  # SMS dealt with; the others are given back for the next run
     try:
         for sid in sids:
-            if time.monotonic() > deadline:
+            if not keep_going():
                 break
             try:
                 _reconcile_one(db, clients, sid, settings, outcome)
@@ -89,12 +131,33 @@ def run(services: Services) -> ReconcileRun:
     finally:
         if unasked := sids[done:]:
             db.rpc("release_sms_to_reconcile", {"p_sids": unasked})
-    log.info("reconcile: %s", outcome.as_json(), extra=outcome.as_json())
-    if outcome.twilio_unreachable and outcome.asked == 0:
-        raise UnavailableError(
-            "Twilio's API cannot be reached; the SMS will be asked about next run."
-        )
-    return outcome
+
+
+def _price(
+    db: Database,
+    clients: list[Client],
+    settings: Settings,
+    outcome: ReconcileRun,
+    keep_going: Callable[[], bool],
+) -> int:
+    """Price final SMS from the Messages list; how many answers Twilio gave."""
+    import requests
+
+    pricing = Pricing(db, clients, settings.reconcile_within_days)
+    outcome.candidates += pricing.claimed
+    outcome.to_price = pricing.claimed
+    try:
+        pricing.run(keep_going)
+    except RateLimitedError:
+        outcome.rate_limited = True
+    except (requests.ConnectionError, requests.Timeout):
+        outcome.twilio_unreachable = True
+    finally:
+        outcome.priced += pricing.priced
+        outcome.errors += pricing.errors
+        outcome.not_found += pricing.not_found
+        pricing.give_back()
+    return pricing.answers
 
 
 def _reconcile_one(
@@ -120,7 +183,6 @@ def _reconcile_one(
 def twilio_clients(services: Services) -> list[Client]:
     """A client per configured Twilio account, main first (the composition root's
     factory): their HTTP sessions, and so their connections, last the process."""
-    from twilio.http.http_client import TwilioHttpClient
     from twilio.rest import Client
 
     settings = services.settings
@@ -131,30 +193,32 @@ def twilio_clients(services: Services) -> list[Client]:
         )
     clients = []
     for account_sid, token in accounts:
-        client = Client(account_sid, token, http_client=TwilioHttpClient(timeout=10))
+        client = Client(account_sid, token, http_client=CountingHttpClient(timeout=10))
         client.api.base_url = str(settings.twilio_api_base_url).rstrip("/")
         clients.append(client)
     return clients
 
 
+def _requests_sent(clients: list[Client]) -> int:
+    return sum(getattr(client.http_client, "requests", 0) for client in clients)
+
+
 def _fetch(clients: list[Client], sid: str, outcome: ReconcileRun) -> Any:
     """The message from whichever configured account holds it, or None."""
-    from twilio.base.exceptions import TwilioRestException
+    from twilio.base.exceptions import TwilioException
 
     for client in clients:
         try:
             message = client.api.v2010.accounts(client.account_sid).messages(sid).fetch()
-        except TwilioRestException as exc:
-            if exc.status == 404:
+        except TwilioException as exc:
+            status = twilio_status(exc)
+            if status == 404:
                 continue
-            if exc.status == 429:
+            if status == 429:
                 outcome.rate_limited = True
                 return None
-            if exc.status in (401, 403):
-                raise ConfigurationError(
-                    f"Twilio refused the credentials of {client.account_sid}: check"
-                    " TWILIO_AUTH_TOKEN / TWILIO_SUBACCOUNTS"
-                ) from None
+            if status in (401, 403):
+                raise refused(client) from None
             raise
         outcome.asked += 1
         return message

@@ -303,10 +303,53 @@ BEGIN
             'cost_change_pct', private.percentage(
                 (v_current ->> 'total_cost')::numeric - (v_previous ->> 'total_cost')::numeric,
                 (v_previous ->> 'total_cost')::numeric)
+        ),
+        -- Beyond the seed's keys, beside them: the currency of every amount, and what a
+        -- dashboard compares that the seed's previous period leaves out.
+        'currency', private.billing_currency(),
+        'previous_period_more', jsonb_build_object(
+            'total_provider_cost', v_previous -> 'total_provider_cost',
+            'avg_delivery_time_seconds', v_previous -> 'avg_delivery_time_seconds',
+            'margin_percentage', v_previous -> 'margin_percentage'
         )
     );
 END
 $$;
+
+-- What a dashboard may offer as filters: the clients, deployments and agent types the
+-- caller's row-level security lets it read (SECURITY INVOKER).
+CREATE FUNCTION public.get_sms_filters() RETURNS jsonb
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    v_deployments uuid[];  -- NULL: every deployment (the service key, past RLS)
+BEGIN
+    IF row_security_active('public.agent_sms') THEN
+        v_deployments := private.accessible_deployment_ids(false);
+    END IF;
+    RETURN (
+    WITH visible AS (
+        SELECT d.id, d.name, d.client_id, t.name AS agent_type
+        FROM public.agent_deployments AS d
+        JOIN public.agent_types AS t ON t.id = d.agent_type_id
+        WHERE v_deployments IS NULL OR d.id = ANY (v_deployments)
+    )
+    SELECT jsonb_build_object(
+        'clients', (SELECT coalesce(jsonb_agg(jsonb_build_object('id', c.id, 'name', c.name)
+                                              ORDER BY c.name, c.id), '[]')
+                    FROM public.clients AS c WHERE c.id IN (SELECT client_id FROM visible)),
+        'deployments', (SELECT coalesce(jsonb_agg(jsonb_build_object(
+                                'id', v.id, 'name', v.name, 'client_id', v.client_id,
+                                'agent_type', v.agent_type) ORDER BY v.name, v.id), '[]')
+                        FROM visible AS v),
+        'agent_types', (SELECT coalesce(jsonb_agg(DISTINCT v.agent_type), '[]') FROM visible AS v))
+    );
+END
+$$;
+
+COMMENT ON FUNCTION public.get_sms_filters() IS
+    'The clients, deployments and agent types the caller may filter the KPIs by.';
 
 COMMENT ON FUNCTION public.get_sms_metrics(timestamptz, timestamptz, uuid, uuid, text) IS
     'SMS KPIs for [p_start_date, p_end_date) and the period of the same length before it.';

@@ -297,10 +297,11 @@ $$;
 COMMENT ON FUNCTION public.record_sms_status(text, text, integer, timestamptz, text, text, numeric, text)
     IS 'Records a Twilio status report and applies it through the status state machine.';
 
--- Claim the SMS reconcile should ask Twilio about: still not final p_min_age after
--- sending, or final without a price; sent within p_max_age; those asked least recently
--- first. Claiming stamps them, so runs that overlap take different SMS. At most 5,000
--- SMS a run, sent within 400 days.
+-- Claim the SMS whose status reconcile should ask Twilio about, one by one: still not
+-- final p_min_age after sending, sent within p_max_age; those asked least recently
+-- first. (Final SMS without a price are priced from Twilio's Messages list:
+-- claim_sms_to_price.) Claiming stamps them, so runs that overlap take different SMS.
+-- At most 5,000 SMS a run, sent within 400 days.
 CREATE FUNCTION public.claim_sms_to_reconcile(
     p_min_age interval, p_max_age interval, p_limit integer
 ) RETURNS jsonb
@@ -330,10 +331,7 @@ BEGIN
         WHERE s.provider = 'twilio'
           AND s.provider_message_sid IS NOT NULL
           AND s.sent_at > now() - p_max_age
-          AND (
-              (s.status = 'sent' AND s.sent_at < now() - p_min_age)
-              OR (s.status <> 'sent' AND s.provider_cost IS NULL)
-          )
+          AND s.status = 'sent' AND s.sent_at < now() - p_min_age
         ORDER BY r.checked_at NULLS FIRST, s.sent_at
         LIMIT p_limit
     ) AS c;

@@ -23,6 +23,8 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
+    -- No SMS may be recorded in the old currency while this one changes.
+    LOCK TABLE public.agent_sms IN SHARE MODE;
     IF EXISTS (SELECT FROM public.agent_sms WHERE currency <> NEW.currency) THEN
         RAISE EXCEPTION USING ERRCODE = 'VP409', HINT = 'currency',
             MESSAGE = 'SMS are recorded in another currency: the billing currency stays';
@@ -54,6 +56,9 @@ ALTER TABLE public.agent_sms
     ADD COLUMN exchange_rate      numeric(18,8)
         CONSTRAINT agent_sms_exchange_rate_check CHECK (exchange_rate > 0 AND exchange_rate < 100000000),
     ADD COLUMN exchange_rate_date date;
+-- The SMS waiting for a rate: few, and found without reading the table.
+CREATE INDEX idx_agent_sms_waiting_for_rate ON public.agent_sms (sent_at)
+    WHERE provider_cost IS NULL AND provider_amount IS NOT NULL;
 COMMENT ON COLUMN public.agent_sms.provider_amount IS
     'The provider''s price as it gave it (absolute value), in provider_currency.';
 COMMENT ON COLUMN public.agent_sms.exchange_rate IS
@@ -64,6 +69,10 @@ CREATE FUNCTION private.billing_currency() RETURNS text
 LANGUAGE sql STABLE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$ SELECT currency FROM private.billing_settings $$;
+
+-- An SMS recorded without a currency is in the billing currency (the seed's default
+-- was EUR whatever the service bills in).
+ALTER TABLE public.agent_sms ALTER COLUMN currency SET DEFAULT private.billing_currency();
 
 -- Billing-currency units one unit of p_currency is worth, by the rates of the last day
 -- on or before p_on that has both currencies' rates, within max_rate_age; no row when
@@ -106,6 +115,13 @@ DECLARE
     v_rate record;
 BEGIN
     -- (A negative cost is left to the seed's own CHECK, which refuses it by its name.)
+    IF TG_OP = 'INSERT' AND upper(coalesce(NEW.currency, v_billing)) <> v_billing
+       AND coalesce(NEW.voipia_margin, 0) <> 0 THEN
+        -- `currency` names the provider cost's currency; Voipia's margin is always in the
+        -- billing currency, and a margin given beside another currency is ambiguous.
+        RAISE EXCEPTION USING ERRCODE = 'VP422', HINT = 'voipia_margin',
+            MESSAGE = 'voipia_margin is in the billing currency: send it without a currency, or send no margin';
+    END IF;
     IF TG_OP = 'INSERT' AND NEW.provider_cost >= 0 AND NEW.provider_amount IS NULL THEN
         -- A cost given with the SMS (by n8n), in its currency: kept as given, and in
         -- another currency than the billing one, priced like any other.
@@ -143,8 +159,9 @@ CREATE TRIGGER agent_sms_in_billing_currency
     ON public.agent_sms
     FOR EACH ROW EXECUTE FUNCTION private.agent_sms_in_billing_currency();
 
--- A provider's price for an SMS not priced yet: kept as given, converted when a rate
--- allows (the trigger above). Twilio gives prices negative; the absolute value counts.
+-- A provider's price for an SMS that has none yet: kept as given, converted when a rate
+-- allows (the trigger above). A price already given, converted or waiting for a rate,
+-- is never replaced. Twilio gives prices negative; the absolute value counts.
 -- Whether this call priced the SMS in the billing currency.
 CREATE FUNCTION private.price_sms(p_sid text, p_price numeric, p_unit text) RETURNS boolean
 LANGUAGE plpgsql
@@ -159,7 +176,7 @@ BEGIN
     UPDATE public.agent_sms
     SET provider_amount = abs(p_price),
         provider_currency = upper(coalesce(p_unit, private.billing_currency()))
-    WHERE provider_message_sid = p_sid AND provider_cost IS NULL
+    WHERE provider_message_sid = p_sid AND provider_cost IS NULL AND provider_amount IS NULL
     RETURNING provider_cost IS NOT NULL INTO v_priced;
     RETURN coalesce(v_priced, false);
 END
@@ -189,8 +206,8 @@ BEGIN
                                  v_item ->> 'price_unit') THEN
                 v_priced := v_priced + 1;
             END IF;
-        EXCEPTION WHEN invalid_text_representation THEN
-            CONTINUE;  -- not a number: Twilio's answer, not ours to fail on
+        EXCEPTION WHEN invalid_text_representation OR numeric_value_out_of_range THEN
+            CONTINUE;  -- not a price: Twilio's answer, not ours to fail on
         END;
     END LOOP;
     RETURN v_priced;
@@ -206,11 +223,14 @@ AS $$
 DECLARE
     v_priced integer;
 BEGIN
-    -- Setting a column to itself fires the trigger, which converts when it can.
+    -- Setting a column to itself fires the trigger, which converts: only the rows a rate
+    -- now serves, so that the others are not written again every run.
     WITH touched AS (
-        UPDATE public.agent_sms SET provider_amount = provider_amount
-        WHERE provider_cost IS NULL AND provider_amount IS NOT NULL
-        RETURNING provider_cost
+        UPDATE public.agent_sms AS s SET provider_amount = s.provider_amount
+        WHERE s.provider_cost IS NULL AND s.provider_amount IS NOT NULL
+          AND EXISTS (SELECT FROM private.billing_rate(
+                          s.provider_currency, (s.sent_at AT TIME ZONE 'UTC')::date))
+        RETURNING s.provider_cost
     )
     SELECT count(provider_cost) INTO v_priced FROM touched;
     RETURN jsonb_build_object(
@@ -234,6 +254,22 @@ BEGIN
     IF jsonb_typeof(p_rates) IS DISTINCT FROM 'array' OR jsonb_array_length(p_rates) > 20000 THEN
         RAISE EXCEPTION USING ERRCODE = 'VP422', HINT = 'p_rates',
             MESSAGE = 'from 0 to 20000 rates, as a JSON array';
+    END IF;
+    -- The ECB publishes on working days, since 1999-01-04, and never ahead: a rate for
+    -- any other day (which would price a weekend's SMS) is no reference rate.
+    IF EXISTS (SELECT FROM jsonb_to_recordset(p_rates) AS r(date date)
+               WHERE r.date IS NULL OR r.date < date '1999-01-04'
+                  OR r.date > current_date + 1 OR extract(isodow FROM r.date) > 5) THEN
+        RAISE EXCEPTION USING ERRCODE = 'VP422', HINT = 'p_rates',
+            MESSAGE = 'a reference rate is of a working day, from 1999-01-04 to tomorrow';
+    END IF;
+    -- It never revises one either: a different rate for a day stored is refused.
+    IF EXISTS (SELECT FROM jsonb_to_recordset(p_rates) AS r(currency text, date date, rate numeric)
+               JOIN private.exchange_rates AS e
+                 ON e.currency = r.currency AND e.rate_date = r.date
+               WHERE e.rate <> r.rate) THEN
+        RAISE EXCEPTION USING ERRCODE = 'VP409', HINT = 'p_rates',
+            MESSAGE = 'a rate differs from the one stored for its day';
     END IF;
     INSERT INTO private.exchange_rates (currency, rate_date, rate)
     SELECT r.currency, r.date, r.rate

@@ -3,9 +3,9 @@
 -- time zone (Europe/Paris by default), restricted to zones whose month boundaries fall
 -- on whole UTC hours, so that hourly aggregates can serve a statement.
 --
--- Rounding: each line's amounts are rounded to cents (half away from zero), and the
--- totals add the rounded lines, so that the lines add up to the total an accountant
--- sees. A line equals get_sms_metrics' by_message_type cost for that deployment and
+-- Rounding: each line's provider cost and billed amount are rounded to cents (half away
+-- from zero) and its margin is their difference, so that the columns add up; the totals
+-- add the rounded lines, so that the lines add up to the total an accountant sees. A line equals get_sms_metrics' by_message_type cost for that deployment and
 -- month, which rounds the same sum the same way.
 --
 -- Under row-level security (SECURITY INVOKER): a viewer or an admin of the client reads
@@ -48,13 +48,17 @@ BEGIN
                 count(*) FILTER (WHERE s.status = 'failed') AS failed,
                 count(*) FILTER (WHERE s.provider_cost IS NULL) AS unpriced,
                 round(coalesce(sum(s.provider_cost), 0), 2) AS provider_cost,
-                round(coalesce(sum(s.voipia_margin), 0), 2) AS margin,
                 round(coalesce(sum(s.billed_cost), 0), 2) AS billed
             FROM public.agent_sms AS s
             JOIN public.agent_deployments AS d ON d.id = s.deployment_id
             WHERE d.client_id = p_client_id
               AND s.sent_at >= v_start AND s.sent_at < v_end
             GROUP BY s.deployment_id, d.name, s.message_type
+        )
+        , shown AS (
+            -- The margin is what the rounded amounts leave, so that each line's columns
+            -- add up; an unpriced SMS's margin waits with it (billed_cost is NULL).
+            SELECT l.*, l.billed - l.provider_cost AS margin FROM lines AS l
         )
         SELECT jsonb_build_object(
             'client_id', p_client_id,
@@ -73,7 +77,7 @@ BEGIN
                 'provider_cost', coalesce(sum(l.provider_cost), 0),
                 'margin', coalesce(sum(l.margin), 0),
                 'billed', coalesce(sum(l.billed), 0)))
-        FROM lines AS l
+        FROM shown AS l
     );
 END
 $$;

@@ -48,8 +48,8 @@ GRANT sms_data_owner TO sms_retention;
 -- An owner may attach code to its tables (a trigger, a default) that then runs as
 -- whoever writes them next. So nobody but their owner writes them: the tables, and the
 -- SECURITY DEFINER functions that write them (ingest_sms, record_sms_status, reconcile's
--- two, replay_parked_call, and two triggers), pass to sms_data_owner. What sms_retention could attach runs
--- as sms_data_owner again, never as service_role or the migrator. The migrator keeps
+-- three, replay_parked_call, the prices' and rates' three, and two triggers), pass to
+-- sms_data_owner. What sms_retention could attach runs as sms_data_owner again, never as service_role or the migrator. The migrator keeps
 -- the definer functions that read the platform's tables, which no role of ours may
 -- (their row-level security, auth.uid()) and write none of ours: the tenant checks,
 -- accessible_deployment_ids, links_outside_tenant, hold_referenced_records. It stays a
@@ -72,6 +72,7 @@ ALTER FUNCTION public.ingest_sms(jsonb) OWNER TO sms_data_owner;
 ALTER FUNCTION public.record_sms_status(text, text, integer, timestamptz, text, text, numeric,
                                         text) OWNER TO sms_data_owner;
 ALTER FUNCTION public.claim_sms_to_reconcile(interval, interval, integer) OWNER TO sms_data_owner;
+ALTER FUNCTION public.claim_sms_to_price(interval, integer) OWNER TO sms_data_owner;
 ALTER FUNCTION public.release_sms_to_reconcile(text[]) OWNER TO sms_data_owner;
 ALTER FUNCTION public.replay_parked_call(text, jsonb, text, timestamptz) OWNER TO sms_data_owner;
 ALTER FUNCTION public.record_sms_prices(jsonb) OWNER TO sms_data_owner;
@@ -83,7 +84,7 @@ REVOKE CREATE ON SCHEMA public, private FROM sms_data_owner;
 
 -- anon: nothing at all. authenticated: reads its clients' SMS (row-level security) and
 -- the KPIs. service_role: reads the SMS and the KPIs, and writes only by calling
--- ingest_sms, record_sms_status, reconcile's two and replay_parked_call, which run as
+-- ingest_sms, record_sms_status, reconcile's three and replay_parked_call, which run as
 -- the tables' owner.
 -- sms_retention: the tables as their owner, and the retention functions below.
 
@@ -128,8 +129,10 @@ GRANT SELECT ON public.v_agent_sms_enriched, public.v_agent_communications
 -- Functions.
 REVOKE ALL ON FUNCTION
     public.agent_sms_touch_updated_at(),
+    public.claim_sms_to_price(interval, integer),
     public.claim_sms_to_reconcile(interval, interval, integer),
     public.get_sms_failure_reasons(timestamptz, timestamptz, uuid, uuid, text, integer),
+    public.get_sms_filters(),
     public.get_sms_metrics(timestamptz, timestamptz, uuid, uuid, text),
     public.get_sms_statement(uuid, date, text),
     public.get_sms_timeseries(timestamptz, timestamptz, text, uuid, uuid, text),
@@ -193,6 +196,7 @@ FROM PUBLIC, anon, authenticated, service_role;
 -- what they read) and the service key; what they call runs with the caller's rights too.
 GRANT EXECUTE ON FUNCTION
     public.get_sms_failure_reasons(timestamptz, timestamptz, uuid, uuid, text, integer),
+    public.get_sms_filters(),
     public.get_sms_metrics(timestamptz, timestamptz, uuid, uuid, text),
     public.get_sms_statement(uuid, date, text),
     public.get_sms_timeseries(timestamptz, timestamptz, text, uuid, uuid, text),
@@ -209,6 +213,7 @@ GRANT EXECUTE ON FUNCTION private.accessible_deployment_ids(boolean) TO authenti
 
 -- The service's RPCs, which run as the tables' owner.
 GRANT EXECUTE ON FUNCTION
+    public.claim_sms_to_price(interval, integer),
     public.claim_sms_to_reconcile(interval, interval, integer),
     public.ingest_sms(jsonb),
     public.record_sms_status(text, text, integer, timestamptz, text, text, numeric, text),

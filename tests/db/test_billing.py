@@ -243,3 +243,68 @@ def test_a_user_reads_the_statements_of_their_own_clients_only(
     assert own["totals"]["sms"] >= 1
     assert (other["lines"], other["totals"]["sms"]) == ([], 0)
     assert theirs["totals"]["sms"] >= 1
+
+
+def test_a_margin_beside_another_currency_is_refused(
+    clean: psycopg.Connection, tenants: Tenants
+) -> None:
+    """`currency` names the provider cost's; Voipia's margin is in the billing currency."""
+    with pytest.raises(psycopg.Error) as refused:
+        insert_sms(clean, tenants.deployment_b, currency="USD", provider_cost="1.0000",
+                   voipia_margin="1.0000")  # fmt: skip
+    assert (refused.value.sqlstate, refused.value.diag.message_hint) == ("VP422", "voipia_margin")
+
+
+def test_a_price_waiting_for_a_rate_is_never_replaced(
+    clean: psycopg.Connection, tenants: Tenants
+) -> None:
+    sid = unpriced_sms(clean, tenants, "2026-11-24T10:00:00Z")
+    assert not price(clean, sid, "0.0500", "USD")  # no USD rate: it waits
+    assert not price(clean, sid, "-9.9900", "EUR")  # another price later: not taken
+    (priced,) = (
+        clean.execute(
+            "SELECT public.record_sms_prices(%s::jsonb)",
+            (
+                json.dumps(
+                    [
+                        {"sid": sid, "price": "-9.99", "price_unit": "EUR"},
+                        {"sid": "SMx", "price": "1e999999", "price_unit": "EUR"},
+                    ]
+                ),
+            ),
+        ).fetchone()
+        or ()
+    )
+    assert priced == 0  # and the absurd one did not sink the batch
+    row = money(clean, sid)
+    assert (row["provider_amount"], row["provider_currency"]) == (Decimal("0.0500"), "USD")
+
+
+@pytest.mark.parametrize(
+    ("rates", "sqlstate"),
+    [
+        ([("USD", "2026-11-28", "1.0")], "VP422"),  # a Saturday: the ECB publishes none
+        ([("USD", "2099-01-05", "1.0")], "VP422"),  # ahead of time
+        ([("USD", "1998-12-31", "1.0")], "VP422"),  # before the euro
+        ([("USD", "2026-11-24", "1.0600"), ("USD", "2026-11-24", "1.5")], "VP409"),
+    ],
+)
+def test_only_reference_rates_are_stored(
+    clean: psycopg.Connection, rates: list[tuple[str, str, str]], sqlstate: str
+) -> None:
+    if sqlstate == "VP409":
+        store_rates(clean, rates[0])
+        rates = rates[1:]
+    with pytest.raises(psycopg.Error) as refused:
+        store_rates(clean, *rates)
+    assert refused.value.sqlstate == sqlstate
+
+
+def test_each_statement_line_adds_up(clean: psycopg.Connection, tenants: Tenants) -> None:
+    clean.execute("DELETE FROM public.agent_sms")
+    for cost in ("0.0050", "0.0050", None):
+        insert_sms(clean, tenants.deployments_a[0], sent_at="2026-11-10T10:00:00Z",
+                   provider_cost=cost, voipia_margin="0.0050")  # fmt: skip
+    (line,) = statement(clean, tenants.client_a, "2026-11-01")["lines"]
+    assert (line["provider_cost"], line["billed"], line["unpriced"]) == (0.01, 0.02, 1)
+    assert line["provider_cost"] + line["margin"] == line["billed"]

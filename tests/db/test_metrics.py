@@ -66,6 +66,12 @@ def test_all_clients(db: PostgresDatabase, shop: Shop) -> None:
             "total_sms_change": 3, "total_sms_change_pct": 150.00, "delivered_sms_change": 2,
             "cost_change": 0.17, "cost_change_pct": 100.00,
         },
+        # Beyond the seed's keys, beside them.
+        "currency": "EUR",
+        "previous_period_more": {
+            "total_provider_cost": 0.13, "avg_delivery_time_seconds": 2.00,
+            "margin_percentage": 23.53,
+        },
     }  # fmt: skip
 
 
@@ -368,3 +374,18 @@ def test_top_failure_reasons(db: PostgresDatabase, shop: Shop, clean: psycopg.Co
     assert db.rpc("get_sms_failure_reasons", args, as_user=viewer) == [
         {"failure_reason": "Unknown", "count": 1},
     ]
+
+
+def test_the_filters_a_user_may_offer_are_their_own_clients(
+    db: PostgresDatabase, shop: Shop
+) -> None:
+    from shared.db import Caller
+
+    viewer = Caller(claims={"role": "authenticated", "sub": str(shop.viewer_a)})
+    mine = db.rpc("get_sms_filters", as_user=viewer)
+    everyone = db.rpc("get_sms_filters")
+
+    assert {c["id"] for c in mine["clients"]} == {str(shop.client_a)}
+    assert {d["client_id"] for d in mine["deployments"]} == {str(shop.client_a)}
+    assert {c["id"] for c in everyone["clients"]} >= {str(shop.client_a), str(shop.client_b)}
+    assert set(mine["agent_types"]) <= set(everyone["agent_types"])

@@ -28,7 +28,8 @@ SEED_COLUMNS = [
     ("provider_cost", "numeric(10,4)", False, None, False),
     ("voipia_margin", "numeric(10,4)", False, "0", False),
     ("billed_cost", "numeric(10,4)", False, "(provider_cost + voipia_margin)", True),
-    ("currency", "text", False, "'EUR'::text", False),
+    # Beyond the seed: the billing currency (EUR by default), not always EUR.
+    ("currency", "text", False, "private.billing_currency()", False),
     ("workflow_id", "text", False, None, False),
     ("workflow_execution_id", "text", False, None, False),
     ("metadata", "jsonb", False, "'{}'::jsonb", False),
@@ -75,6 +76,9 @@ SEED_INDEXES = {
     # A hash index: a B-tree would keep erased numbers in its inner pages.
     "idx_agent_sms_phone_number": "hash (phone_number)",
     "idx_agent_sms_sent_at": "(sent_at, id)",  # retention walks the table oldest first
+    # Beyond the seed: the SMS whose price waits for an exchange rate.
+    "idx_agent_sms_waiting_for_rate": "(sent_at) WHERE ((provider_cost IS NULL)"
+    " AND (provider_amount IS NOT NULL))",
     # Beyond the seed: get_sms_metrics reads its periods from this index alone.
     "idx_agent_sms_metrics": "(deployment_id, sent_at) INCLUDE (status, message_type,"
     " character_count, billed_cost, provider_cost, voipia_margin, delivered_at, call_id,"

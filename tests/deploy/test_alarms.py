@@ -14,6 +14,8 @@ from unittest import mock
 
 import pytest
 
+from functions.billing.aws_lambda import exchange_rates_metrics
+from functions.billing.rates import RatesRun
 from functions.replay import aws_lambda as replay_lambda
 from functions.replay.replay import ReplayReport
 from functions.retention.archive import RetentionReport
@@ -27,8 +29,8 @@ from tools.package import TEMPLATE
 PREFIX = "voipia-sms-tracking-ci-"
 # serverless.yml's functions behind a URL, on a schedule, and on the spill-over queue
 # (test_deployment.py checks the template has exactly these).
-URL_FUNCTIONS = {"ingest_sms", "twilio_status", "metrics", "erase"}
-SCHEDULES = {"reconcile", "retention"}
+URL_FUNCTIONS = {"ingest_sms", "twilio_status", "metrics", "erase", "statement"}
+SCHEDULES = {"reconcile", "retention", "exchange_rates"}
 REPLAY = "replay"
 FUNCTIONS = URL_FUNCTIONS | SCHEDULES | {REPLAY}
 # The spill-over queue and its dead-letter queue, by logical id.
@@ -47,6 +49,7 @@ NAMED = {
     "parked": {(emf.NAMESPACE, emf.PARKED, f) for f in ("ingest_sms", "twilio_status")},
     "replay-refused": {(emf.NAMESPACE, emf.REPLAY_REFUSED, REPLAY)},
     "replay-dead-lettered": {(emf.NAMESPACE, emf.REPLAY_DEAD_LETTERED, REPLAY)},
+    "prices-waiting": {(emf.NAMESPACE, emf.PRICES_WAITING_FOR_RATE, "exchange_rates")},
     "spillover-dead-letters": {("AWS/SQS", "ApproximateNumberOfMessagesVisible", DEAD_LETTERS)},
     "spillover-oldest": {("AWS/SQS", "ApproximateAgeOfOldestMessage", QUEUE)},
 }
@@ -59,6 +62,9 @@ UNALARMED = {
     emf.RETENTION_EXPIRED_ROWS: "a count; retention-behind watches that runs complete",
     emf.REPLAYED: "good news: parked calls made once the database is back",
     emf.REPLAY_ERASED: "expected: a parked call whose number was erased meanwhile, dropped",
+    emf.EXCHANGE_RATES_STORED: "a count (0 on a day the ECB publishes nothing); a run that"
+    " cannot read the ECB's files fails, which exchange_rates-errors watches",
+    emf.PRICES_CONVERTED: "good news: SMS priced once the rate of their day came",
 }
 
 
@@ -89,6 +95,7 @@ def emitted() -> set[str]:
         {emf.HTTP_5XX, emf.HTTP_503}
         | set(reconcile_metrics(ReconcileRun()))
         | set(retention_metrics(RetentionReport(dry_run=False)))
+        | set(exchange_rates_metrics(RatesRun()))
         | written
     )
 
@@ -320,3 +327,26 @@ def test_the_spillover_alarms_fire_on_the_first_parked_refused_or_dead_lettered_
         1,
     )
     assert parked["TreatMissingData"] == "notBreaching"
+
+
+def test_the_daily_jobs_alarms_hold_until_their_next_run_reports(
+    alarms: dict[str, dict[str, Any]],
+) -> None:
+    """retention and exchange_rates run once a day: a failed run, or SMS still waiting for
+    a rate after one, alarms at once, and the alarm holds (missing data ignored) until
+    the next run says otherwise, rather than clearing an hour later as if fixed."""
+    expected = {
+        "retention-errors": ("Sum", 3600, 1),
+        "exchange_rates-errors": ("Sum", 3600, 1),
+        # The run writes the count still waiting once it has priced what it could.
+        "prices-waiting": ("Maximum", 3600, 1),
+    }
+    for name, (statistic, period, threshold) in expected.items():
+        alarm = alarms[name]
+        assert (alarm["Statistic"], alarm["Period"], alarm["Threshold"]) == (
+            statistic,
+            period,
+            threshold,
+        ), name
+        assert alarm["ComparisonOperator"] == "GreaterThanOrEqualToThreshold", name
+        assert alarm["TreatMissingData"] == "ignore", name

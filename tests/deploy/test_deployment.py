@@ -16,11 +16,14 @@ import pytest
 from tools.migrate import ROOT
 from tools.package import FUNCTION_LAYERS, TEMPLATE, prune_pyarrow, serverless_config
 
-URL_FUNCTIONS = {"ingest_sms", "twilio_status", "metrics", "erase"}
-SCHEDULES = {"reconcile": "rate(15 minutes)", "retention": "rate(1 day)"}
+URL_FUNCTIONS = {"ingest_sms", "twilio_status", "metrics", "erase", "statement"}
+# exchange_rates: daily at 16:30 UTC, after the ECB publishes (about 16:00 CET).
+SCHEDULES = {"reconcile": "rate(15 minutes)", "retention": "rate(1 day)",
+             "exchange_rates": "cron(30 16 * * ? *)"}  # fmt: skip
 SOURCES = {"ingest_sms": "ingest_sms", "twilio_status": "twilio_status",
            "reconcile": "twilio_status", "metrics": "metrics", "erase": "retention",
-           "retention": "retention", "replay": "replay"}  # fmt: skip
+           "retention": "retention", "replay": "replay", "statement": "metrics",
+           "exchange_rates": "billing"}  # fmt: skip
 # The secrets (README, "Secrets") and the settings each holds: read at run time, never
 # in an environment.
 SECRETS = {
@@ -34,7 +37,8 @@ SECRETS = {
 }
 SECRET_PREFIX = "voipia-sms-tracking/ci/"
 # Through the transaction pooler (DATABASE_URL), or in sessions (DATABASE_SESSION_URL).
-TRANSACTION_POOLED = {"ingest_sms", "twilio_status", "reconcile", "metrics", "replay"}
+TRANSACTION_POOLED = {"ingest_sms", "twilio_status", "reconcile", "metrics", "replay",
+                      "statement", "exchange_rates"}  # fmt: skip
 IN_SESSIONS = {"erase", "retention"}
 # The spill-over queue (README, "The spill-over queue"): who parks in it, who replays it.
 PARKING = {"ingest_sms", "twilio_status"}
@@ -246,9 +250,10 @@ def test_metrics_answers_cors_itself_from_its_stages_origins(resources: dict[str
     found = functions(resources)
     told = {name for name, (_, p) in found.items() if "CORS_ALLOWED_ORIGINS" in
             p["Environment"]["Variables"]}  # fmt: skip
-    assert told == {"metrics"}
-    variables = found["metrics"][1]["Environment"]["Variables"]
-    assert variables["CORS_ALLOWED_ORIGINS"] == {"Fn::Join": [",", packaged]}
+    assert told == {"metrics", "statement"}
+    for name in told:
+        variables = found[name][1]["Environment"]["Variables"]
+        assert variables["CORS_ALLOWED_ORIGINS"] == {"Fn::Join": [",", packaged]}, name
     for stage, values in params.items():
         origins = values.get("corsAllowedOrigins", [])
         accepted = Settings(database_url="postgresql://x", cors_allowed_origins=origins)  # type: ignore[arg-type]
@@ -455,3 +460,76 @@ def test_replay_reads_the_database_and_the_archive_index_key_and_nothing_else(
 
 def test_packaging_checks_the_size_of_every_function() -> None:
     assert set(FUNCTION_LAYERS) == set(SOURCES)
+
+
+def test_every_handler_is_a_callable_of_its_module(resources: dict[str, Any]) -> None:
+    """What Lambda will load: each Handler names a module of the package and a callable
+    in it (statement's is tested apart, below)."""
+    for name, (_, properties) in functions(resources).items():
+        if name != "statement":
+            assert callable(_handler(properties)), name
+
+
+def test_statement_has_its_handler(resources: dict[str, Any]) -> None:
+    assert callable(_handler(functions(resources)["statement"][1]))
+
+
+def _handler(properties: dict[str, Any]) -> Any:
+    import importlib
+
+    module, _, attribute = properties["Handler"].rpartition(".")
+    return getattr(importlib.import_module(module.replace("/", ".")), attribute, None)
+
+
+def test_statement_is_metrics_twin_with_its_own_role_and_five_environments(
+    resources: dict[str, Any],
+) -> None:
+    """The monthly statement is metrics' code, secrets and settings (tokens, service
+    keys, CORS from the stage's origins) under a role of its own that reads exactly
+    those secrets, with 5 pooler clients of its own (README, "Connection budget")."""
+    found = functions(resources)
+    metrics, statement = found["metrics"][1], found["statement"][1]
+    assert statement["Handler"] == "functions/metrics/aws_lambda.statement"
+    assert statement["ReservedConcurrentExecutions"] == 5
+    assert secret_ids(statement) == secret_ids(metrics) == {"database-api", "metrics"}
+    assert target(statement["Role"]) == "StatementRole"
+    assert target(metrics["Role"]) == "MetricsRole"
+    variables = statement["Environment"]["Variables"]
+    assert variables["DATABASE_TIMEOUT_SECONDS"] == "10"
+    assert variables["DATABASE_POOL_SIZE"] == "1"
+    for shared in ("SUPABASE_URL", "CORS_ALLOWED_ORIGINS"):
+        assert variables[shared] == metrics["Environment"]["Variables"][shared], shared
+
+
+def test_exchange_rates_reads_the_database_alone_after_the_ecb_publishes(
+    resources: dict[str, Any],
+) -> None:
+    """The rates job: no URL, its own role reading the database-api secret and nothing
+    else (the ECB's files are public), one pooler client, a timeout that covers its two
+    files and three database calls at their longest, the ECB's own source by default."""
+    from functions.billing import ecb
+    from shared.settings import ECB_RATES_URL, Settings
+
+    found = functions(resources)
+    ids = {logical_id: name for name, (logical_id, _) in found.items()}
+    job = found["exchange_rates"][1]
+    assert job["Handler"] == "functions/billing/aws_lambda.exchange_rates"
+    assert secret_ids(job) == {"database-api"}
+    assert target(job["Role"]) == "ExchangeRatesRole"
+    assert [n for n, (_, p) in found.items() if target(p["Role"]) == "ExchangeRatesRole"] == [
+        "exchange_rates"
+    ]
+    with_url = {ids[target(u["Properties"]["TargetFunctionArn"])]
+                for u in of_type(resources, "AWS::Lambda::Url").values()}  # fmt: skip
+    assert "exchange_rates" not in with_url
+    variables = job["Environment"]["Variables"]
+    assert (variables["DATABASE_POOL_SIZE"], variables["DATABASE_TIMEOUT_SECONDS"]) == ("1", "10")
+    assert "ECB_RATES_URL" not in variables
+    assert str(Settings.model_fields["ecb_rates_url"].default) == ECB_RATES_URL
+    assert ECB_RATES_URL == "https://www.ecb.europa.eu/stats/eurofxref/"
+    per_file = ecb.TIMEOUT_SECONDS + ecb.DEADLINE_SECONDS
+    per_call = float(variables["DATABASE_TIMEOUT_SECONDS"]) + 1
+    assert 2 * per_file + 3 * per_call <= 0.8 * job["Timeout"]  # under its duration alarm
+    # 16:30 UTC: after 16:00 CET, 15:00 UTC in winter (14:00 in summer).
+    minute, hour = SCHEDULES["exchange_rates"].removeprefix("cron(").split()[:2]
+    assert (int(hour), int(minute)) >= (15, 30)

@@ -116,6 +116,19 @@ def test_a_signed_in_user_gets_their_own_figures(
     assert body["current_period"]["total_sms"] == 4
 
 
+def test_a_dashboard_is_offered_only_the_filters_its_user_may_see(
+    metrics_url: str, shop: Shop
+) -> None:
+    mine = get(metrics_url, token(shop.viewer_a), include="filters").json()["filters"]
+    every = get(metrics_url, SERVICE_KEY, include="filters").json()["filters"]
+
+    assert [c["id"] for c in mine["clients"]] == [str(shop.client_a)]
+    assert {d["id"] for d in mine["deployments"]} == {str(shop.a_louis), str(shop.a_arthur)}
+    assert sorted(mine["agent_types"]) == ["arthur", "louis"]
+    assert {c["id"] for c in every["clients"]} == {str(shop.client_a), str(shop.client_b)}
+    assert get(metrics_url, token(shop.viewer_a)).json().get("filters") is None  # not asked
+
+
 def test_another_clients_id_gives_empty_figures(metrics_url: str, shop: Shop) -> None:
     response = get(metrics_url, token(shop.viewer_a), client_id=str(shop.client_b))
     assert response.status_code == 200
@@ -215,7 +228,8 @@ def test_without_dates_it_is_the_last_30_days(metrics_url: str, shop: Shop) -> N
     response = httpx.get(metrics_url, headers=headers, timeout=30)
     assert response.status_code == 200
     assert set(response.json()) == {
-        "current_period", "previous_period", "comparison", "top_failure_reasons",
+        "current_period", "previous_period", "comparison", "top_failure_reasons", "currency",
+        "previous_period_more",
     }  # fmt: skip
 
 
@@ -240,12 +254,13 @@ def test_series_and_failure_reasons_sit_beside_the_seeds_keys(
     body = response.json()
     assert set(body) == {
         "current_period", "previous_period", "comparison", "top_failure_reasons", "series",
+        "currency", "previous_period_more",
     }  # fmt: skip
     assert len(body["series"]) == 7
     assert sum(b["total_sms"] for b in body["series"]) == 4
     assert body["top_failure_reasons"] == [{"failure_reason": "Unknown", "count": 1}]
-    seed_keys = {k: body[k] for k in ("current_period", "previous_period", "comparison")}
-    assert seed_keys == metrics(shared_db, client_id=shop.client_a)
+    rpc = metrics(shared_db, client_id=shop.client_a)
+    assert {k: body[k] for k in rpc} == rpc
     assert get(metrics_url, token(shop.viewer_a), series="hour").status_code == 422
 
 

@@ -4,6 +4,7 @@ signs, and reading back what was stored."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -30,6 +31,10 @@ SUB_TOKEN = "subaccount-token"
 
 
 PUBLIC = "https://mycompany.com"
+
+
+# Stores ECB rates as the rates run does: (currency, date, units per euro), ...
+StoreRates = Callable[..., None]
 
 
 def settings_for(database_url: str, **overrides: Any) -> Settings:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 
 import psycopg
@@ -16,6 +17,7 @@ from tests.support.status_callbacks import (
     SUB_TOKEN,
     SUBACCOUNT,
     TOKEN,
+    StoreRates,
     new_sid,
     settings_for,
     use_settings,
@@ -55,3 +57,16 @@ def twilio_api(services: runtime.Services) -> Iterator[FakeTwilio]:
     with FakeTwilio({MAIN_ACCOUNT: TOKEN, SUBACCOUNT: SUB_TOKEN}) as api:
         use_settings(services, twilio_api_base_url=api.url)
         yield api
+
+
+@pytest.fixture
+def rates(clean: psycopg.Connection) -> StoreRates:
+    """Stores ECB rates as the rates run does ((currency, date, units per euro), ...),
+    over none: each test starts without any."""
+    clean.execute("DELETE FROM private.exchange_rates")
+
+    def store(*rates: tuple[str, str, str]) -> None:
+        body = [{"currency": c, "date": d, "rate": r} for c, d, r in rates]
+        clean.execute("SELECT public.store_exchange_rates(%s::jsonb)", (json.dumps(body),))
+
+    return store
