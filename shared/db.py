@@ -216,8 +216,11 @@ def _json_args(args: Mapping[str, Any] | None) -> dict[str, Any]:
 # --- PostgresDatabase -------------------------------------------------------------------
 
 
-_OVERLOADS_SQL = """
-SELECT coalesce(p.proargnames, '{}'),
+# Every overload of public.<$1>, as one JSON array: sent through the same pipeline as a
+# call, with its deadline (a pooler holding the connection must not hold it longer).
+_OVERLOADS_SQL = b"""
+SELECT coalesce(jsonb_agg(jsonb_build_array(
+       coalesce(p.proargnames, '{}'),
        coalesce(p.proargmodes::text[], array_fill('i'::text, ARRAY[p.pronargs])),
        array(SELECT format_type(t, NULL)
              FROM unnest(coalesce(p.proallargtypes, p.proargtypes::oid[]))
@@ -227,11 +230,11 @@ SELECT coalesce(p.proargnames, '{}'),
        CASE WHEN p.proretset THEN 'set'
             WHEN p.prorettype = 'void'::regtype THEN 'void'
             WHEN coalesce(base.typtype, r.typtype) IN ('c', 'p') THEN 'row'
-            ELSE 'scalar' END
+            ELSE 'scalar' END)), '[]')
 FROM pg_proc AS p
 JOIN pg_type AS r ON r.oid = p.prorettype
 LEFT JOIN pg_type AS base ON base.oid = r.typbasetype  -- a domain's
-WHERE p.pronamespace = 'public'::regnamespace AND p.proname = %s
+WHERE p.pronamespace = 'public'::regnamespace AND p.proname = $1
 """
 
 
@@ -400,7 +403,7 @@ class PostgresDatabase:
                     if _closed_by_server(conn):
                         conn.close()  # the pool discards it
                         continue
-                    call = self._call(conn, _validated_name(name), names)
+                    call = self._call(conn, _validated_name(name), names, deadline)
                     try:
                         context, result = _pipeline(
                             conn.pgconn,
@@ -457,11 +460,21 @@ class PostgresDatabase:
             self._refused or "", self._renew_credentials, "DATABASE_URL", self._retry_after
         )
 
-    def _call(self, conn: psycopg.Connection[Any], name: str, keys: frozenset[str]) -> bytes:
+    def _call(
+        self, conn: psycopg.Connection[Any], name: str, keys: frozenset[str], deadline: float
+    ) -> bytes:
         """The SQL calling public.<name> with these argument names, cached per process."""
         call = self._calls.get((name, keys))
         if call is None:
-            sql = _resolve(conn.execute(_OVERLOADS_SQL, (name,)).fetchall(), name, keys)
+            try:
+                (found,) = _pipeline(conn.pgconn, (_OVERLOADS_SQL, [name.encode()]),
+                                     deadline=deadline)  # fmt: skip
+            except BaseException:
+                conn.close()  # its protocol state is unknown: the pool discards it
+                raise
+            if (failed := _failure_in(found)) is not None:
+                raise classify(failed, retry_after=self._retry_after)
+            sql = _resolve(json.loads(found.get_value(0, 0) or b"[]"), name, keys)
             if sql is None:
                 failure = PostgresFailure(
                     "PGRST202",

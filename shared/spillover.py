@@ -143,21 +143,27 @@ class Spillover:
         must say more than the call made now (the time a status was received)."""
         if not self.enabled:
             return db.rpc(rpc, args)
-        try:
-            if time.monotonic() < self._outage_until:
-                raise DatabaseUnavailableError(retry_after=self.retry_after)
-            result = db.rpc(rpc, args)
-        except DatabaseUnavailableError as outage:
-            with self._lock:
-                self._outage_until = max(self._outage_until, time.monotonic() + self.hold_seconds)
-            later = parked_args or args
-            parts = [{items: [item]} for item in later[items]] if items else [later]
-            self.park([ParkedCall(rpc, part, datetime.now(UTC), logs.request_id.get())
-                       for part in parts], cause=outage)  # fmt: skip
-            return PARKED
-        with self._lock:
-            self._outage_until = float("-inf")
-        return result
+        outage: DatabaseUnavailableError
+        if time.monotonic() < self._outage_until:
+            # Within the hold: parked without trying, and the hold is not made longer, so
+            # the first request after it tries the database again.
+            outage = DatabaseUnavailableError(retry_after=self.retry_after)
+        else:
+            try:
+                result = db.rpc(rpc, args)
+            except DatabaseUnavailableError as exc:
+                outage = exc
+                with self._lock:
+                    self._outage_until = time.monotonic() + self.hold_seconds
+            else:
+                with self._lock:
+                    self._outage_until = float("-inf")
+                return result
+        later = parked_args or args
+        parts = [{items: [item]} for item in later[items]] if items else [later]
+        self.park([ParkedCall(rpc, part, datetime.now(UTC), logs.request_id.get())
+                   for part in parts], cause=outage)  # fmt: skip
+        return PARKED
 
     def park(self, calls: list[ParkedCall], *, cause: Exception | None = None) -> None:
         """Send every call to the queue, or raise UnavailableError (503): some may have
