@@ -2,8 +2,9 @@
 waited for one priced.
 
 A run reads the ECB's daily file and stores its rates (public.store_exchange_rates keeps
-a day already stored, and refuses a different rate for it: the ECB never revises one). When that brought a day new to the table (the first run,
-a run after days without one, or simply the next business day), it also reads the
+a day already stored, and refuses a different rate for it: the ECB never revises one).
+When that brought a day new to the table (the first run, a run after days without one,
+or simply the next business day), it also reads the
 90-day file and stores what the table lacks of it, so that a day missed is filled in by
 the next run that finds a new day. A run that found no new day (a second run the same
 day, a weekend, a holiday) reads nothing more. The 90-day file is also what the first
