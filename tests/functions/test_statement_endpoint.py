@@ -18,6 +18,7 @@ from tests.support.builders import JWT_SECRET, Tenants, insert_sms, make_jwt
 from tests.support.served import serve
 
 SERVICE_KEY = "s" * 40
+DASHBOARD = "https://dashboard.example.com"
 
 
 @pytest.fixture(scope="module")
@@ -32,6 +33,7 @@ def services(database_url: str, shared_db: PostgresDatabase) -> Iterator[None]:
         database_url=database_url,  # type: ignore[arg-type]
         supabase_jwt_secret=JWT_SECRET,  # type: ignore[arg-type]
         metrics_service_keys=SERVICE_KEY,  # type: ignore[arg-type]
+        cors_allowed_origins=DASHBOARD,  # type: ignore[arg-type]
     )
     runtime.use(runtime.Services(settings, provided={database: shared_db}))
     yield
@@ -147,3 +149,42 @@ def test_a_billing_time_zone_whose_months_begin_off_the_hour_is_a_setting_to_fix
     answer = get(statement_url, SERVICE_KEY, client_id=str(november.client_a), month="2026-11")
     assert answer.status_code == 500
     assert answer.json()["error"]["code"] == "not_configured"
+
+
+def test_a_browser_on_the_dashboards_origin_may_ask_and_no_other(statement_url: str) -> None:
+    asks = {
+        "Access-Control-Request-Method": "GET",
+        "Access-Control-Request-Headers": "authorization",
+    }
+    allowed = httpx.options(statement_url, headers={"Origin": DASHBOARD} | asks, timeout=30)
+    stranger = httpx.options(statement_url, headers={"Origin": "https://evil.example"} | asks,
+                             timeout=30)  # fmt: skip
+    no_preflight = httpx.options(statement_url, timeout=30)
+
+    assert allowed.status_code == 204
+    assert allowed.headers["Access-Control-Allow-Origin"] == DASHBOARD
+    assert stranger.status_code == 403
+    assert "Access-Control-Allow-Origin" not in stranger.headers
+    assert no_preflight.status_code == 405
+
+
+def test_only_get_is_served(statement_url: str) -> None:
+    answer = httpx.post(statement_url, headers={"Authorization": f"Bearer {SERVICE_KEY}"})
+    assert answer.status_code == 405
+
+
+def test_without_its_database_the_statement_says_to_retry(
+    statement_url: str, november: Tenants, database_url: str
+) -> None:
+    gone = PostgresDatabase("postgresql://sms_api@127.0.0.1:9/postgres", pool_size=1, timeout=1)
+    settings = Settings(
+        database_url=database_url,  # type: ignore[arg-type]
+        metrics_service_keys=SERVICE_KEY,  # type: ignore[arg-type]
+    )
+    runtime.use(runtime.Services(settings, provided={database: gone}))
+    try:
+        answer = get(statement_url, SERVICE_KEY, client_id=str(november.client_a), month="2026-11")
+    finally:
+        gone.close()
+    assert answer.status_code == 503
+    assert int(answer.headers["Retry-After"]) >= 1
