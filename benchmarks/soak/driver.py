@@ -4,14 +4,20 @@ Step k ingests wave k while Twilio reports on wave k-1 (reordered, some twice) a
 sends the early callbacks of wave k+1, dashboard users read their metrics, reconcile
 runs as its schedule would, and the step's fault is injected once the step's traffic
 is under way. Without faults, the same day is the baseline.
+
+While the database is unavailable, ingest_sms and twilio_status park what they were
+sent in the spill-over queue and answer 202 or 200; the replay consumers make the
+parked calls once it is back. A long outage (longer than any client retries) shows it.
 """
 
 from __future__ import annotations
 
+import json
 import random
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -23,39 +29,82 @@ from twilio.request_validator import RequestValidator
 from benchmarks.soak import faults
 from benchmarks.soak.clients import RetryingClient, Scoreboard
 from benchmarks.soak.plan import Plan, Sms
-from benchmarks.soak.stack import KEYS, Stack
+from benchmarks.soak.stack import KEYS, Stack, queue_depth
 from tools.relay import can_drop_packets, packets_dropped
 
 Job = Callable[[RetryingClient], object]
 GONE = 410  # an erased SMS posted again
+QUEUED = 202  # ingest_sms: parked in the spill-over queue while the database is unavailable
 
 
 # How long the network between the functions and the pooler goes silent: longer than
 # any function's deadline (ingest_sms's 11 s), so that each must decide on its own.
 SILENCE_SECONDS = 15.0
+# How long the database stays unreachable in the long outage: longer than any client
+# retries (these clients ~25 s, n8n 5 tries 2 s apart, Twilio 15 s in all).
+OUTAGE_SECONDS = 60.0
 # A probe that got no answer in this long has hung: a finding, not a figure.
 HANG_GUARD_SECONDS = 60.0
+# Once the database is back, the spill-over queue must be empty within this long: replay
+# hides a call it could not make for 1 minute, then 2, ... (functions/replay/replay.py).
+DRAIN_GUARD_SECONDS = 900.0
 
 
 @dataclass
 class Silence:
-    """A silent network, measured from outside by a probe per function: one request
-    after another, no retries, each timed to its answer."""
+    """A silent network or an unreachable database, measured from outside by a probe per
+    function: one request after another, no retries, each timed to its answer."""
 
-    kind: str  # "mute" (nothing forwarded, nothing said) or "drop" (packets dropped)
+    kind: str  # "mute" (nothing forwarded, nothing said), "drop" (packets dropped), "outage"
+    seconds: float
     decided: dict[str, float] = field(default_factory=dict)
-    """The longest a request begun during the silence waited for its answer (a 503)."""
+    """The longest a request begun during the silence waited for its answer (parked:
+    202 or 200; 503 only if the spill-over queue were unreachable too)."""
+    answers: dict[str, Counter[int]] = field(default_factory=dict)
+    """Each probe's answers to the requests begun during it, by status (0: none)."""
+    durations: dict[str, list[float]] = field(default_factory=dict)
     recovered: dict[str, float] = field(default_factory=dict)
-    """From the end of the silence to the first request answered as usual."""
+    """From the end of the silence to the first request answered from the database
+    again, not parked."""
+    parked: int = 0
+    """The long outage: the spill-over queue's messages when the database came back."""
+    hidden: int = 0
+    """Of those, the ones replay had tried during the outage and postponed (1 minute
+    after a first failed delivery, doubling) or had in hand."""
+    drained: float | None = None
+    """The long outage: from its end to the spill-over queue empty, every message hidden
+    for a later delivery included."""
+
+    def note(self, name: str, seconds: float, status: int) -> None:
+        self.decided[name] = max(self.decided.get(name, 0.0), seconds)
+        self.answers.setdefault(name, Counter())[status] += 1
+        self.durations.setdefault(name, []).append(seconds)
 
     def line(self) -> str:
-        return f"{self.kind} {SILENCE_SECONDS:.0f} s: " + ", ".join(
-            f"{name} decided within {self.decided.get(name, 0):.1f} s and succeeded again"
+        out = f"{self.kind} {self.seconds:.0f} s: " + ", ".join(
+            f"{name} decided within {self.decided.get(name, 0):.1f} s"
+            f" ({self._answers(name)}) and answered from the database"
             f" {self.recovered[name]:.1f} s after"
             if name in self.recovered
             else f"{name} did not succeed again"
             for name in PROBED
         )
+        if self.kind == "outage":
+            out += f"; {self.parked} calls parked ({self.hidden} tried and postponed by replay"
+            out += f" meanwhile), the queue empty {_seconds(self.drained)} after"
+        return out
+
+    def _answers(self, name: str) -> str:
+        answers = self.answers.get(name, Counter())
+        slow = sum(d > 1.0 for d in self.durations.get(name, []))
+        counts = ", ".join(
+            f"{n} x {status or 'no answer'}" for status, n in sorted(answers.items())
+        )
+        return f"{counts}; {slow} over 1 s"
+
+
+def _seconds(value: float | None) -> str:
+    return "never" if value is None else f"{value:.1f} s"
 
 
 PROBED = ("ingest_sms", "twilio_status")
@@ -68,16 +117,49 @@ class FaultLog:
     s3_outages: int = 0
     workers_killed: int = 0
     silences: list[Silence] = field(default_factory=list)
+    outages: list[Silence] = field(default_factory=list)  # the long ones
     events: list[str] = field(default_factory=list)
+
+
+class LogTail:
+    """The request ids of the calls the functions parked, read from their log as it
+    grows: twilio_status answers 200 either way."""
+
+    def __init__(self, path: Any) -> None:
+        self._path = path
+        self._offset = 0
+        self._rest = b""
+        self._parked: set[str] = set()
+        self._lock = threading.Lock()
+
+    def parked(self, request_id: str) -> bool:
+        with self._lock:
+            with open(self._path, "rb") as log:
+                log.seek(self._offset)
+                chunk = log.read()
+            self._offset += len(chunk)
+            *lines, self._rest = (self._rest + chunk).split(b"\n")
+            for line in lines:
+                if b"parked for replay" in line:
+                    rid = json.loads(line).get("request_id")
+                    if rid:
+                        self._parked.add(rid)
+            return request_id in self._parked
 
 
 class Driver:
     def __init__(
         self, plan: Plan, stack: Stack, *, inject_faults: bool = True, clients: int = 8,
-        seed: int = 1,
+        seed: int = 1, outage_seconds: float = OUTAGE_SECONDS,
     ) -> None:  # fmt: skip
         self.plan = plan
         self._inject_faults = inject_faults
+        self._outage_seconds = outage_seconds
+        # Set while the long outage lasts: the dashboard readers and the scheduled
+        # reconcile run stand aside (they have no spill-over queue: they would get 503s
+        # for longer than any client retries, as they would in production).
+        self._database_down = threading.Event()
+        self._log = LogTail(stack.log_path)
         self.stack = stack
         self.scoreboard = Scoreboard()
         self.faults = FaultLog()
@@ -155,8 +237,9 @@ class Driver:
         ]
         return [self._callback(f) for f in forms]
 
-    def _single(self, sms: Sms, expected: tuple[int, ...] = (200, 201)) -> Job:
-        """One SMS posted; an erased one may meet its erasure on the way (410)."""
+    def _single(self, sms: Sms, expected: tuple[int, ...] = (200, 201, QUEUED)) -> Job:
+        """One SMS posted; an erased one may meet its erasure on the way (410); queued
+        (202) while the database is unavailable."""
         accepted = (*expected, GONE) if sms.erased else expected
 
         def post(client: RetryingClient) -> None:
@@ -178,7 +261,7 @@ class Driver:
             )  # fmt: skip
             if response is None:
                 return
-            if response.status_code not in (200, 201, 207, 422):
+            if response.status_code not in (200, 201, QUEUED, 207, 422):
                 self.scoreboard.wrong(f"bulk ingest: {response.status_code}")
                 return
             for sms, result in zip(batch, response.json()["results"], strict=True):
@@ -204,6 +287,10 @@ class Driver:
 
     def _reconcile(self, client: RetryingClient) -> dict[str, Any] | None:
         """One scheduled run; every SMS it asks about is one Twilio's API knows."""
+        if self._database_down.is_set():
+            # It would fail; the next schedule (here: the next step's run) makes up for it.
+            self.faults.events.append("a reconcile run skipped: the database is down")
+            return None
         response = client.request("reconcile", "POST", self.stack.urls["reconcile"], json={})
         if response is None or response.status_code != 200:
             self.scoreboard.wrong(f"reconcile: {_status(response)}")
@@ -216,6 +303,9 @@ class Driver:
     def _read_metrics(self, stop: threading.Event, rng: random.Random) -> None:
         client = self._client()
         while not stop.is_set():
+            if self._database_down.is_set():
+                stop.wait(0.2)
+                continue
             user = rng.choice(self.plan.users)
             response = client.request(
                 "metrics", "GET", self.stack.urls["metrics"],
@@ -254,7 +344,9 @@ class Driver:
             return
         # Someone re-runs an old n8n execution: what was erased must not come back.
         replayed = [s for s in self.plan.sms if s.phone in numbers]
-        self._run([self._single(s, expected=(GONE,)) for s in replayed])
+        # Parked (202) if a fault has the database unavailable meanwhile: replay then drops
+        # it as erased, and the checks find no trace of it either way.
+        self._run([self._single(s, expected=(GONE, QUEUED)) for s in replayed])
 
     def _in_background(self, action: Callable[[], None]) -> None:
         thread = threading.Thread(target=action)
@@ -280,7 +372,10 @@ class Driver:
             erasure + 1: [self._kill_workers],
             erasure + 2: [lambda: self._silence("drop")],
             waves - 2: [self._terminate_sessions],
-            waves - 1: [self._database_outage],
+            # Late in the day: what replay postponed while the database was gone (a
+            # minute) comes back once it is, and no later fault postpones it again (the
+            # short outage right after finds it hidden still).
+            waves - 1: [self._long_outage, self._database_outage],
         }
         planned = faults_at.get(step, []) if self._inject_faults else []
         return planned + events.get(step, [])
@@ -309,7 +404,52 @@ class Driver:
             self.faults.events.append(f"no IP-level drop: {reason}")
             return
         link = self.stack.pooler_link
-        silence = Silence(kind)
+        silence = Silence(kind, SILENCE_SECONDS)
+        if kind == "mute":
+            self._probed(silence, lambda: link.mute(SILENCE_SECONDS))
+        else:
+
+            def drop() -> None:
+                with packets_dropped(link.port):
+                    time.sleep(SILENCE_SECONDS)
+
+            self._probed(silence, drop)
+        self.faults.silences.append(silence)
+        self.faults.events.append(silence.line())
+
+    def _long_outage(self) -> None:
+        """The database unreachable (its link cut: connections dropped, new ones reset)
+        for longer than any client retries. ingest_sms and twilio_status park what they
+        are sent; the replay consumers try, fail and postpone, then drain the queue once
+        the database is back. A probe per function times each decision meanwhile."""
+        outage = Silence("outage", self._outage_seconds)
+        self.faults.database_outages += 1
+        self._database_down.set()
+        time.sleep(1.0)  # the dashboard readers' requests in flight end first
+
+        def cut() -> None:
+            try:
+                self.stack.database_link.cut(self._outage_seconds)
+            finally:
+                self._database_down.clear()
+            ended = time.monotonic()
+            visible, outage.parked = queue_depth(self.stack.sqs_endpoint, self.stack.queue_url)
+            outage.hidden = outage.parked - visible
+            self._in_background(lambda: self._watch_the_drain(outage, ended))
+
+        self._probed(outage, cut)
+        self.faults.outages.append(outage)
+
+    def _watch_the_drain(self, outage: Silence, ended: float) -> None:
+        while time.monotonic() - ended < DRAIN_GUARD_SECONDS:
+            _, total = queue_depth(self.stack.sqs_endpoint, self.stack.queue_url)
+            if not total:
+                outage.drained = time.monotonic() - ended
+                break
+            time.sleep(0.5)
+        self.faults.events.append(outage.line())
+
+    def _probed(self, silence: Silence, fault: Callable[[], None]) -> None:
         began = time.monotonic()
         ended = threading.Event()
         ended_at = [0.0]
@@ -319,17 +459,13 @@ class Driver:
         ]
         for probe in probes:
             probe.start()
-        if kind == "mute":
-            link.mute(SILENCE_SECONDS)
-        else:
-            with packets_dropped(link.port):
-                time.sleep(SILENCE_SECONDS)
-        ended_at[0] = time.monotonic()
-        ended.set()
-        for probe in probes:
-            probe.join()
-        self.faults.silences.append(silence)
-        self.faults.events.append(silence.line())
+        try:
+            fault()
+        finally:
+            ended_at[0] = time.monotonic()
+            ended.set()
+            for probe in probes:
+                probe.join()
 
     def _probe(
         self, name: str, silence: Silence, began: float, ended: threading.Event,
@@ -347,10 +483,12 @@ class Driver:
             else {"data": form, "headers": {"X-Twilio-Signature": signature}}
         )
         with httpx.Client(timeout=HANG_GUARD_SECONDS) as client:
-            while time.monotonic() - began < SILENCE_SECONDS + HANG_GUARD_SECONDS:
+            while time.monotonic() - began < silence.seconds + HANG_GUARD_SECONDS:
+                request_id = uuid.uuid4().hex
+                headers = request["headers"] | {"X-Request-Id": request_id}
                 sent, during = time.monotonic(), not ended.is_set()
                 try:
-                    status = client.post(url, **request).status_code
+                    status = client.post(url, **(request | {"headers": headers})).status_code
                 except httpx.TimeoutException:
                     self.scoreboard.wrong(f"{name}: no answer in {HANG_GUARD_SECONDS:.0f} s")
                     return
@@ -358,14 +496,35 @@ class Driver:
                     status = 0  # a worker restarting: ask again
                 answered = time.monotonic()
                 if during:
-                    silence.decided[name] = max(silence.decided.get(name, 0.0), answered - sent)
-                if status in (200, 201) and ended.is_set():
+                    silence.note(name, answered - sent, status)
+                if ended.is_set() and self._from_the_database(name, status, request_id):
                     silence.recovered[name] = answered - ended_at[0]
                     return
-                if status not in (0, 200, 201, 503):
-                    self.scoreboard.wrong(f"{name} during a silence: {status}")
-                time.sleep(0.2)
+                if status not in (0, 200, 201, QUEUED, 503):
+                    self.scoreboard.wrong(f"{name} during a {silence.kind}: {status}")
+                # Each request parked is one more call to replay: fewer in a long outage.
+                time.sleep(1.0 if silence.kind == "outage" else 0.2)
         self.scoreboard.wrong(f"{name}: no success within {HANG_GUARD_SECONDS:.0f} s of a silence")
+
+    def _from_the_database(self, name: str, status: int, request_id: str) -> bool:
+        """Answered as usual, not parked: ingest_sms says so (202), twilio_status only
+        in its log."""
+        if name == "ingest_sms":
+            return status in (200, 201)
+        return status == 200 and not self._log.parked(request_id)
+
+    def wait_for_the_replay(self, progress: Callable[[str], None] = print) -> float:
+        """Once the day is over: until the replay consumers have emptied the spill-over
+        queue (what they postponed comes back up to some minutes later). Seconds waited."""
+        began = time.monotonic()
+        while time.monotonic() - began < DRAIN_GUARD_SECONDS:
+            _, total = queue_depth(self.stack.sqs_endpoint, self.stack.queue_url)
+            if not total:
+                progress(f"spill-over queue empty after {time.monotonic() - began:.1f} s more")
+                return time.monotonic() - began
+            time.sleep(1.0)
+        progress(f"spill-over queue not empty after {DRAIN_GUARD_SECONDS:.0f} s")
+        return time.monotonic() - began
 
     def _erasures(self) -> None:
         numbers = self.plan.erased_numbers

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from benchmarks.soak import verify
 from benchmarks.soak.clients import Scoreboard
-from benchmarks.soak.driver import Driver, FaultLog
+from benchmarks.soak.driver import OUTAGE_SECONDS, Driver, FaultLog
 from benchmarks.soak.plan import make_plan
 from benchmarks.soak.stack import running_stack
 
@@ -26,6 +26,8 @@ class Report:
     faults: FaultLog
     findings: verify.Findings
     reconcile_runs: int
+    spillover: verify.SpilloverCounts
+    replay_wait: float  # after the day and reconcile: until the spill-over queue was empty
 
     @property
     def unrecovered(self) -> int:
@@ -55,6 +57,10 @@ class Report:
             f" outages, {f.s3_outages} S3 outages, {f.workers_killed} workers killed",
             *[f"  {event}" for event in f.events],
             f"reconcile runs to drain: {self.reconcile_runs}",
+            f"spill-over queue: {self.spillover.parked} calls parked over the day,"
+            f" {self.spillover.replayed} replayed ({self.spillover.retried} deliveries failed"
+            f" and came back), {self.spillover.refused} refused, {self.spillover.erased} dropped"
+            f" as erased; empty {self.replay_wait:.1f} s after the day's traffic",
             f"checked: {self.findings.checked_hot} SMS in Postgres,"
             f" {self.findings.checked_archived} in the archive",
             "",
@@ -81,26 +87,36 @@ def run(
     faults: bool = True,
     workers: int = 2,
     seed: int = 1,
+    outage_seconds: float = OUTAGE_SECONDS,
+    workdir: Path | None = None,
     progress: Callable[[str], None] = print,
 ) -> Report:
-    """One campaign day on a fresh stack, then every check against the ground truth."""
+    """One campaign day on a fresh stack, then every check against the ground truth.
+    The functions' log is left in ``workdir`` when one is given."""
     plan = make_plan(sms, seed=seed)
     with (
-        tempfile.TemporaryDirectory(prefix="sms-soak-") as workdir,
-        running_stack(plan, Path(workdir), workers=workers) as stack,
+        tempfile.TemporaryDirectory(prefix="sms-soak-") as temporary,
+        running_stack(plan, workdir or Path(temporary), workers=workers) as stack,
     ):
-        driver = Driver(plan, stack, inject_faults=faults, seed=seed)
+        driver = Driver(plan, stack, inject_faults=faults, seed=seed, outage_seconds=outage_seconds)
         driver.record_old_sms()
         progress(f"stack up; {len(plan.old)} SMS from last year recorded")
         started = time.perf_counter()
         try:
             driver.campaign(progress)
+            # What was parked is recorded first, as reconcile's next schedules would
+            # find it then (its prices, for one).
+            replay_wait = driver.wait_for_the_replay(progress)
             reconcile_runs = driver.drain(progress)
         finally:
             driver.close()
         seconds = time.perf_counter() - started
         findings = verify.check(plan, stack, datetime.now(UTC))
-    return Report(sms, seconds, driver.scoreboard, driver.faults, findings, reconcile_runs)
+        counts = verify.spillover_counts(stack)
+    return Report(
+        sms, seconds, driver.scoreboard, driver.faults, findings, reconcile_runs, counts,
+        replay_wait,
+    )  # fmt: skip
 
 
 def _percentiles(samples: list[float]) -> tuple[float, float, float]:
@@ -133,13 +149,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers per function")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument(
+        "--outage", type=float, default=OUTAGE_SECONDS,
+        help="seconds the database stays unreachable in the long outage",
+    )  # fmt: skip
+    parser.add_argument(
         "--no-baseline", action="store_true", help="skip the same day without faults"
+    )
+    parser.add_argument(
+        "--workdir", type=Path, help="keep the functions' log here (a folder per day)"
     )
     args = parser.parse_args(argv)
     reports = []
     for faults in (True, False)[: 1 if args.no_baseline else 2]:
         print(f"--- the campaign day {'with' if faults else 'without'} faults")
-        report = run(args.sms, faults=faults, workers=args.workers, seed=args.seed)
+        workdir = None
+        if args.workdir:
+            workdir = args.workdir / ("faults" if faults else "baseline")
+            workdir.mkdir(parents=True, exist_ok=True)
+        report = run(
+            args.sms, faults=faults, workers=args.workers, seed=args.seed,
+            outage_seconds=args.outage, workdir=workdir,
+        )  # fmt: skip
         print("\n".join(report.lines()))
         reports.append(report)
     if len(reports) == 2:

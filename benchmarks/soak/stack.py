@@ -1,28 +1,36 @@
 """The system under test, as on Lambda but on localhost: every function served by
 functions-framework on gunicorn with several workers, Postgres and moto's S3 behind
-links the gauntlet can cut, and a stand-in for Twilio's API.
+links the gauntlet can cut, the spill-over queue on an SQS of its own (sqs.py), the
+replay consumers polling it, and a stand-in for Twilio's API.
 
-The database is reached as in production: the functions through a link (which can go
-mute, or drop its packets) to PgBouncer in transaction mode as sms_api, with
-serverless.yml's DATABASE_TIMEOUT_SECONDS; retention and erase in sessions of their own
-as sms_retention; PgBouncer and retention through the database's own link (which can
-be cut: an outage)."""
+The database is reached as in production: the functions and the replay consumer through
+a link (which can go mute, or drop its packets) to PgBouncer in transaction mode as
+sms_api, with serverless.yml's DATABASE_TIMEOUT_SECONDS; retention and erase in sessions
+of their own as sms_retention; PgBouncer and retention through the database's own link
+(which can be cut: an outage). ingest_sms and twilio_status park what they verified in
+the spill-over queue while the database is unavailable (shared/spillover.py); SQS is
+reached directly, not through S3's link, so that an S3 outage is not an SQS one."""
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import subprocess
+import sys
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO, Any
 
+import boto3
 import psycopg
 
 from benchmarks.common import database_server
 from benchmarks.soak.plan import ACCOUNT_SID, AGENTS, Plan
-from tools.dev import LocalFunction, discover_functions, serve
+from functions.replay.replay import MAX_RECEIVES
+from tools.dev import LocalFunction, discover_functions
 from tools.embedded import (
     as_user,
     create_versioned_bucket,
@@ -54,6 +62,12 @@ S3_CREDENTIALS = {
 }
 # Functions that take traffic get several workers, as a Lambda has many instances.
 BUSY = frozenset({"ingest_sms", "twilio_status", "metrics"})
+# The replay consumers: Lambda's SQS event source runs at most two batches at a time
+# (serverless.yml, maximumConcurrency).
+REPLAY_CONSUMERS = 2
+# The spill-over queue's visibility timeout: 30 s, as make dev has it (720 s deployed).
+# Replay hides a message it could not make for longer itself (1 minute, doubling).
+QUEUE_VISIBILITY_SECONDS = 30
 
 
 @dataclass
@@ -67,6 +81,9 @@ class Stack:
     pooler_link: Relay  # the functions' network to PgBouncer
     s3_link: Relay
     log_path: Path
+    sqs_endpoint: str
+    queue_url: str  # the spill-over queue
+    dead_letter_url: str  # its dead-letter queue
 
     def token(self, user_id: str) -> str:
         """A dashboard user's Supabase access token."""
@@ -103,6 +120,9 @@ def running_stack(plan: Plan, workdir: Path, workers: int = 2) -> Iterator[Stack
         s3_link = Relay(tcp_connector("127.0.0.1", s3_port))
         stack.callback(s3_link.close)
 
+        sqs_endpoint = stack.enter_context(sqs_server())
+        queue_url, dead_letter_url = create_spillover_queues(sqs_endpoint)
+
         twilio = stack.enter_context(FakeTwilio({ACCOUNT_SID: KEYS["TWILIO_AUTH_TOKEN"]}))
         for sms in plan.sms:
             if not sms.old:
@@ -117,6 +137,8 @@ def running_stack(plan: Plan, workdir: Path, workers: int = 2) -> Iterator[Stack
                 "DATABASE_URL": pooled_via_link,
                 "DATABASE_SESSION_URL": as_user(url_via_link, RETENTION_LOGIN),
                 "S3_ENDPOINT_URL": f"http://127.0.0.1:{s3_link.port}",
+                "SQS_ENDPOINT_URL": sqs_endpoint,
+                "SPILLOVER_QUEUE_URL": queue_url,
                 "ARCHIVE_BUCKET": bucket,
                 "TWILIO_API_BASE_URL": twilio.url,
                 "RECONCILE_AFTER_MINUTES": "1",
@@ -125,6 +147,7 @@ def running_stack(plan: Plan, workdir: Path, workers: int = 2) -> Iterator[Stack
                 "LOG_LEVEL": "INFO",
             }
         )
+        environment.pop("SECRET_IDS", None)
         log_path = workdir / "functions.log"
         log = stack.enter_context(log_path.open("wb"))
         functions = [LocalFunction(f.name, f.source, free_port()) for f in discover_functions()]
@@ -132,12 +155,21 @@ def running_stack(plan: Plan, workdir: Path, workers: int = 2) -> Iterator[Stack
         deployed = deployed_timeouts()
         for function in functions:
             count = str(workers if function.name in BUSY else 1)
-            (processes[function.name],) = serve(
-                [function],
+            processes[function.name] = serve_function(
+                function,
                 environment | deployed.get(function.name, {}) | {"WORKERS": count},
                 output=log,
             )
-        stack.callback(_stop, list(processes.values()))
+        consumers = [
+            subprocess.Popen(
+                [sys.executable, "-m", "functions.replay"],
+                env=environment | deployed_environment("replay"),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+            for _ in range(REPLAY_CONSUMERS)
+        ]
+        stack.callback(_stop, [*processes.values(), *consumers])
         for function in functions:
             wait_for_port(function.port, function.name, processes[function.name])
         yield Stack(
@@ -150,7 +182,94 @@ def running_stack(plan: Plan, workdir: Path, workers: int = 2) -> Iterator[Stack
             pooler_link=pooler_link,
             s3_link=s3_link,
             log_path=log_path,
+            sqs_endpoint=sqs_endpoint,
+            queue_url=queue_url,
+            dead_letter_url=dead_letter_url,
         )
+
+
+@contextmanager
+def sqs_server() -> Iterator[str]:
+    """The spill-over queue's SQS (benchmarks/soak/sqs.py: moto's slows down with the
+    queue's depth), in a process of its own as AWS's is; its URL."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "benchmarks.soak.sqs"],
+        env=dict(os.environ) | {"PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        assert process.stdout is not None
+        url = process.stdout.readline().decode().strip()
+        if not url.startswith("http://"):
+            raise RuntimeError("the SQS stand-in did not start")
+        yield url
+    finally:
+        _stop([process])
+
+
+def serve_function(
+    function: LocalFunction, environment: dict[str, str], output: IO[bytes] | int | None = None
+) -> subprocess.Popen[bytes]:
+    """One function as `make dev` serves it (tools/dev.py): functions-framework on
+    gunicorn, its public URL its own. (tools.dev.serve starts a replay consumer beside the
+    functions it is given: the gauntlet runs its own.)"""
+    command = [
+        sys.executable, "-m", "functions_framework",
+        "--source", str(function.source), "--target", function.name,
+        "--host", "127.0.0.1", "--port", str(function.port),
+    ]  # fmt: skip
+    return subprocess.Popen(
+        command,
+        env={"PUBLIC_BASE_URL": function.url.rstrip("/")} | environment,
+        stdout=output,
+        stderr=subprocess.STDOUT if output is not None else None,
+    )
+
+
+def create_spillover_queues(endpoint: str) -> tuple[str, str]:
+    """The spill-over queue and its dead-letter queue, as serverless.yml has them (the
+    redrive after MAX_RECEIVES deliveries), but for the visibility timeout
+    (QUEUE_VISIBILITY_SECONDS). Returns both URLs."""
+    sqs = sqs_client(endpoint)
+    suffix = secrets.token_hex(4)
+    dead = sqs.create_queue(QueueName=f"sms-spillover-soak-{suffix}-dead-letters")["QueueUrl"]
+    dead_arn = sqs.get_queue_attributes(QueueUrl=dead, AttributeNames=["QueueArn"])
+    redrive = {
+        "deadLetterTargetArn": dead_arn["Attributes"]["QueueArn"],
+        "maxReceiveCount": MAX_RECEIVES,
+    }
+    queue = sqs.create_queue(
+        QueueName=f"sms-spillover-soak-{suffix}",
+        Attributes={
+            "VisibilityTimeout": str(QUEUE_VISIBILITY_SECONDS),
+            "RedrivePolicy": json.dumps(redrive),
+        },
+    )["QueueUrl"]
+    return str(queue), str(dead)
+
+
+def sqs_client(endpoint: str) -> Any:
+    return boto3.client(
+        "sqs",
+        endpoint_url=endpoint,
+        region_name=S3_CREDENTIALS["AWS_DEFAULT_REGION"],
+        aws_access_key_id=S3_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=S3_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+    )
+
+
+def queue_depth(endpoint: str, queue_url: str) -> tuple[int, int]:
+    """(visible, all): the messages a receive could get now, and every message in the
+    queue, in flight and hidden for a later delivery included."""
+    names = [
+        "ApproximateNumberOfMessages",
+        "ApproximateNumberOfMessagesNotVisible",
+        "ApproximateNumberOfMessagesDelayed",
+    ]
+    answer = sqs_client(endpoint).get_queue_attributes(QueueUrl=queue_url, AttributeNames=names)
+    counts = [int(answer["Attributes"][name]) for name in names]
+    return counts[0], sum(counts)
 
 
 def deployed_timeouts() -> dict[str, dict[str, str]]:
@@ -161,6 +280,14 @@ def deployed_timeouts() -> dict[str, dict[str, str]]:
         for name, function in serverless_config()["functions"].items()
         if (timeout := (function.get("environment") or {}).get("DATABASE_TIMEOUT_SECONDS"))
     }
+
+
+def deployed_environment(name: str) -> dict[str, str]:
+    """A function's database settings as serverless.yml deploys it (its deadline, its
+    pool of one connection)."""
+    deployed = serverless_config()["functions"][name].get("environment") or {}
+    keys = ("DATABASE_TIMEOUT_SECONDS", "DATABASE_POOL_SIZE")
+    return {key: str(deployed[key]) for key in keys if deployed.get(key) is not None}
 
 
 def create_tenants(url: str, plan: Plan) -> None:

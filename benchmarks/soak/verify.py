@@ -1,14 +1,16 @@
 """After the day: the whole state against the driver's ground truth.
 
 The state is read directly (Postgres, every version of every archive object, the
-functions' logs); only each user's metrics go through the endpoint, since what they
-may see is the point.
+spill-over queue and its dead-letter queue, the functions' logs); only each user's
+metrics go through the endpoint, since what they may see is the point.
 """
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import hmac
+import json
 import re
 import uuid
 from collections import Counter
@@ -22,7 +24,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 from benchmarks.soak.plan import CONTENT_MARK, MARGIN, Plan, Sms
-from benchmarks.soak.stack import KEYS, S3_CREDENTIALS, Stack
+from benchmarks.soak.stack import KEYS, S3_CREDENTIALS, Stack, queue_depth
 from functions.retention.archive_format import decode
 from tools.metrics_reference import as_json_numbers, reference_by_message_type, reference_period
 
@@ -75,6 +77,8 @@ def check(plan: Plan, stack: Stack, finished: datetime) -> Findings:
     archived = _archived_rows(stack)
     _check_hot(plan, hot, finished, reasons, findings)
     _check_events(plan, hot, events, findings)
+    _check_reports(plan, events, findings)
+    _check_spillover(stack, findings)
     _check_archive(plan, archived, findings)
     _check_erased(plan, hot, events, archived, index, erasures, findings)
     _check_metrics(plan, stack, reasons, findings)
@@ -184,6 +188,67 @@ def _check_events(
     for sms in plan.sms:
         if not sms.old and not sms.erased and sms.final not in statuses.get(sms.sid, set()):
             findings.wrong.append(f"{sms.sid}: no {sms.final} event in its history")
+
+
+def _check_reports(plan: Plan, events: list[dict[str, Any]], findings: Findings) -> None:
+    """Every status report Twilio sent is in its SMS's history: none was lost on the way,
+    parked or not."""
+    reported = {(e["provider_message_sid"], e["twilio_status"]) for e in events}
+    for sms in plan.sms:
+        if sms.old or sms.erased:
+            continue
+        for form in sms.callbacks():
+            if (sms.sid, form["MessageStatus"]) not in reported:
+                findings.lost.append(f"{sms.sid}: its {form['MessageStatus']} report")
+
+
+def _check_spillover(stack: Stack, findings: Findings) -> None:
+    """Nothing left in the spill-over queue or its dead-letter queue, and nothing replay
+    refused for good or gave up on (each a line an operator would have to look at)."""
+    for name, url in (("spill-over queue", stack.queue_url),
+                      ("dead-letter queue", stack.dead_letter_url)):  # fmt: skip
+        _, left = queue_depth(stack.sqs_endpoint, url)
+        if left:
+            findings.lost.append(f"{left} parked calls still in the {name}")
+    counts = spillover_counts(stack)
+    for code in ("replay_refused", "replay_dead_lettered", "replay_unreadable"):
+        if counts.codes.get(code):
+            findings.wrong.append(f"{counts.codes[code]} replay log lines {code}")
+
+
+@dataclass
+class SpilloverCounts:
+    """What the functions' logs say of the spill-over queue over the day."""
+
+    parked: int = 0  # calls parked (their EMF lines' Parked)
+    replayed: int = 0  # made by the replay consumers
+    refused: int = 0
+    erased: int = 0
+    retried: int = 0  # deliveries that failed (the database down again) and came back
+    codes: Counter[str] = field(default_factory=Counter)
+
+
+def spillover_counts(stack: Stack) -> SpilloverCounts:
+    counts = SpilloverCounts()
+    with stack.log_path.open("rb") as log:
+        for raw in log:
+            if not raw.startswith(b"{"):
+                continue
+            try:
+                line = json.loads(raw)
+            except ValueError:
+                continue
+            counts.parked += int(line.get("Parked", 0))
+            if code := line.get("code"):
+                counts.codes[code] += 1
+            message = str(line.get("message", ""))
+            if line.get("logger") == "sms.replay" and message.startswith("replay: {"):
+                report = ast.literal_eval(message.removeprefix("replay: "))
+                counts.replayed += report["replayed"]
+                counts.refused += report["refused"]
+                counts.erased += report["erased"]
+                counts.retried += report["retry"]
+    return counts
 
 
 def _check_archive(plan: Plan, archived: list[dict[str, Any]], findings: Findings) -> None:

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-from benchmarks import coldstart, erasure_vacuum, ingest, metrics, retention, status
+from benchmarks import (
+    coldstart,
+    erasure_vacuum,
+    ingest,
+    metrics,
+    pricing,
+    retention,
+    spillover,
+    status,
+)
 
 
 def test_the_ingest_benchmark_runs(capsys: pytest.CaptureFixture[str]) -> None:
@@ -50,3 +59,19 @@ def test_the_coldstart_benchmark_runs(capsys: pytest.CaptureFixture[str]) -> Non
     assert "first request, ms" in out
     for function in ("ingest_sms", "twilio_status", "metrics", "erase"):
         assert f"| {function} |" in out
+
+
+def test_the_pricing_benchmark_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    pricing.main(["--sms", "300", "--history-days", "1"])
+    out = capsys.readouterr().out
+    assert "| one fetch per SMS (before) | 300 |" in out
+    assert "| Messages list (now) | 1 |" in out
+    assert "every SMS priced alike by both paths (300)" in out
+
+
+def test_the_spillover_benchmark_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    spillover.main(["--sms", "20", "--seconds", "5", "--existing", "1000"])
+    out = capsys.readouterr().out
+    assert "every one parked" in out
+    assert "drain / direct" in out
+    assert "every report applied once" in out
