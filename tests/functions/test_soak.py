@@ -1,10 +1,10 @@
 """The reliability gauntlet's short variant (benchmarks/soak): about 1,000 SMS through
 every function at once, with each kind of fault, and nothing lost or wrong.
 
-The database's long outage lasts 30 s here (60 s in the full run): longer than any of
-its clients retries, and the day as a whole stays near two minutes, most of it the two
-15 s silences, the outage and the minute replay waits before it delivers again what it
-tried during the outage."""
+The database's long outage lasts 30 s here (60 s in the full run), longer than any of
+its clients retries. The day takes about 3 min 15 s: the two 15 s silences, the outage,
+and replay's back-off (what the consumers tried during the outage comes back a minute
+later, two if it had failed before); a shorter outage does not make it shorter."""
 
 from __future__ import annotations
 
