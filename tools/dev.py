@@ -231,8 +231,13 @@ def main(argv: list[str] | None = None) -> int:
             "secret_key": environment["AWS_SECRET_ACCESS_KEY"],
         }
         create_versioned_bucket(aws_endpoint, environment["ARCHIVE_BUCKET"], **credentials)
-        environment["SPILLOVER_QUEUE_URL"] = create_spillover_queues(
-            aws_endpoint, SPILLOVER_QUEUE, max_receives=MAX_RECEIVES, **credentials
+        environment["SPILLOVER_QUEUE_URL"], _ = create_spillover_queues(
+            aws_endpoint,
+            SPILLOVER_QUEUE,
+            max_receives=MAX_RECEIVES,
+            region=credentials["region"],
+            access_key=credentials["access_key"],
+            secret_key=credentials["secret_key"],
         )
         functions = discover_functions()
         print(f"database   {database_url}")

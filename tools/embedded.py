@@ -122,12 +122,14 @@ def create_spillover_queues(
     name: str,
     *,
     max_receives: int,
+    visibility_timeout: int = 30,
     region: str = "eu-west-3",
     access_key: str | None = None,
     secret_key: str | None = None,
-) -> str:
+) -> tuple[str, str]:
     """The spill-over queue and its dead-letter queue, as serverless.yml has them (the
-    redrive after max_receives deliveries); returns the queue's URL."""
+    redrive after max_receives deliveries), with a visibility timeout of the caller's;
+    returns both URLs, the queue's first."""
     import json
 
     import boto3
@@ -147,9 +149,12 @@ def create_spillover_queues(
     }
     queue = sqs.create_queue(
         QueueName=name,
-        Attributes={"VisibilityTimeout": "30", "RedrivePolicy": json.dumps(redrive)},
+        Attributes={
+            "VisibilityTimeout": str(visibility_timeout),
+            "RedrivePolicy": json.dumps(redrive),
+        },
     )
-    return str(queue["QueueUrl"])
+    return str(queue["QueueUrl"]), str(dead)
 
 
 def free_port() -> int:

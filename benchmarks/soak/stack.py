@@ -13,7 +13,6 @@ reached directly, not through S3's link, so that an S3 outage is not an SQS one.
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
 import subprocess
@@ -30,6 +29,7 @@ import psycopg
 from benchmarks.common import database_server
 from benchmarks.soak.plan import ACCOUNT_SID, AGENTS, Plan
 from functions.replay.replay import MAX_RECEIVES
+from tools import embedded
 from tools.dev import LocalFunction, discover_functions
 from tools.embedded import (
     as_user,
@@ -231,22 +231,15 @@ def create_spillover_queues(endpoint: str) -> tuple[str, str]:
     """The spill-over queue and its dead-letter queue, as serverless.yml has them (the
     redrive after MAX_RECEIVES deliveries), but for the visibility timeout
     (QUEUE_VISIBILITY_SECONDS). Returns both URLs."""
-    sqs = sqs_client(endpoint)
-    suffix = secrets.token_hex(4)
-    dead = sqs.create_queue(QueueName=f"sms-spillover-soak-{suffix}-dead-letters")["QueueUrl"]
-    dead_arn = sqs.get_queue_attributes(QueueUrl=dead, AttributeNames=["QueueArn"])
-    redrive = {
-        "deadLetterTargetArn": dead_arn["Attributes"]["QueueArn"],
-        "maxReceiveCount": MAX_RECEIVES,
-    }
-    queue = sqs.create_queue(
-        QueueName=f"sms-spillover-soak-{suffix}",
-        Attributes={
-            "VisibilityTimeout": str(QUEUE_VISIBILITY_SECONDS),
-            "RedrivePolicy": json.dumps(redrive),
-        },
-    )["QueueUrl"]
-    return str(queue), str(dead)
+    return embedded.create_spillover_queues(
+        endpoint,
+        f"sms-spillover-soak-{secrets.token_hex(4)}",
+        max_receives=MAX_RECEIVES,
+        visibility_timeout=QUEUE_VISIBILITY_SECONDS,
+        region=S3_CREDENTIALS["AWS_DEFAULT_REGION"],
+        access_key=S3_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+        secret_key=S3_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+    )
 
 
 def sqs_client(endpoint: str) -> Any:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import psycopg
+from psycopg import sql
 
 # (column, type, NOT NULL, default or generated expression, generated?)
 SEED_COLUMNS = [
@@ -157,6 +158,9 @@ def test_every_advisory_lock_has_a_key_of_its_own(admin_conn: psycopg.Connection
         "SELECT p.proname FROM pg_proc AS p WHERE p.pronamespace = 'private'::regnamespace"
         " AND p.proname LIKE '%lock_key' ORDER BY 1"
     ).fetchall()
-    values = {name: admin_conn.execute(f"SELECT private.{name}()").fetchone() for (name,) in keys}
+    call = sql.SQL("SELECT private.{}()")
+    values = {
+        name: admin_conn.execute(call.format(sql.Identifier(name))).fetchone() for (name,) in keys
+    }
     assert len(values) >= 4
     assert len(set(values.values())) == len(values), values

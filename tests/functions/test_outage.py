@@ -21,7 +21,6 @@ asserted: the hang guards are generous and only catch a hang.
 
 from __future__ import annotations
 
-import json
 import os
 import statistics
 import subprocess
@@ -54,7 +53,7 @@ from tests.support import ingest
 from tests.support import status_callbacks as twilio
 from tests.support.builders import Tenants
 from tests.support.retention import INDEX_SECRET
-from tools.embedded import as_user, free_port, wait_for_port
+from tools.embedded import as_user, create_spillover_queues, free_port, wait_for_port
 from tools.migrate import API_LOGIN, ROOT
 from tools.package import serverless_config
 from tools.pooler import transaction_pooler
@@ -203,19 +202,12 @@ def _queues(moto_endpoint: str) -> tuple[str, str]:
     """The spill-over queue and its dead-letter queue, as serverless.yml has them, but
     for the visibility timeout: 5 s, not 720, so that a message a replay could not make
     comes back within the test."""
-    sqs = boto3.client("sqs", endpoint_url=moto_endpoint)
-    suffix = uuid.uuid4().hex[:8]
-    dead = sqs.create_queue(QueueName=f"outage-dead-letters-{suffix}")["QueueUrl"]
-    dead_arn = sqs.get_queue_attributes(QueueUrl=dead, AttributeNames=["QueueArn"])
-    redrive = {
-        "deadLetterTargetArn": dead_arn["Attributes"]["QueueArn"],
-        "maxReceiveCount": MAX_RECEIVES,
-    }
-    queue = sqs.create_queue(
-        QueueName=f"outage-spillover-{suffix}",
-        Attributes={"VisibilityTimeout": "5", "RedrivePolicy": json.dumps(redrive)},
-    )["QueueUrl"]
-    return str(queue), str(dead)
+    return create_spillover_queues(
+        moto_endpoint,
+        f"outage-spillover-{uuid.uuid4().hex[:8]}",
+        max_receives=MAX_RECEIVES,
+        visibility_timeout=5,
+    )
 
 
 def _depth(moto_endpoint: str, queue_url: str) -> int:

@@ -5,7 +5,6 @@ functions' database is a port nobody listens on, then the session's database."""
 
 from __future__ import annotations
 
-import json
 import logging
 import uuid
 from collections.abc import Iterator
@@ -29,7 +28,7 @@ from tests.support import status_callbacks as twilio
 from tests.support.builders import Tenants
 from tests.support.retention import INDEX_SECRET, retention_for, retention_settings
 from tests.support.served import serve
-from tools.embedded import create_versioned_bucket
+from tools.embedded import create_spillover_queues, create_versioned_bucket
 
 MAX_RECEIVES = 3
 NUMBER = "+33612345678"
@@ -49,16 +48,13 @@ def status_url() -> Iterator[str]:
 
 @pytest.fixture
 def queue_url(moto_endpoint: str) -> str:
-    sqs = boto3.client("sqs", endpoint_url=moto_endpoint)
-    dead = sqs.create_queue(QueueName=f"dead-{uuid.uuid4().hex[:8]}")["QueueUrl"]
-    dead_arn = sqs.get_queue_attributes(QueueUrl=dead, AttributeNames=["QueueArn"])
-    redrive = {"deadLetterTargetArn": dead_arn["Attributes"]["QueueArn"], "maxReceiveCount": 3}
-    return str(
-        sqs.create_queue(
-            QueueName=f"spillover-{uuid.uuid4().hex[:8]}",
-            Attributes={"VisibilityTimeout": "0", "RedrivePolicy": json.dumps(redrive)},
-        )["QueueUrl"]
+    queue, _ = create_spillover_queues(
+        moto_endpoint,
+        f"spillover-{uuid.uuid4().hex[:8]}",
+        max_receives=MAX_RECEIVES,
+        visibility_timeout=0,
     )
+    return queue
 
 
 def settings(database_url: str, queue_url: str | None, moto_endpoint: str) -> Settings:
