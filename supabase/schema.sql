@@ -130,6 +130,65 @@ END
 $$;
 
 --
+-- Name: agent_sms_kpis_deleted(); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.agent_sms_kpis_deleted() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+DECLARE
+    v_sealed_before timestamptz := private.sealed_before();
+BEGIN
+    IF EXISTS (SELECT FROM old_rows AS o WHERE o.sent_at >= v_sealed_before) THEN
+        PERFORM private.fold_sms_totals(
+            ARRAY(SELECT o::public.agent_sms FROM old_rows AS o WHERE o.sent_at >= v_sealed_before), '{}');
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+--
+-- Name: agent_sms_kpis_inserted(); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.agent_sms_kpis_inserted() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+DECLARE
+    v_sealed_before timestamptz := private.sealed_before();
+BEGIN
+    PERFORM private.note_sms_hours(ARRAY(SELECT n::public.agent_sms FROM new_rows AS n));
+    IF EXISTS (SELECT FROM new_rows AS n WHERE n.sent_at < v_sealed_before) THEN
+        PERFORM private.fold_sms_totals(
+            ARRAY(SELECT n::public.agent_sms FROM new_rows AS n WHERE n.sent_at < v_sealed_before), '{}');
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+--
+-- Name: agent_sms_kpis_updated(); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.agent_sms_kpis_updated() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+DECLARE
+    v_sealed_before timestamptz := private.sealed_before();
+BEGIN
+    IF EXISTS (SELECT FROM old_rows AS o WHERE o.sent_at < v_sealed_before) THEN
+        PERFORM private.fold_sms_totals(
+            ARRAY(SELECT n::public.agent_sms FROM new_rows AS n WHERE n.sent_at < v_sealed_before),
+            ARRAY(SELECT o::public.agent_sms FROM old_rows AS o WHERE o.sent_at < v_sealed_before));
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+--
 -- Name: agent_sms_refuse_erased(); Type: FUNCTION; Schema: private; Owner: -
 --
 
@@ -161,6 +220,21 @@ BEGIN
             MESSAGE = 'an SMS erased at its recipient''s request may not be recorded again';
     END IF;
     RETURN NEW;
+END
+$$;
+
+--
+-- Name: agent_sms_refuse_fixed_column_change(); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.agent_sms_refuse_fixed_column_change() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+BEGIN
+    RAISE EXCEPTION USING ERRCODE = 'VP422', HINT = 'agent_sms',
+        MESSAGE = 'an SMS''s deployment, sending time, type, workflow, number and text'
+                  ' are fixed once it is recorded';
 END
 $$;
 
@@ -343,6 +417,15 @@ CREATE FUNCTION private.archive_write_lock_key() RETURNS bigint
     AS $$ BEGIN RETURN 7419263580144; END $$;
 
 --
+-- Name: archived_before(); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.archived_before() RETURNS timestamp with time zone
+    LANGUAGE sql STABLE
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$ SELECT coalesce((SELECT archived_before FROM private.sms_kpi_seal), '-infinity') $$;
+
+--
 -- Name: begin_archive_object(text); Type: FUNCTION; Schema: private; Owner: -
 --
 
@@ -490,6 +573,7 @@ BEGIN
     END IF;
 
     DELETE FROM public.agent_sms_events AS e WHERE e.id = ANY (p_event_ids);
+    PERFORM private.note_archived_through(v_max);
 
     UPDATE private.sms_archive_objects
     SET state = 'archived', row_count = v_deleted, min_sent_at = v_min, max_sent_at = v_max,
@@ -522,6 +606,15 @@ CREATE FUNCTION private.complete_erasure(p_request_id text, p_phone_hash bytea) 
 $$;
 
 --
+-- Name: epoch_hour(timestamp with time zone); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.epoch_hour(p_at timestamp with time zone) RETURNS integer
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$ SELECT floor(EXTRACT(EPOCH FROM p_at) / 3600)::integer $$;
+
+--
 -- Name: erase_hot_sms(text); Type: FUNCTION; Schema: private; Owner: -
 --
 
@@ -550,6 +643,9 @@ BEGIN
 
     DELETE FROM private.sms_reconcile_checks AS c WHERE c.provider_message_sid = ANY (v_sids);
     PERFORM private.remember_erased_sids(v_sids);
+    -- The number no longer counts as a recipient, archived days included; the erased
+    -- SMS's other figures stay in the KPIs (20261206000090_kpi_aggregates.sql).
+    DELETE FROM private.sms_recipients WHERE phone_number = p_phone_number;
     RETURN NEXT;
 END
 $$;
@@ -580,6 +676,27 @@ CREATE FUNCTION private.erasure_lock_key() RETURNS bigint
     AS $$ BEGIN RETURN 7419263580145; END $$;
 
 --
+-- Name: expire_recipient_hours(timestamp with time zone); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.expire_recipient_hours(p_before timestamp with time zone) RETURNS integer
+    LANGUAGE plpgsql
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+DECLARE
+    v_cut int4multirange := int4multirange(int4range(NULL, private.epoch_hour(p_before)));
+    v_forgotten integer;
+BEGIN
+    UPDATE private.sms_recipient_hours SET hours = hours - v_cut WHERE hours && v_cut;
+    DELETE FROM private.sms_recipient_hours WHERE isempty(hours);
+    DELETE FROM private.sms_recipients AS r
+    WHERE NOT EXISTS (SELECT FROM private.sms_recipient_hours AS h WHERE h.recipient_id = r.id);
+    GET DIAGNOSTICS v_forgotten = ROW_COUNT;
+    RETURN v_forgotten;
+END
+$$;
+
+--
 -- Name: expired_archive_objects(timestamp with time zone); Type: FUNCTION; Schema: private; Owner: -
 --
 
@@ -591,6 +708,174 @@ BEGIN
     RETURN QUERY SELECT o.object_key, o.row_count FROM private.sms_archive_objects AS o
                  WHERE o.state = 'archived' AND o.max_sent_at < p_before
                  ORDER BY o.max_sent_at;
+END
+$$;
+
+--
+-- Name: agent_sms; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.agent_sms (
+    id uuid DEFAULT gen_random_uuid() NOT NULL,
+    deployment_id uuid NOT NULL,
+    call_id uuid,
+    prospect_id uuid,
+    sequence_id uuid,
+    phone_number text NOT NULL,
+    first_name text,
+    last_name text,
+    message_content text NOT NULL,
+    message_type text DEFAULT 'transactional'::text,
+    character_count integer GENERATED ALWAYS AS (length(message_content)) STORED,
+    provider text DEFAULT 'twilio'::text,
+    provider_message_sid text,
+    provider_status text,
+    status text DEFAULT 'sent'::text,
+    sent_at timestamp with time zone NOT NULL,
+    delivered_at timestamp with time zone,
+    failed_at timestamp with time zone,
+    failure_reason text,
+    provider_cost numeric(10,4),
+    voipia_margin numeric(10,4) DEFAULT 0,
+    billed_cost numeric(10,4) GENERATED ALWAYS AS ((provider_cost + voipia_margin)) STORED,
+    currency text DEFAULT private.billing_currency(),
+    workflow_id text,
+    workflow_execution_id text,
+    metadata jsonb DEFAULT '{}'::jsonb,
+    created_at timestamp with time zone DEFAULT now(),
+    updated_at timestamp with time zone DEFAULT now(),
+    provider_amount numeric(10,4),
+    provider_currency text,
+    exchange_rate numeric(18,8),
+    exchange_rate_date date,
+    CONSTRAINT agent_sms_amounts_finite_check CHECK (((provider_cost <> 'NaN'::numeric) AND (voipia_margin <> 'NaN'::numeric))),
+    CONSTRAINT agent_sms_exchange_rate_check CHECK (((exchange_rate > (0)::numeric) AND (exchange_rate < (100000000)::numeric))),
+    CONSTRAINT agent_sms_message_type_check CHECK ((message_type = ANY (ARRAY['transactional'::text, 'marketing'::text, 'notification'::text, 'appointment_reminder'::text]))),
+    CONSTRAINT agent_sms_phone_number_e164_check CHECK ((phone_number ~ '^\+[1-9][0-9]{6,14}$'::text)),
+    CONSTRAINT agent_sms_provider_amount_check CHECK (((provider_amount >= (0)::numeric) AND (provider_amount < (1000000)::numeric))),
+    CONSTRAINT agent_sms_provider_cost_check CHECK ((provider_cost >= (0)::numeric)),
+    CONSTRAINT agent_sms_provider_currency_check CHECK ((provider_currency ~ '^[A-Z]{3}$'::text)),
+    CONSTRAINT agent_sms_provider_status_check CHECK ((provider_status = ANY (ARRAY['queued'::text, 'sending'::text, 'sent'::text, 'delivered'::text, 'undelivered'::text, 'failed'::text, 'unknown'::text]))),
+    CONSTRAINT agent_sms_status_check CHECK ((status = ANY (ARRAY['sent'::text, 'delivered'::text, 'failed'::text]))),
+    CONSTRAINT agent_sms_voipia_margin_check CHECK ((voipia_margin >= (0)::numeric))
+);
+ALTER TABLE ONLY public.agent_sms ALTER COLUMN phone_number SET STATISTICS 0;
+ALTER TABLE ONLY public.agent_sms ALTER COLUMN first_name SET STATISTICS 0;
+ALTER TABLE ONLY public.agent_sms ALTER COLUMN last_name SET STATISTICS 0;
+ALTER TABLE ONLY public.agent_sms ALTER COLUMN message_content SET STATISTICS 0;
+ALTER TABLE ONLY public.agent_sms ALTER COLUMN metadata SET STATISTICS 0;
+
+--
+-- Name: TABLE agent_sms; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON TABLE public.agent_sms IS 'Every SMS sent by Voipia AI agents via n8n workflows; one row per Twilio Message SID.';
+
+--
+-- Name: COLUMN agent_sms.provider_amount; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.agent_sms.provider_amount IS 'The provider''s price as it gave it (absolute value), in provider_currency.';
+
+--
+-- Name: COLUMN agent_sms.exchange_rate; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.agent_sms.exchange_rate IS 'Billing-currency units per provider_currency unit, from the ECB rates of exchange_rate_date.';
+
+--
+-- Name: fold_sms_totals(public.agent_sms[], public.agent_sms[]); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.fold_sms_totals(p_added public.agent_sms[], p_removed public.agent_sms[]) RETURNS void
+    LANGUAGE plpgsql
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+BEGIN
+    WITH moved AS (
+        SELECT a, 1 AS sign FROM unnest(p_added) AS a
+        UNION ALL
+        SELECT r, -1 FROM unnest(p_removed) AS r
+    ), hourly AS (
+        SELECT date_trunc('hour', (m.a).sent_at, 'UTC') AS starts_at, (m.a).deployment_id,
+            (m.a).message_type, (m.a).status, (m.a).failure_reason,
+            sum(m.sign) AS sms,
+            sum(m.sign) FILTER (WHERE (m.a).provider_cost IS NULL) AS unpriced,
+            sum(m.sign) FILTER (WHERE (m.a).billed_cost IS NOT NULL) AS billed_count,
+            sum(m.sign * (m.a).character_count) AS characters,
+            min((m.a).character_count) FILTER (WHERE m.sign > 0) AS min_characters,
+            max((m.a).character_count) FILTER (WHERE m.sign > 0) AS max_characters,
+            sum(m.sign * (m.a).provider_cost) AS provider_cost,
+            sum(m.sign * (m.a).voipia_margin) AS margin,
+            sum(m.sign * (m.a).billed_cost) AS billed,
+            sum(m.sign) FILTER (WHERE (m.a).call_id IS NOT NULL) AS linked,
+            sum(m.sign * ((m.a).delivered_at - (m.a).sent_at))
+                FILTER (WHERE (m.a).status = 'delivered') AS delivery_time,
+            sum(m.sign) FILTER (WHERE (m.a).status = 'delivered'
+                                  AND (m.a).delivered_at IS NOT NULL) AS timed
+        FROM moved AS m
+        GROUP BY 1, 2, 3, 4, 5
+    ), deltas AS (
+        SELECT 'hour' AS grain, h.* FROM hourly AS h
+        UNION ALL
+        SELECT 'day', date_trunc('day', h.starts_at, 'UTC'), h.deployment_id, h.message_type,
+            h.status, h.failure_reason, sum(h.sms), sum(h.unpriced), sum(h.billed_count),
+            sum(h.characters), min(h.min_characters), max(h.max_characters),
+            sum(h.provider_cost), sum(h.margin), sum(h.billed), sum(h.linked),
+            sum(h.delivery_time), sum(h.timed)
+        FROM hourly AS h
+        GROUP BY 2, 3, 4, 5, 6
+    ), into_hours AS (
+        INSERT INTO private.sms_hour_totals AS t
+        SELECT d.starts_at, d.deployment_id, d.message_type, d.status, d.failure_reason,
+            d.sms, coalesce(d.unpriced, 0), coalesce(d.billed_count, 0), d.characters,
+            d.min_characters, d.max_characters, coalesce(d.provider_cost, 0),
+            coalesce(d.margin, 0), coalesce(d.billed, 0), coalesce(d.linked, 0),
+            coalesce(d.delivery_time, interval '0'), coalesce(d.timed, 0)
+        FROM deltas AS d WHERE d.grain = 'hour'
+        ON CONFLICT (deployment_id, starts_at, message_type, status, failure_reason)
+        DO UPDATE SET
+            sms = t.sms + excluded.sms, unpriced = t.unpriced + excluded.unpriced,
+            billed_count = t.billed_count + excluded.billed_count,
+            characters = t.characters + excluded.characters,
+            min_characters = least(t.min_characters, excluded.min_characters),
+            max_characters = greatest(t.max_characters, excluded.max_characters),
+            provider_cost = t.provider_cost + excluded.provider_cost,
+            margin = t.margin + excluded.margin, billed = t.billed + excluded.billed,
+            linked = t.linked + excluded.linked,
+            delivery_time = t.delivery_time + excluded.delivery_time,
+            timed = t.timed + excluded.timed
+    )
+    INSERT INTO private.sms_day_totals AS t
+    SELECT d.starts_at, d.deployment_id, d.message_type, d.status, d.failure_reason,
+        d.sms, coalesce(d.unpriced, 0), coalesce(d.billed_count, 0), d.characters,
+        d.min_characters, d.max_characters, coalesce(d.provider_cost, 0),
+        coalesce(d.margin, 0), coalesce(d.billed, 0), coalesce(d.linked, 0),
+        coalesce(d.delivery_time, interval '0'), coalesce(d.timed, 0)
+    FROM deltas AS d WHERE d.grain = 'day'
+    ON CONFLICT (deployment_id, starts_at, message_type, status, failure_reason)
+    DO UPDATE SET
+        sms = t.sms + excluded.sms, unpriced = t.unpriced + excluded.unpriced,
+        billed_count = t.billed_count + excluded.billed_count,
+        characters = t.characters + excluded.characters,
+        min_characters = least(t.min_characters, excluded.min_characters),
+        max_characters = greatest(t.max_characters, excluded.max_characters),
+        provider_cost = t.provider_cost + excluded.provider_cost,
+        margin = t.margin + excluded.margin, billed = t.billed + excluded.billed,
+        linked = t.linked + excluded.linked,
+        delivery_time = t.delivery_time + excluded.delivery_time,
+        timed = t.timed + excluded.timed;
+
+    IF cardinality(p_removed) > 0 THEN
+        DELETE FROM private.sms_hour_totals AS t
+        USING unnest(p_removed) AS r
+        WHERE t.sms = 0 AND t.deployment_id = r.deployment_id
+          AND t.starts_at = date_trunc('hour', r.sent_at, 'UTC');
+        DELETE FROM private.sms_day_totals AS t
+        USING unnest(p_removed) AS r
+        WHERE t.sms = 0 AND t.deployment_id = r.deployment_id
+          AND t.starts_at = date_trunc('day', r.sent_at, 'UTC');
+    END IF;
 END
 $$;
 
@@ -681,6 +966,61 @@ CREATE FUNCTION private.mark_erasure_incomplete(p_request_id text, p_phone_hash 
 BEGIN
     UPDATE private.sms_erasures SET incomplete_reason = p_reason
     WHERE request_id = p_request_id AND phone_hash = p_phone_hash;
+END
+$$;
+
+--
+-- Name: note_archived_through(timestamp with time zone); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.note_archived_through(p_last timestamp with time zone) RETURNS void
+    LANGUAGE sql
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+    INSERT INTO private.sms_kpi_seal AS k (archived_before)
+    VALUES (p_last + interval '1 microsecond')
+    ON CONFLICT (singleton) DO UPDATE
+    SET archived_before = greatest(k.archived_before, excluded.archived_before);
+$$;
+
+--
+-- Name: note_sms_hours(public.agent_sms[]); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.note_sms_hours(p_rows public.agent_sms[]) RETURNS void
+    LANGUAGE plpgsql
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+BEGIN
+    INSERT INTO private.sms_workflow_hours AS w (deployment_id, month, workflow_id, hours)
+    SELECT n.deployment_id, date_trunc('month', n.sent_at, 'UTC'), n.workflow_id,
+        range_agg(int4range(private.epoch_hour(n.sent_at), private.epoch_hour(n.sent_at) + 1))
+    FROM unnest(p_rows) AS n
+    WHERE n.workflow_id IS NOT NULL
+      AND NOT EXISTS (SELECT FROM private.sms_workflow_hours AS o
+                      WHERE o.deployment_id = n.deployment_id
+                        AND o.month = date_trunc('month', n.sent_at, 'UTC')
+                        AND o.workflow_id = n.workflow_id
+                        AND o.hours @> private.epoch_hour(n.sent_at))
+    GROUP BY 1, 2, 3
+    ON CONFLICT (deployment_id, month, workflow_id) DO UPDATE SET hours = w.hours + excluded.hours;
+
+    INSERT INTO private.sms_recipients (phone_number)
+    SELECT DISTINCT n.phone_number FROM unnest(p_rows) AS n
+    WHERE NOT EXISTS (SELECT FROM private.sms_recipients AS r
+                      WHERE r.phone_number = n.phone_number)
+    ON CONFLICT DO NOTHING;
+
+    INSERT INTO private.sms_recipient_hours AS h (deployment_id, recipient_id, hours)
+    SELECT n.deployment_id, r.id,
+        range_agg(int4range(private.epoch_hour(n.sent_at), private.epoch_hour(n.sent_at) + 1))
+    FROM unnest(p_rows) AS n
+    JOIN private.sms_recipients AS r ON r.phone_number = n.phone_number
+    WHERE NOT EXISTS (SELECT FROM private.sms_recipient_hours AS o
+                      WHERE o.deployment_id = n.deployment_id AND o.recipient_id = r.id
+                        AND o.hours @> private.epoch_hour(n.sent_at))
+    GROUP BY 1, 2
+    ON CONFLICT (deployment_id, recipient_id) DO UPDATE SET hours = h.hours + excluded.hours;
 END
 $$;
 
@@ -870,76 +1210,63 @@ CREATE FUNCTION private.retention_run_lock_key() RETURNS bigint
     AS $$ BEGIN RETURN 7419263580143; END $$;
 
 --
--- Name: agent_sms; Type: TABLE; Schema: public; Owner: -
+-- Name: seal_next_sms_day(timestamp with time zone); Type: FUNCTION; Schema: private; Owner: -
 --
 
-CREATE TABLE public.agent_sms (
-    id uuid DEFAULT gen_random_uuid() NOT NULL,
-    deployment_id uuid NOT NULL,
-    call_id uuid,
-    prospect_id uuid,
-    sequence_id uuid,
-    phone_number text NOT NULL,
-    first_name text,
-    last_name text,
-    message_content text NOT NULL,
-    message_type text DEFAULT 'transactional'::text,
-    character_count integer GENERATED ALWAYS AS (length(message_content)) STORED,
-    provider text DEFAULT 'twilio'::text,
-    provider_message_sid text,
-    provider_status text,
-    status text DEFAULT 'sent'::text,
-    sent_at timestamp with time zone NOT NULL,
-    delivered_at timestamp with time zone,
-    failed_at timestamp with time zone,
-    failure_reason text,
-    provider_cost numeric(10,4),
-    voipia_margin numeric(10,4) DEFAULT 0,
-    billed_cost numeric(10,4) GENERATED ALWAYS AS ((provider_cost + voipia_margin)) STORED,
-    currency text DEFAULT private.billing_currency(),
-    workflow_id text,
-    workflow_execution_id text,
-    metadata jsonb DEFAULT '{}'::jsonb,
-    created_at timestamp with time zone DEFAULT now(),
-    updated_at timestamp with time zone DEFAULT now(),
-    provider_amount numeric(10,4),
-    provider_currency text,
-    exchange_rate numeric(18,8),
-    exchange_rate_date date,
-    CONSTRAINT agent_sms_amounts_finite_check CHECK (((provider_cost <> 'NaN'::numeric) AND (voipia_margin <> 'NaN'::numeric))),
-    CONSTRAINT agent_sms_exchange_rate_check CHECK (((exchange_rate > (0)::numeric) AND (exchange_rate < (100000000)::numeric))),
-    CONSTRAINT agent_sms_message_type_check CHECK ((message_type = ANY (ARRAY['transactional'::text, 'marketing'::text, 'notification'::text, 'appointment_reminder'::text]))),
-    CONSTRAINT agent_sms_phone_number_e164_check CHECK ((phone_number ~ '^\+[1-9][0-9]{6,14}$'::text)),
-    CONSTRAINT agent_sms_provider_amount_check CHECK (((provider_amount >= (0)::numeric) AND (provider_amount < (1000000)::numeric))),
-    CONSTRAINT agent_sms_provider_cost_check CHECK ((provider_cost >= (0)::numeric)),
-    CONSTRAINT agent_sms_provider_currency_check CHECK ((provider_currency ~ '^[A-Z]{3}$'::text)),
-    CONSTRAINT agent_sms_provider_status_check CHECK ((provider_status = ANY (ARRAY['queued'::text, 'sending'::text, 'sent'::text, 'delivered'::text, 'undelivered'::text, 'failed'::text, 'unknown'::text]))),
-    CONSTRAINT agent_sms_status_check CHECK ((status = ANY (ARRAY['sent'::text, 'delivered'::text, 'failed'::text]))),
-    CONSTRAINT agent_sms_voipia_margin_check CHECK ((voipia_margin >= (0)::numeric))
-);
-ALTER TABLE ONLY public.agent_sms ALTER COLUMN phone_number SET STATISTICS 0;
-ALTER TABLE ONLY public.agent_sms ALTER COLUMN first_name SET STATISTICS 0;
-ALTER TABLE ONLY public.agent_sms ALTER COLUMN last_name SET STATISTICS 0;
-ALTER TABLE ONLY public.agent_sms ALTER COLUMN message_content SET STATISTICS 0;
-ALTER TABLE ONLY public.agent_sms ALTER COLUMN metadata SET STATISTICS 0;
+CREATE FUNCTION private.seal_next_sms_day(p_before timestamp with time zone) RETURNS timestamp with time zone
+    LANGUAGE plpgsql
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+DECLARE
+    v_limit timestamptz := date_trunc('day', p_before, 'UTC');
+    v_from timestamptz;
+    v_to timestamptz;
+BEGIN
+    LOCK TABLE public.agent_sms IN SHARE MODE;
+    INSERT INTO private.sms_kpi_seal DEFAULT VALUES ON CONFLICT DO NOTHING;
+    SELECT sealed_before INTO v_from FROM private.sms_kpi_seal FOR UPDATE;
+    IF v_from >= v_limit THEN
+        RETURN NULL;
+    END IF;
+    SELECT date_trunc('day', min(s.sent_at), 'UTC') + interval '1 day' INTO v_to
+    FROM public.agent_sms AS s
+    WHERE s.sent_at >= v_from AND s.sent_at < v_limit;
+    v_to := coalesce(v_to, v_limit);
+    PERFORM private.fold_sms_totals(
+        ARRAY(SELECT s FROM public.agent_sms AS s WHERE s.sent_at >= v_from AND s.sent_at < v_to),
+        '{}');
+    UPDATE private.sms_kpi_seal SET sealed_before = v_to;
+    RETURN v_to;
+END
+$$;
 
 --
--- Name: TABLE agent_sms; Type: COMMENT; Schema: public; Owner: -
+-- Name: sealed_before(); Type: FUNCTION; Schema: private; Owner: -
 --
 
-COMMENT ON TABLE public.agent_sms IS 'Every SMS sent by Voipia AI agents via n8n workflows; one row per Twilio Message SID.';
+CREATE FUNCTION private.sealed_before() RETURNS timestamp with time zone
+    LANGUAGE sql STABLE
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$ SELECT coalesce((SELECT sealed_before FROM private.sms_kpi_seal), '-infinity') $$;
 
 --
--- Name: COLUMN agent_sms.provider_amount; Type: COMMENT; Schema: public; Owner: -
+-- Name: sms_active_workflows(uuid[], timestamp with time zone, timestamp with time zone); Type: FUNCTION; Schema: private; Owner: -
 --
 
-COMMENT ON COLUMN public.agent_sms.provider_amount IS 'The provider''s price as it gave it (absolute value), in provider_currency.';
-
---
--- Name: COLUMN agent_sms.exchange_rate; Type: COMMENT; Schema: public; Owner: -
---
-
-COMMENT ON COLUMN public.agent_sms.exchange_rate IS 'Billing-currency units per provider_currency unit, from the ECB rates of exchange_rate_date.';
+CREATE FUNCTION private.sms_active_workflows(p_deployments uuid[], p_start timestamp with time zone, p_end timestamp with time zone) RETURNS bigint
+    LANGUAGE plpgsql STABLE
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    SET plan_cache_mode TO 'force_custom_plan'
+    AS $$
+BEGIN
+    PERFORM private.check_scope(p_deployments);
+    RETURN (SELECT count(DISTINCT w.workflow_id)
+            FROM private.sms_workflow_hours AS w
+            WHERE (p_deployments IS NULL OR w.deployment_id = ANY (p_deployments))
+              AND w.month >= date_trunc('month', p_start, 'UTC') AND w.month < p_end
+              AND w.hours && int4range(private.epoch_hour(p_start), private.epoch_hour(p_end)));
+END
+$$;
 
 --
 -- Name: sms_due_for_archive(timestamp with time zone, integer); Type: FUNCTION; Schema: private; Owner: -
@@ -970,56 +1297,117 @@ END
 $$;
 
 --
--- Name: sms_period_figures(uuid[], timestamp with time zone, timestamp with time zone); Type: FUNCTION; Schema: private; Owner: -
+-- Name: sms_kpi_parts(uuid[], timestamp with time zone, timestamp with time zone, boolean, timestamp with time zone); Type: FUNCTION; Schema: private; Owner: -
 --
 
-CREATE FUNCTION private.sms_period_figures(p_deployments uuid[], p_start timestamp with time zone, p_end timestamp with time zone) RETURNS jsonb
+CREATE FUNCTION private.sms_kpi_parts(p_deployments uuid[], p_start timestamp with time zone, p_end timestamp with time zone, p_by_day boolean, p_split timestamp with time zone DEFAULT NULL::timestamp with time zone) RETURNS TABLE(starts_at timestamp with time zone, deployment_id uuid, message_type text, status text, failure_reason text, sms bigint, unpriced bigint, billed_count bigint, characters bigint, min_characters integer, max_characters integer, provider_cost numeric, margin numeric, billed numeric, linked bigint, delivery_time interval, timed bigint)
     LANGUAGE plpgsql STABLE
     SET search_path TO 'pg_catalog', 'pg_temp'
     SET plan_cache_mode TO 'force_custom_plan'
     AS $$
+DECLARE
+    v_sealed_before timestamptz := private.sealed_before();
+    v_first_day timestamptz := date_trunc('day', p_start - interval '1 microsecond', 'UTC')
+                               + interval '1 day';
+    v_last_day timestamptz := greatest(date_trunc('day', p_end, 'UTC'), v_first_day);
+    v_split timestamptz := coalesce(p_split, p_start);
+    -- A day the split cuts is read by the hour.
+    v_split_day timestamptz := CASE WHEN v_split <> date_trunc('day', v_split, 'UTC')
+                                    THEN date_trunc('day', v_split, 'UTC') END;
 BEGIN
     PERFORM private.check_scope(p_deployments);
+    IF p_start <> date_trunc('hour', p_start, 'UTC') OR p_end <> date_trunc('hour', p_end, 'UTC')
+       OR v_split <> date_trunc('hour', v_split, 'UTC') OR v_split < p_start OR v_split > p_end THEN
+        RAISE EXCEPTION 'a KPI period is whole hours, and split within it';
+    END IF;
+    RETURN QUERY
+    SELECT x.part, x.deployment_id, x.message_type, x.status, x.failure_reason,
+        sum(x.sms)::bigint, sum(x.unpriced)::bigint, sum(x.billed_count)::bigint,
+        sum(x.characters)::bigint, min(x.min_characters), max(x.max_characters),
+        sum(x.provider_cost), sum(x.margin), sum(x.billed), sum(x.linked)::bigint,
+        sum(x.delivery_time), sum(x.timed)::bigint
+    FROM (
+        SELECT CASE WHEN p_by_day THEN t.starts_at
+                    WHEN t.starts_at >= v_split THEN v_split ELSE p_start END AS part,
+            t.deployment_id, t.message_type, t.status, t.failure_reason, t.sms, t.unpriced,
+            t.billed_count, t.characters, t.min_characters, t.max_characters,
+            t.provider_cost, t.margin, t.billed, t.linked, t.delivery_time, t.timed
+        FROM private.sms_day_totals AS t
+        WHERE (p_deployments IS NULL OR t.deployment_id = ANY (p_deployments))
+          AND t.starts_at >= v_first_day AND t.starts_at < v_last_day
+          AND t.starts_at IS DISTINCT FROM v_split_day
+        UNION ALL
+        SELECT CASE WHEN p_by_day THEN date_trunc('day', t.starts_at, 'UTC')
+                    WHEN t.starts_at >= v_split THEN v_split ELSE p_start END,
+            t.deployment_id, t.message_type, t.status, t.failure_reason, t.sms, t.unpriced,
+            t.billed_count, t.characters, t.min_characters, t.max_characters,
+            t.provider_cost, t.margin, t.billed, t.linked, t.delivery_time, t.timed
+        FROM private.sms_hour_totals AS t
+        WHERE (p_deployments IS NULL OR t.deployment_id = ANY (p_deployments))
+          AND ((t.starts_at >= p_start AND t.starts_at < least(v_first_day, p_end))
+               OR (t.starts_at >= greatest(v_last_day, p_start) AND t.starts_at < p_end)
+               OR (t.starts_at >= v_split_day AND t.starts_at < v_split_day + interval '1 day'
+                   AND t.starts_at >= v_first_day AND t.starts_at < v_last_day))
+        UNION ALL
+        SELECT CASE WHEN p_by_day THEN date_trunc('day', s.sent_at, 'UTC')
+                    WHEN s.sent_at >= v_split THEN v_split ELSE p_start END,
+            s.deployment_id, s.message_type, s.status, s.failure_reason, count(*),
+            count(*) FILTER (WHERE s.provider_cost IS NULL), count(s.billed_cost),
+            sum(s.character_count), min(s.character_count), max(s.character_count),
+            coalesce(sum(s.provider_cost), 0), coalesce(sum(s.voipia_margin), 0),
+            coalesce(sum(s.billed_cost), 0), count(s.call_id),
+            coalesce(sum(s.delivered_at - s.sent_at) FILTER (WHERE s.status = 'delivered'),
+                     interval '0'),
+            count(s.delivered_at) FILTER (WHERE s.status = 'delivered')
+        FROM public.agent_sms AS s
+        WHERE (p_deployments IS NULL OR s.deployment_id = ANY (p_deployments))
+          AND s.sent_at >= greatest(p_start, v_sealed_before) AND s.sent_at < p_end
+        GROUP BY 1, 2, 3, 4, 5
+    ) AS x
+    GROUP BY 1, 2, 3, 4, 5;
+END
+$$;
+
+--
+-- Name: sms_period_figures(uuid[], timestamp with time zone, timestamp with time zone, timestamp with time zone); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.sms_period_figures(p_deployments uuid[], p_previous_start timestamp with time zone, p_start timestamp with time zone, p_end timestamp with time zone) RETURNS jsonb
+    LANGUAGE plpgsql STABLE
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+BEGIN
     RETURN (
         WITH g AS (
-            SELECT s.message_type, s.deployment_id, s.workflow_id,
-                count(*) AS total,
-                count(*) FILTER (WHERE s.status = 'delivered') AS delivered,
-                count(*) FILTER (WHERE s.status = 'failed') AS failed,
-                count(*) FILTER (WHERE s.status = 'sent') AS sent,
-                sum(s.billed_cost) AS cost,
-                sum(s.provider_cost) AS provider_cost,
-                sum(s.voipia_margin) AS margin,
-                sum(s.character_count) AS characters,
-                min(s.character_count) AS min_characters,
-                max(s.character_count) AS max_characters,
-                count(s.call_id) AS linked,
-                -- An exact interval sum, converted once, rather than a numeric per row.
-                sum(s.delivered_at - s.sent_at) FILTER (WHERE s.status = 'delivered')
-                    AS delivery_time,
-                count(s.delivered_at) FILTER (WHERE s.status = 'delivered') AS timed
-            FROM public.agent_sms AS s
-            WHERE (p_deployments IS NULL OR s.deployment_id = ANY (p_deployments))
-              AND s.sent_at >= p_start
-              AND s.sent_at < p_end
-            GROUP BY s.message_type, s.deployment_id, s.workflow_id
+            SELECT * FROM private.sms_kpi_parts(p_deployments, p_previous_start, p_end, false,
+                                                p_start)
+        ), periods AS (
+            SELECT p.name, p.starts_at, p.ends_at,
+                private.sms_unique_recipients(p_deployments, p.starts_at, p.ends_at) AS recipients,
+                private.sms_active_workflows(p_deployments, p.starts_at, p.ends_at) AS workflows
+            FROM (VALUES ('previous', p_previous_start, p_start),
+                         ('current', p_start, p_end)) AS p(name, starts_at, ends_at)
         ), t AS (
-            SELECT sum(g.total) AS total, sum(g.delivered) AS delivered,
-                sum(g.failed) AS failed, sum(g.sent) AS sent, sum(g.cost) AS cost,
+            SELECT g.starts_at, sum(g.sms) AS total,
+                coalesce(sum(g.sms) FILTER (WHERE g.status = 'delivered'), 0) AS delivered,
+                coalesce(sum(g.sms) FILTER (WHERE g.status = 'failed'), 0) AS failed,
+                coalesce(sum(g.sms) FILTER (WHERE g.status = 'sent'), 0) AS sent,
+                CASE WHEN sum(g.billed_count) > 0 THEN sum(g.billed) END AS cost,
                 sum(g.provider_cost) AS provider_cost, sum(g.margin) AS margin,
                 sum(g.characters) AS characters, min(g.min_characters) AS min_characters,
                 max(g.max_characters) AS max_characters, sum(g.linked) AS linked,
                 sum(g.delivery_time) AS delivery_time, sum(g.timed) AS timed,
-                count(DISTINCT g.deployment_id) AS deployments,
-                count(DISTINCT g.workflow_id) AS workflows
+                count(DISTINCT g.deployment_id) AS deployments
             FROM g
+            GROUP BY g.starts_at
         ), by_type AS (
-            SELECT g.message_type, sum(g.total) AS total, sum(g.delivered) AS delivered,
-                sum(g.cost) AS cost
+            SELECT g.starts_at, g.message_type, sum(g.sms) AS total,
+                coalesce(sum(g.sms) FILTER (WHERE g.status = 'delivered'), 0) AS delivered,
+                sum(g.billed) AS cost
             FROM g
-            GROUP BY g.message_type
+            GROUP BY g.starts_at, g.message_type
         )
-        SELECT jsonb_build_object(
+        SELECT jsonb_object_agg(p.name, jsonb_build_object(
             'total_sms', coalesce(t.total, 0),
             'delivered_sms', coalesce(t.delivered, 0),
             'failed_sms', coalesce(t.failed, 0),
@@ -1032,22 +1420,12 @@ BEGIN
             'margin_percentage', private.percentage(t.margin, t.cost),
             'avg_cost_per_sms', round(t.cost / t.total, 2),
             -- The very division avg() makes: the sum over the count, both numeric.
-            'avg_characters', round(t.characters / t.total),
+            'avg_characters', round(t.characters::numeric / t.total),
             'min_characters', t.min_characters,
             'max_characters', t.max_characters,
-            -- reverse() is one-to-one, so this counts the distinct numbers exactly. Numbers
-            -- share their leading digits (country and operator) and differ in the last
-            -- ones: reversed, the sort tells them apart by the first 8 bytes (its
-            -- abbreviated keys) and runs about twice as fast; COLLATE "C" compares bytes,
-            -- which is distinctness under any deterministic collation.
-            'unique_recipients', (
-                SELECT count(DISTINCT reverse(s.phone_number) COLLATE "C")
-                FROM public.agent_sms AS s
-                WHERE (p_deployments IS NULL OR s.deployment_id = ANY (p_deployments))
-                  AND s.sent_at >= p_start
-                  AND s.sent_at < p_end),
-            'active_deployments', t.deployments,
-            'active_workflows', t.workflows,
+            'unique_recipients', p.recipients,
+            'active_deployments', coalesce(t.deployments, 0),
+            'active_workflows', p.workflows,
             'sms_linked_to_calls', coalesce(t.linked, 0),
             'call_linkage_rate', private.percentage(t.linked, t.total),
             'avg_delivery_time_seconds',
@@ -1060,9 +1438,10 @@ BEGIN
                     'delivery_rate', private.percentage(b.delivered, b.total),
                     'cost', round(coalesce(b.cost, 0), 2)
                 ) ORDER BY b.total DESC, b.message_type), '[]'::jsonb)
-                FROM by_type AS b)
-        )
-        FROM t
+                FROM by_type AS b WHERE b.starts_at = p.starts_at)
+        ))
+        FROM periods AS p
+        LEFT JOIN t ON t.starts_at = p.starts_at
     );
 END
 $$;
@@ -1086,6 +1465,38 @@ CREATE FUNCTION private.sms_scope(p_client_id uuid, p_deployment_id uuid, p_agen
               AND (p_deployment_id IS NULL OR d.id = p_deployment_id)
               AND (p_agent_type_name IS NULL OR t.name = p_agent_type_name))
     END
+$$;
+
+--
+-- Name: sms_unique_recipients(uuid[], timestamp with time zone, timestamp with time zone); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.sms_unique_recipients(p_deployments uuid[], p_start timestamp with time zone, p_end timestamp with time zone) RETURNS bigint
+    LANGUAGE plpgsql STABLE
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    SET plan_cache_mode TO 'force_custom_plan'
+    SET work_mem TO '256MB'
+    AS $$
+BEGIN
+    PERFORM private.check_scope(p_deployments);
+    IF p_start >= private.archived_before() THEN
+        -- reverse() is one-to-one, so this counts the distinct numbers exactly. Numbers
+        -- share their leading digits (country and operator) and differ in the last
+        -- ones: reversed, the sort tells them apart by the first 8 bytes (its
+        -- abbreviated keys) and runs about twice as fast; COLLATE "C" compares bytes,
+        -- which is distinctness under any deterministic collation.
+        RETURN (SELECT count(DISTINCT reverse(s.phone_number) COLLATE "C")
+                FROM public.agent_sms AS s
+                WHERE (p_deployments IS NULL OR s.deployment_id = ANY (p_deployments))
+                  AND s.sent_at >= p_start AND s.sent_at < p_end);
+    END IF;
+    RETURN (SELECT count(*)
+            FROM (SELECT r.recipient_id
+                  FROM private.sms_recipient_hours AS r
+                  WHERE (p_deployments IS NULL OR r.deployment_id = ANY (p_deployments))
+                    AND r.hours && int4range(private.epoch_hour(p_start), private.epoch_hour(p_end))
+                  GROUP BY r.recipient_id) AS d);
+END
 $$;
 
 --
@@ -1147,6 +1558,18 @@ BEGIN
     RETURN QUERY SELECT o.object_key FROM private.sms_archive_objects AS o
                  WHERE o.state = 'writing' ORDER BY o.object_key;
 END
+$$;
+
+--
+-- Name: whole_hours(timestamp with time zone, timestamp with time zone); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.whole_hours(p_start timestamp with time zone, p_end timestamp with time zone, OUT starts_at timestamp with time zone, OUT ends_at timestamp with time zone) RETURNS record
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+    SELECT date_trunc('hour', p_start, 'UTC'),
+           date_trunc('hour', p_end - interval '1 microsecond', 'UTC') + interval '1 hour'
 $$;
 
 --
@@ -1276,23 +1699,23 @@ CREATE FUNCTION public.get_sms_failure_reasons(p_start_date timestamp with time 
     AS $$
 DECLARE
     v_deployments uuid[];
+    v_period record;
 BEGIN
     PERFORM private.check_period(p_start_date, p_end_date);
     IF p_limit IS NULL OR p_limit NOT BETWEEN 1 AND 100 THEN
         RAISE EXCEPTION USING ERRCODE = 'VP422', HINT = 'p_limit',
             MESSAGE = 'the number of failure reasons must be from 1 to 100';
     END IF;
+    v_period := private.whole_hours(p_start_date, p_end_date);
     v_deployments := private.sms_scope(p_client_id, p_deployment_id, p_agent_type_name);
-    PERFORM private.check_scope(v_deployments);
     RETURN (
         SELECT coalesce(jsonb_agg(jsonb_build_object('failure_reason', r.reason, 'count', r.count)
                                   ORDER BY r.count DESC, r.reason), '[]'::jsonb)
         FROM (
-            SELECT coalesce(s.failure_reason, 'Unknown') AS reason, count(*) AS count
-            FROM public.agent_sms AS s
-            WHERE (v_deployments IS NULL OR s.deployment_id = ANY (v_deployments))
-              AND s.status = 'failed'
-              AND s.sent_at >= p_start_date AND s.sent_at < p_end_date
+            SELECT coalesce(p.failure_reason, 'Unknown') AS reason, sum(p.sms) AS count
+            FROM private.sms_kpi_parts(v_deployments, v_period.starts_at, v_period.ends_at,
+                                       false) AS p
+            WHERE p.status = 'failed'
             GROUP BY 1
             ORDER BY 2 DESC, 1
             LIMIT p_limit
@@ -1351,15 +1774,21 @@ CREATE FUNCTION public.get_sms_metrics(p_start_date timestamp with time zone, p_
     AS $$
 DECLARE
     v_deployments uuid[];
+    v_period record;
+    v_previous_start timestamptz;
+    v_figures jsonb;
     v_current jsonb;
     v_previous jsonb;
 BEGIN
     PERFORM private.check_period(p_start_date, p_end_date);
+    v_period := private.whole_hours(p_start_date, p_end_date);
+    v_previous_start := v_period.starts_at - (v_period.ends_at - v_period.starts_at);
     v_deployments := private.sms_scope(p_client_id, p_deployment_id, p_agent_type_name);
 
-    v_current := private.sms_period_figures(v_deployments, p_start_date, p_end_date);
-    v_previous := private.sms_period_figures(
-        v_deployments, p_start_date - (p_end_date - p_start_date), p_start_date);
+    v_figures := private.sms_period_figures(v_deployments, v_previous_start, v_period.starts_at,
+                                            v_period.ends_at);
+    v_current := v_figures -> 'current';
+    v_previous := v_figures -> 'previous';
 
     RETURN jsonb_build_object(
         'current_period', v_current,
@@ -1392,6 +1821,9 @@ BEGIN
         -- Beyond the seed's keys, beside them: the currency of every amount, and what a
         -- dashboard compares that the seed's previous period leaves out.
         'currency', private.billing_currency(),
+        'period', jsonb_build_object(
+            'start', v_period.starts_at, 'end', v_period.ends_at,
+            'previous_start', v_previous_start),
         'previous_period_more', jsonb_build_object(
             'total_provider_cost', v_previous -> 'total_provider_cost',
             'avg_delivery_time_seconds', v_previous -> 'avg_delivery_time_seconds',
@@ -1441,18 +1873,17 @@ BEGIN
 
     RETURN (
         WITH lines AS (
-            SELECT s.deployment_id, d.name AS deployment_name, s.message_type,
-                count(*) AS sms,
-                count(*) FILTER (WHERE s.status = 'delivered') AS delivered,
-                count(*) FILTER (WHERE s.status = 'failed') AS failed,
-                count(*) FILTER (WHERE s.provider_cost IS NULL) AS unpriced,
-                round(coalesce(sum(s.provider_cost), 0), 2) AS provider_cost,
-                round(coalesce(sum(s.billed_cost), 0), 2) AS billed
-            FROM public.agent_sms AS s
-            JOIN public.agent_deployments AS d ON d.id = s.deployment_id
-            WHERE d.client_id = p_client_id
-              AND s.sent_at >= v_start AND s.sent_at < v_end
-            GROUP BY s.deployment_id, d.name, s.message_type
+            SELECT p.deployment_id, d.name AS deployment_name, p.message_type,
+                sum(p.sms) AS sms,
+                coalesce(sum(p.sms) FILTER (WHERE p.status = 'delivered'), 0) AS delivered,
+                coalesce(sum(p.sms) FILTER (WHERE p.status = 'failed'), 0) AS failed,
+                sum(p.unpriced) AS unpriced,
+                round(sum(p.provider_cost), 2) AS provider_cost,
+                round(sum(p.billed), 2) AS billed
+            FROM private.sms_kpi_parts(private.sms_scope(p_client_id, NULL, NULL),
+                                       v_start, v_end, false) AS p
+            JOIN public.agent_deployments AS d ON d.id = p.deployment_id
+            GROUP BY p.deployment_id, d.name, p.message_type
         )
         , shown AS (
             -- The margin is what the rounded amounts leave, so that each line's columns
@@ -1498,16 +1929,15 @@ CREATE FUNCTION public.get_sms_timeseries(p_start_date timestamp with time zone,
     AS $$
 DECLARE
     v_deployments uuid[];
-    v_step interval;
+    v_period record;
 BEGIN
     PERFORM private.check_period(p_start_date, p_end_date);
     IF p_bucket NOT IN ('day', 'week') THEN
         RAISE EXCEPTION USING ERRCODE = 'VP422', HINT = 'p_bucket',
             MESSAGE = 'the bucket must be day or week';
     END IF;
-    v_step := ('1 ' || p_bucket)::interval;
+    v_period := private.whole_hours(p_start_date, p_end_date);
     v_deployments := private.sms_scope(p_client_id, p_deployment_id, p_agent_type_name);
-    PERFORM private.check_scope(v_deployments);
     RETURN (
         SELECT coalesce(jsonb_agg(jsonb_build_object(
             'bucket_start', b.bucket_start,
@@ -1519,18 +1949,18 @@ BEGIN
             'cost', round(coalesce(f.cost, 0), 2)
         ) ORDER BY b.bucket_start), '[]'::jsonb)
         FROM generate_series(
-            date_trunc(p_bucket, p_start_date, 'UTC'), p_end_date - interval '1 microsecond', v_step
+            date_trunc(p_bucket, v_period.starts_at, 'UTC'),
+            v_period.ends_at - interval '1 microsecond', ('1 ' || p_bucket)::interval
         ) AS b(bucket_start)
         LEFT JOIN (
-            SELECT date_trunc(p_bucket, s.sent_at, 'UTC') AS bucket_start,
-                count(*) AS total,
-                count(*) FILTER (WHERE s.status = 'delivered') AS delivered,
-                count(*) FILTER (WHERE s.status = 'failed') AS failed,
-                count(*) FILTER (WHERE s.status = 'sent') AS sent,
-                sum(s.billed_cost) AS cost
-            FROM public.agent_sms AS s
-            WHERE (v_deployments IS NULL OR s.deployment_id = ANY (v_deployments))
-              AND s.sent_at >= p_start_date AND s.sent_at < p_end_date
+            SELECT date_trunc(p_bucket, p.starts_at, 'UTC') AS bucket_start,
+                sum(p.sms) AS total,
+                coalesce(sum(p.sms) FILTER (WHERE p.status = 'delivered'), 0) AS delivered,
+                coalesce(sum(p.sms) FILTER (WHERE p.status = 'failed'), 0) AS failed,
+                coalesce(sum(p.sms) FILTER (WHERE p.status = 'sent'), 0) AS sent,
+                sum(p.billed) AS cost
+            FROM private.sms_kpi_parts(v_deployments, v_period.starts_at, v_period.ends_at,
+                                       true) AS p
             GROUP BY 1
         ) AS f USING (bucket_start)
     );
@@ -1995,6 +2425,36 @@ CREATE TABLE private.sms_archive_phone_index (
 );
 
 --
+-- Name: sms_day_totals; Type: TABLE; Schema: private; Owner: -
+--
+
+CREATE TABLE private.sms_day_totals (
+    starts_at timestamp with time zone NOT NULL,
+    deployment_id uuid NOT NULL,
+    message_type text,
+    status text,
+    failure_reason text,
+    sms bigint NOT NULL,
+    unpriced bigint NOT NULL,
+    billed_count bigint NOT NULL,
+    characters bigint NOT NULL,
+    min_characters integer,
+    max_characters integer,
+    provider_cost numeric NOT NULL,
+    margin numeric NOT NULL,
+    billed numeric NOT NULL,
+    linked bigint NOT NULL,
+    delivery_time interval NOT NULL,
+    timed bigint NOT NULL
+);
+
+--
+-- Name: TABLE sms_day_totals; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON TABLE private.sms_day_totals IS 'The same sums as sms_hour_totals, per UTC day: what long periods read.';
+
+--
 -- Name: sms_erased_sids; Type: TABLE; Schema: private; Owner: -
 --
 
@@ -2024,6 +2484,48 @@ CREATE TABLE private.sms_erasures (
 );
 
 --
+-- Name: sms_hour_totals; Type: TABLE; Schema: private; Owner: -
+--
+
+CREATE TABLE private.sms_hour_totals (
+    starts_at timestamp with time zone NOT NULL,
+    deployment_id uuid NOT NULL,
+    message_type text,
+    status text,
+    failure_reason text,
+    sms bigint NOT NULL,
+    unpriced bigint NOT NULL,
+    billed_count bigint NOT NULL,
+    characters bigint NOT NULL,
+    min_characters integer,
+    max_characters integer,
+    provider_cost numeric NOT NULL,
+    margin numeric NOT NULL,
+    billed numeric NOT NULL,
+    linked bigint NOT NULL,
+    delivery_time interval NOT NULL,
+    timed bigint NOT NULL
+);
+
+--
+-- Name: TABLE sms_hour_totals; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON TABLE private.sms_hour_totals IS 'KPI sums per UTC hour of sealed days and of SMS deleted before their day was sealed.';
+
+--
+-- Name: sms_kpi_seal; Type: TABLE; Schema: private; Owner: -
+--
+
+CREATE TABLE private.sms_kpi_seal (
+    singleton boolean DEFAULT true NOT NULL,
+    sealed_before timestamp with time zone DEFAULT '-infinity'::timestamp with time zone NOT NULL,
+    archived_before timestamp with time zone DEFAULT '-infinity'::timestamp with time zone NOT NULL,
+    CONSTRAINT sms_kpi_seal_singleton_check CHECK (singleton),
+    CONSTRAINT sms_kpi_seal_whole_day_check CHECK ((sealed_before = date_trunc('day'::text, sealed_before, 'UTC'::text)))
+);
+
+--
 -- Name: sms_provider_statuses; Type: TABLE; Schema: private; Owner: -
 --
 
@@ -2035,12 +2537,56 @@ CREATE TABLE private.sms_provider_statuses (
 );
 
 --
+-- Name: sms_recipient_hours; Type: TABLE; Schema: private; Owner: -
+--
+
+CREATE TABLE private.sms_recipient_hours (
+    deployment_id uuid NOT NULL,
+    recipient_id bigint NOT NULL,
+    hours int4multirange NOT NULL
+);
+
+--
+-- Name: sms_recipients; Type: TABLE; Schema: private; Owner: -
+--
+
+CREATE TABLE private.sms_recipients (
+    id bigint NOT NULL,
+    phone_number text NOT NULL
+);
+ALTER TABLE ONLY private.sms_recipients ALTER COLUMN phone_number SET STATISTICS 0;
+
+--
+-- Name: sms_recipients_id_seq; Type: SEQUENCE; Schema: private; Owner: -
+--
+
+ALTER TABLE private.sms_recipients ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
+    SEQUENCE NAME private.sms_recipients_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1
+);
+
+--
 -- Name: sms_reconcile_checks; Type: TABLE; Schema: private; Owner: -
 --
 
 CREATE TABLE private.sms_reconcile_checks (
     provider_message_sid text NOT NULL,
     checked_at timestamp with time zone NOT NULL
+);
+
+--
+-- Name: sms_workflow_hours; Type: TABLE; Schema: private; Owner: -
+--
+
+CREATE TABLE private.sms_workflow_hours (
+    deployment_id uuid NOT NULL,
+    month timestamp with time zone NOT NULL,
+    workflow_id text NOT NULL,
+    hours int4multirange NOT NULL
 );
 
 --
@@ -2205,6 +2751,13 @@ ALTER TABLE ONLY private.sms_erasures
     ADD CONSTRAINT sms_erasures_pkey PRIMARY KEY (request_id, phone_hash);
 
 --
+-- Name: sms_kpi_seal sms_kpi_seal_pkey; Type: CONSTRAINT; Schema: private; Owner: -
+--
+
+ALTER TABLE ONLY private.sms_kpi_seal
+    ADD CONSTRAINT sms_kpi_seal_pkey PRIMARY KEY (singleton);
+
+--
 -- Name: sms_provider_statuses sms_provider_statuses_pkey; Type: CONSTRAINT; Schema: private; Owner: -
 --
 
@@ -2219,11 +2772,39 @@ ALTER TABLE ONLY private.sms_provider_statuses
     ADD CONSTRAINT sms_provider_statuses_rank_key UNIQUE (rank);
 
 --
+-- Name: sms_recipient_hours sms_recipient_hours_pkey; Type: CONSTRAINT; Schema: private; Owner: -
+--
+
+ALTER TABLE ONLY private.sms_recipient_hours
+    ADD CONSTRAINT sms_recipient_hours_pkey PRIMARY KEY (deployment_id, recipient_id);
+
+--
+-- Name: sms_recipients sms_recipients_phone_number_excl; Type: CONSTRAINT; Schema: private; Owner: -
+--
+
+ALTER TABLE ONLY private.sms_recipients
+    ADD CONSTRAINT sms_recipients_phone_number_excl EXCLUDE USING hash (phone_number WITH =);
+
+--
+-- Name: sms_recipients sms_recipients_pkey; Type: CONSTRAINT; Schema: private; Owner: -
+--
+
+ALTER TABLE ONLY private.sms_recipients
+    ADD CONSTRAINT sms_recipients_pkey PRIMARY KEY (id);
+
+--
 -- Name: sms_reconcile_checks sms_reconcile_checks_pkey; Type: CONSTRAINT; Schema: private; Owner: -
 --
 
 ALTER TABLE ONLY private.sms_reconcile_checks
     ADD CONSTRAINT sms_reconcile_checks_pkey PRIMARY KEY (provider_message_sid);
+
+--
+-- Name: sms_workflow_hours sms_workflow_hours_pkey; Type: CONSTRAINT; Schema: private; Owner: -
+--
+
+ALTER TABLE ONLY private.sms_workflow_hours
+    ADD CONSTRAINT sms_workflow_hours_pkey PRIMARY KEY (deployment_id, month, workflow_id);
 
 --
 -- Name: twilio_statuses twilio_statuses_pkey; Type: CONSTRAINT; Schema: private; Owner: -
@@ -2266,10 +2847,28 @@ CREATE INDEX idx_sms_archive_objects_expiry ON private.sms_archive_objects USING
 CREATE INDEX idx_sms_archive_phone_index_object ON private.sms_archive_phone_index USING btree (object_key);
 
 --
+-- Name: idx_sms_day_totals_key; Type: INDEX; Schema: private; Owner: -
+--
+
+CREATE UNIQUE INDEX idx_sms_day_totals_key ON private.sms_day_totals USING btree (deployment_id, starts_at, message_type, status, failure_reason) NULLS NOT DISTINCT;
+
+--
 -- Name: idx_sms_erasures_incomplete; Type: INDEX; Schema: private; Owner: -
 --
 
 CREATE INDEX idx_sms_erasures_incomplete ON private.sms_erasures USING btree (phone_hash) WHERE (completed_at IS NULL);
+
+--
+-- Name: idx_sms_hour_totals_key; Type: INDEX; Schema: private; Owner: -
+--
+
+CREATE UNIQUE INDEX idx_sms_hour_totals_key ON private.sms_hour_totals USING btree (deployment_id, starts_at, message_type, status, failure_reason) NULLS NOT DISTINCT;
+
+--
+-- Name: idx_sms_recipient_hours_recipient; Type: INDEX; Schema: private; Owner: -
+--
+
+CREATE INDEX idx_sms_recipient_hours_recipient ON private.sms_recipient_hours USING btree (recipient_id);
 
 --
 -- Name: idx_agent_sms_call_id; Type: INDEX; Schema: public; Owner: -
@@ -2311,7 +2910,7 @@ CREATE UNIQUE INDEX idx_agent_sms_events_report ON public.agent_sms_events USING
 -- Name: idx_agent_sms_metrics; Type: INDEX; Schema: public; Owner: -
 --
 
-CREATE INDEX idx_agent_sms_metrics ON public.agent_sms USING btree (deployment_id, sent_at) INCLUDE (status, message_type, character_count, billed_cost, provider_cost, voipia_margin, delivered_at, call_id, workflow_id, phone_number);
+CREATE INDEX idx_agent_sms_metrics ON public.agent_sms USING btree (deployment_id, sent_at) INCLUDE (status, message_type, failure_reason, character_count, billed_cost, provider_cost, voipia_margin, delivered_at, call_id, phone_number);
 
 --
 -- Name: idx_agent_sms_phone_number; Type: INDEX; Schema: public; Owner: -
@@ -2368,10 +2967,34 @@ CREATE TRIGGER billing_currency_kept BEFORE UPDATE OF currency ON private.billin
 CREATE TRIGGER agent_sms_apply_pending_events AFTER INSERT ON public.agent_sms REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION private.agent_sms_apply_pending_events();
 
 --
+-- Name: agent_sms agent_sms_fixed_columns; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER agent_sms_fixed_columns BEFORE UPDATE ON public.agent_sms FOR EACH ROW WHEN (((new.deployment_id IS DISTINCT FROM old.deployment_id) OR (new.sent_at IS DISTINCT FROM old.sent_at) OR (new.message_type IS DISTINCT FROM old.message_type) OR (new.workflow_id IS DISTINCT FROM old.workflow_id) OR (new.phone_number IS DISTINCT FROM old.phone_number) OR (new.message_content IS DISTINCT FROM old.message_content))) EXECUTE FUNCTION private.agent_sms_refuse_fixed_column_change();
+
+--
 -- Name: agent_sms agent_sms_in_billing_currency; Type: TRIGGER; Schema: public; Owner: -
 --
 
 CREATE TRIGGER agent_sms_in_billing_currency BEFORE INSERT OR UPDATE OF currency, provider_cost, provider_amount, provider_currency ON public.agent_sms FOR EACH ROW EXECUTE FUNCTION private.agent_sms_in_billing_currency();
+
+--
+-- Name: agent_sms agent_sms_kpis_deleted; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER agent_sms_kpis_deleted AFTER DELETE ON public.agent_sms REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION private.agent_sms_kpis_deleted();
+
+--
+-- Name: agent_sms agent_sms_kpis_inserted; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER agent_sms_kpis_inserted AFTER INSERT ON public.agent_sms REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION private.agent_sms_kpis_inserted();
+
+--
+-- Name: agent_sms agent_sms_kpis_updated; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER agent_sms_kpis_updated AFTER UPDATE ON public.agent_sms REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION private.agent_sms_kpis_updated();
 
 --
 -- Name: agent_sms agent_sms_link_updates_within_tenant; Type: TRIGGER; Schema: public; Owner: -
@@ -2411,6 +3034,13 @@ ALTER TABLE ONLY private.sms_archive_phone_index
     ADD CONSTRAINT sms_archive_phone_index_object_key_fkey FOREIGN KEY (object_key) REFERENCES private.sms_archive_objects(object_key) ON DELETE CASCADE;
 
 --
+-- Name: sms_recipient_hours sms_recipient_hours_recipient_id_fkey; Type: FK CONSTRAINT; Schema: private; Owner: -
+--
+
+ALTER TABLE ONLY private.sms_recipient_hours
+    ADD CONSTRAINT sms_recipient_hours_recipient_id_fkey FOREIGN KEY (recipient_id) REFERENCES private.sms_recipients(id) ON DELETE CASCADE;
+
+--
 -- Name: twilio_statuses twilio_statuses_provider_status_fkey; Type: FK CONSTRAINT; Schema: private; Owner: -
 --
 
@@ -2444,6 +3074,54 @@ ALTER TABLE ONLY public.agent_sms
 
 ALTER TABLE ONLY public.agent_sms
     ADD CONSTRAINT agent_sms_sequence_id_fkey FOREIGN KEY (sequence_id) REFERENCES public.agent_arthur_prospect_sequences(id) ON DELETE SET NULL;
+
+--
+-- Name: sms_day_totals; Type: ROW SECURITY; Schema: private; Owner: -
+--
+
+ALTER TABLE private.sms_day_totals ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: sms_hour_totals; Type: ROW SECURITY; Schema: private; Owner: -
+--
+
+ALTER TABLE private.sms_hour_totals ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: sms_recipient_hours; Type: ROW SECURITY; Schema: private; Owner: -
+--
+
+ALTER TABLE private.sms_recipient_hours ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: sms_workflow_hours; Type: ROW SECURITY; Schema: private; Owner: -
+--
+
+ALTER TABLE private.sms_workflow_hours ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: sms_day_totals users_view_accessible_day_totals; Type: POLICY; Schema: private; Owner: -
+--
+
+CREATE POLICY users_view_accessible_day_totals ON private.sms_day_totals FOR SELECT TO authenticated USING ((deployment_id = ANY (( SELECT private.accessible_deployment_ids() AS accessible_deployment_ids)::uuid[])));
+
+--
+-- Name: sms_hour_totals users_view_accessible_hour_totals; Type: POLICY; Schema: private; Owner: -
+--
+
+CREATE POLICY users_view_accessible_hour_totals ON private.sms_hour_totals FOR SELECT TO authenticated USING ((deployment_id = ANY (( SELECT private.accessible_deployment_ids() AS accessible_deployment_ids)::uuid[])));
+
+--
+-- Name: sms_recipient_hours users_view_accessible_recipient_hours; Type: POLICY; Schema: private; Owner: -
+--
+
+CREATE POLICY users_view_accessible_recipient_hours ON private.sms_recipient_hours FOR SELECT TO authenticated USING ((deployment_id = ANY (( SELECT private.accessible_deployment_ids() AS accessible_deployment_ids)::uuid[])));
+
+--
+-- Name: sms_workflow_hours users_view_accessible_workflow_hours; Type: POLICY; Schema: private; Owner: -
+--
+
+CREATE POLICY users_view_accessible_workflow_hours ON private.sms_workflow_hours FOR SELECT TO authenticated USING ((deployment_id = ANY (( SELECT private.accessible_deployment_ids() AS accessible_deployment_ids)::uuid[])));
 
 --
 -- Name: agent_sms; Type: ROW SECURITY; Schema: public; Owner: -
@@ -2578,7 +3256,7 @@ GRANT sms_data_owner TO sms_retention;
 -- An owner may attach code to its tables (a trigger, a default) that then runs as
 -- whoever writes them next. So nobody but their owner writes them: the tables, and the
 -- SECURITY DEFINER functions that write them (ingest_sms, record_sms_status, reconcile's
--- three, replay_parked_call, the prices' and rates' three, and two triggers), pass to
+-- three, replay_parked_call, the prices' and rates' three, and five triggers), pass to
 -- sms_data_owner. What sms_retention could attach runs as sms_data_owner again, never as service_role or the migrator. The migrator keeps
 -- the definer functions that read the platform's tables, which no role of ours may
 -- (their row-level security, auth.uid()) and write none of ours: the tenant checks,
@@ -2598,6 +3276,12 @@ ALTER TABLE private.sms_provider_statuses OWNER TO sms_data_owner;
 ALTER TABLE private.twilio_statuses OWNER TO sms_data_owner;
 ALTER TABLE private.billing_settings OWNER TO sms_data_owner;
 ALTER TABLE private.exchange_rates OWNER TO sms_data_owner;
+ALTER TABLE private.sms_hour_totals OWNER TO sms_data_owner;
+ALTER TABLE private.sms_day_totals OWNER TO sms_data_owner;
+ALTER TABLE private.sms_kpi_seal OWNER TO sms_data_owner;
+ALTER TABLE private.sms_workflow_hours OWNER TO sms_data_owner;
+ALTER TABLE private.sms_recipients OWNER TO sms_data_owner;
+ALTER TABLE private.sms_recipient_hours OWNER TO sms_data_owner;
 ALTER FUNCTION public.ingest_sms(jsonb) OWNER TO sms_data_owner;
 ALTER FUNCTION public.record_sms_status(text, text, integer, timestamptz, text, text, numeric,
                                         text) OWNER TO sms_data_owner;
@@ -2610,6 +3294,9 @@ ALTER FUNCTION public.price_pending_sms() OWNER TO sms_data_owner;
 ALTER FUNCTION public.store_exchange_rates(jsonb) OWNER TO sms_data_owner;
 ALTER FUNCTION private.agent_sms_apply_pending_events() OWNER TO sms_data_owner;
 ALTER FUNCTION private.agent_sms_refuse_erased() OWNER TO sms_data_owner;
+ALTER FUNCTION private.agent_sms_kpis_inserted() OWNER TO sms_data_owner;
+ALTER FUNCTION private.agent_sms_kpis_updated() OWNER TO sms_data_owner;
+ALTER FUNCTION private.agent_sms_kpis_deleted() OWNER TO sms_data_owner;
 REVOKE CREATE ON SCHEMA public, private FROM sms_data_owner;
 
 -- anon: nothing at all. authenticated: reads its clients' SMS (row-level security) and
@@ -2628,9 +3315,15 @@ GRANT USAGE ON SCHEMA private TO sms_data_owner;
 REVOKE ALL ON public.agent_sms, public.agent_sms_events, private.sms_erased_sids,
     private.sms_reconcile_checks, private.sms_archive_objects,
     private.sms_archive_phone_index, private.sms_erasures, private.sms_provider_statuses,
-    private.twilio_statuses, private.billing_settings, private.exchange_rates
+    private.twilio_statuses, private.billing_settings, private.exchange_rates,
+    private.sms_hour_totals, private.sms_day_totals, private.sms_kpi_seal,
+    private.sms_workflow_hours, private.sms_recipients, private.sms_recipient_hours
     FROM PUBLIC, anon, authenticated, service_role;
 GRANT SELECT ON public.agent_sms TO authenticated, service_role;
+-- What the KPI functions read with the caller's rights: the aggregates (under the same
+-- row-level security as agent_sms) and how far they reach. Never the recipients' numbers.
+GRANT SELECT ON private.sms_hour_totals, private.sms_day_totals, private.sms_kpi_seal,
+    private.sms_workflow_hours, private.sms_recipient_hours TO authenticated, service_role;
 
 -- Every other table of the schema belongs to the rest of the project, which keeps their
 -- row privileges. But none of the API roles may TRUNCATE one (it ignores row-level
@@ -2647,7 +3340,7 @@ ALTER DEFAULT PRIVILEGES IN SCHEMA public
 
 -- Sequences: none. An identity column draws from its own without the inserter's rights;
 -- setval would break every status report, and last_value tells how many there were.
-REVOKE ALL ON SEQUENCE public.agent_sms_events_id_seq
+REVOKE ALL ON SEQUENCE public.agent_sms_events_id_seq, private.sms_recipients_id_seq
     FROM PUBLIC, anon, authenticated, service_role;
 
 -- Views: read only (they run with the caller's rights, so row-level security applies).
@@ -2682,8 +3375,12 @@ REVOKE ALL ON FUNCTION
     private.add_to_erasure(text, bytea, integer, integer, integer, integer, integer, integer,
                            integer),
     private.agent_sms_apply_pending_events(),
+    private.agent_sms_kpis_deleted(),
+    private.agent_sms_kpis_inserted(),
+    private.agent_sms_kpis_updated(),
     private.agent_sms_refuse_erased(),
     private.agent_sms_refuse_erased_sid(),
+    private.agent_sms_refuse_fixed_column_change(),
     private.agent_sms_refuse_foreign_link_update(),
     private.agent_sms_refuse_foreign_links(),
     private.apply_pending_sms_events(text[]),
@@ -2697,12 +3394,17 @@ REVOKE ALL ON FUNCTION
     private.complete_erasure(text, bytea),
     private.erase_hot_sms(text),
     private.erased_sids(text[]),
+    private.epoch_hour(timestamptz),
     private.erasure_lock_key(),
+    private.expire_recipient_hours(timestamptz),
     private.expired_archive_objects(timestamptz),
+    private.fold_sms_totals(public.agent_sms[], public.agent_sms[]),
     private.forget_archive_object(text),
     private.hold_referenced_records(jsonb),
     private.links_outside_tenant(uuid[], uuid[], uuid[], uuid[]),
     private.mark_erasure_incomplete(text, bytea, text),
+    private.note_archived_through(timestamptz),
+    private.note_sms_hours(public.agent_sms[]),
     private.open_erasure(text, text, bytea[]),
     private.pending_events_lock_key(),
     private.percentage(numeric, numeric),
@@ -2714,12 +3416,19 @@ REVOKE ALL ON FUNCTION
     private.remember_erased_sids(text[]),
     private.retention_forecast(timestamptz, integer, timestamptz, timestamptz),
     private.retention_run_lock_key(),
+    private.seal_next_sms_day(timestamptz),
+    private.archived_before(),
+    private.sealed_before(),
     private.sms_due_for_archive(timestamptz, integer),
-    private.sms_period_figures(uuid[], timestamptz, timestamptz),
+    private.sms_active_workflows(uuid[], timestamptz, timestamptz),
+    private.sms_unique_recipients(uuid[], timestamptz, timestamptz),
+    private.sms_kpi_parts(uuid[], timestamptz, timestamptz, boolean, timestamptz),
+    private.sms_period_figures(uuid[], timestamptz, timestamptz, timestamptz),
     private.sms_scope(uuid, uuid, text),
     private.stale_pending_events(timestamptz),
     private.twilio_failure_reason(integer),
-    private.unfinished_archive_objects()
+    private.unfinished_archive_objects(),
+    private.whole_hours(timestamptz, timestamptz)
 FROM PUBLIC, anon, authenticated, service_role;
 
 -- The KPIs and the monthly statement, for signed-in users (row-level security decides
@@ -2733,9 +3442,16 @@ GRANT EXECUTE ON FUNCTION
     private.billing_currency(),
     private.check_period(timestamptz, timestamptz),
     private.check_scope(uuid[]),
+    private.epoch_hour(timestamptz),
     private.percentage(numeric, numeric),
-    private.sms_period_figures(uuid[], timestamptz, timestamptz),
-    private.sms_scope(uuid, uuid, text)
+    private.archived_before(),
+    private.sealed_before(),
+    private.sms_active_workflows(uuid[], timestamptz, timestamptz),
+    private.sms_unique_recipients(uuid[], timestamptz, timestamptz),
+    private.sms_kpi_parts(uuid[], timestamptz, timestamptz, boolean, timestamptz),
+    private.sms_period_figures(uuid[], timestamptz, timestamptz, timestamptz),
+    private.sms_scope(uuid, uuid, text),
+    private.whole_hours(timestamptz, timestamptz)
 TO authenticated, service_role;
 
 -- The read policy on agent_sms calls it as the reading user.
@@ -2762,9 +3478,13 @@ GRANT EXECUTE ON FUNCTION
     private.agent_sms_in_billing_currency(),
     private.billing_currency(),
     private.billing_rate(text, date),
+    private.epoch_hour(timestamptz),
     private.erased_sids(text[]),
     private.erasure_lock_key(),
+    private.fold_sms_totals(public.agent_sms[], public.agent_sms[]),
     private.hold_referenced_records(jsonb),
+    private.note_sms_hours(public.agent_sms[]),
+    private.sealed_before(),
     private.price_sms(text, numeric, text),
     private.links_outside_tenant(uuid[], uuid[], uuid[], uuid[]),
     private.pending_events_lock_key(),
@@ -2782,10 +3502,13 @@ GRANT EXECUTE ON FUNCTION
     private.begin_archive_object(text),
     private.commit_archive_object(text, uuid[], bigint[], text, bigint, bytea[], integer[]),
     private.complete_erasure(text, bytea),
+    private.epoch_hour(timestamptz),
     private.erase_hot_sms(text),
     private.erased_sids(text[]),
     private.erasure_lock_key(),
+    private.expire_recipient_hours(timestamptz),
     private.expired_archive_objects(timestamptz),
+    private.fold_sms_totals(public.agent_sms[], public.agent_sms[]),
     private.forget_archive_object(text),
     private.mark_erasure_incomplete(text, bytea, text),
     private.open_erasure(text, text, bytea[]),
@@ -2796,7 +3519,9 @@ GRANT EXECUTE ON FUNCTION
                                     timestamptz),
     private.remember_erased_sids(text[]),
     private.retention_forecast(timestamptz, integer, timestamptz, timestamptz),
+    private.note_archived_through(timestamptz),
     private.retention_run_lock_key(),
+    private.seal_next_sms_day(timestamptz),
     private.sms_due_for_archive(timestamptz, integer),
     private.stale_pending_events(timestamptz),
     private.unfinished_archive_objects()

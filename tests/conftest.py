@@ -15,7 +15,7 @@ import pytest
 from psycopg import sql
 
 from tests.support import openapi_contract
-from tests.support.builders import Shop, Tenants, create_shop, create_tenants
+from tests.support.builders import SMS_TABLES, Shop, Tenants, create_shop, create_tenants
 from tools.embedded import as_user, embedded_postgres, throwaway_database
 from tools.migrate import API_LOGIN, RETENTION_LOGIN, apply
 from tools.pooler import transaction_pooler
@@ -105,9 +105,9 @@ def admin_conn(database_url: str) -> Iterator[psycopg.Connection]:
 def clean(admin_conn: psycopg.Connection) -> psycopg.Connection:
     """Empty every data table before the test."""
     admin_conn.execute(
-        "TRUNCATE public.clients, public.agent_types, auth.users, public.agent_sms,"
-        " public.agent_sms_events, private.sms_reconcile_checks,"
-        " private.sms_archive_objects, private.sms_erasures, private.exchange_rates CASCADE"
+        "TRUNCATE public.clients, public.agent_types, auth.users, public.agent_sms_events,"
+        " private.sms_reconcile_checks, private.sms_archive_objects, private.sms_erasures,"
+        f" private.exchange_rates, {', '.join(SMS_TABLES)} CASCADE"
     )
     admin_conn.execute("UPDATE private.billing_settings SET currency = 'EUR'")
     return admin_conn

@@ -56,7 +56,10 @@ class MetricsQuery(BaseModel):
 
     @model_validator(mode="after")
     def _default_period(self) -> MetricsQuery:
-        end = self.end or datetime.now(UTC)
+        # Periods are whole hours (the database widens any other): the default ends
+        # with the current hour, so that it is 30 days exactly.
+        this_hour = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+        end = self.end or this_hour + timedelta(hours=1)
         try:
             start = self.start or end - timedelta(days=DEFAULT_METRICS_DAYS)
         except OverflowError:  # 30 days before an end in January of year 1

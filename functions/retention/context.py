@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from shared.settings import Settings
 
 # The tables an erasure deletes a number's rows from, in the database.
-ERASED_TABLES = ("public.agent_sms", "public.agent_sms_events")
+ERASED_TABLES = ("public.agent_sms", "public.agent_sms_events", "private.sms_recipients")
 
 # Called with (done, total) as work advances: a progress bar, or a log line.
 Progress = Callable[[int, int], None]
@@ -141,11 +141,15 @@ class Sessions:
         """Refuse to start an erasure that could not finish: on PostgreSQL 15 only the
         owner of a table (or of the database) may VACUUM it, and anyone else's VACUUM
         skips it with a mere warning."""
+        # Looked up by name in the catalogs: a cast to regclass would need USAGE on
+        # the schema, which a stranger lacks.
         row = self.control.execute(
             "SELECT bool_and(pg_has_role(current_user, c.relowner, 'USAGE')"
             "                OR pg_has_role(current_user, d.datdba, 'USAGE'))"
-            " FROM pg_class AS c, pg_database AS d"
-            " WHERE d.datname = current_database() AND c.oid = ANY (%s::regclass[])",
+            " FROM pg_class AS c JOIN pg_namespace AS n ON n.oid = c.relnamespace,"
+            "      pg_database AS d"
+            " WHERE d.datname = current_database()"
+            "   AND format('%%I.%%I', n.nspname, c.relname) = ANY (%s::text[])",
             (list(ERASED_TABLES),),
         ).fetchone()
         if not row or not row[0]:

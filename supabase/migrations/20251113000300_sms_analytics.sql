@@ -139,71 +139,60 @@ BEGIN
 END
 $$;
 
--- What get_sms_metrics reads, in the order it reads it: the SMS of some deployments over
--- a period. Covering every column the figures use lets the period be read from this
--- index alone (an index-only scan, once VACUUM has marked the pages all-visible) rather
--- than from the wide rows, and per deployment it is a single contiguous range.
+-- What the KPIs read of agent_sms, in the order they read it: the unsealed SMS of some
+-- deployments over a period, and the recipients of a period none of whose SMS have been
+-- archived. Covering every column the figures use lets the period be
+-- read from this index alone (an index-only scan, once VACUUM has marked the pages
+-- all-visible) rather than from the wide rows, and per deployment it is a single
+-- contiguous range.
 CREATE INDEX idx_agent_sms_metrics ON public.agent_sms (deployment_id, sent_at)
-    INCLUDE (status, message_type, character_count, billed_cost, provider_cost,
-             voipia_margin, delivered_at, call_id, workflow_id, phone_number);
+    INCLUDE (status, message_type, failure_reason, character_count, billed_cost,
+             provider_cost, voipia_margin, delivered_at, call_id, phone_number);
 
--- The figures of one period, over the SMS of the given deployments the caller may see,
--- with its breakdown by message type. Two passes over the period: one groups it by
--- (message_type, deployment_id, workflow_id), a few hundred groups, from which every
--- sum, the breakdown and the distinct deployments and workflows follow exactly; one
--- counts the distinct recipients.
+-- The figures of two adjacent periods, [p_previous_start, p_start) and [p_start, p_end)
+-- (whole hours), over the SMS of the given deployments the caller may see, each with its
+-- breakdown by message type, as {"previous": ..., "current": ...}: sums from the
+-- aggregates and the unsealed rows, read once for both (private.sms_kpi_parts), distinct
+-- counts of workflows and recipients from the sets of hours or the rows
+-- (20261206000090_kpi_aggregates.sql).
 CREATE FUNCTION private.sms_period_figures(
-    p_deployments uuid[], p_start timestamptz, p_end timestamptz
+    p_deployments uuid[], p_previous_start timestamptz, p_start timestamptz, p_end timestamptz
 ) RETURNS jsonb
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
--- Planned for the actual scope and period on every call. A cached generic plan, which
--- plpgsql adopts after five calls, guesses a window of a few thousand rows whatever
--- the period is, and so never compiles the aggregates with JIT on large windows.
-SET plan_cache_mode = force_custom_plan
 AS $$
 BEGIN
-    PERFORM private.check_scope(p_deployments);
     RETURN (
         WITH g AS (
-            SELECT s.message_type, s.deployment_id, s.workflow_id,
-                count(*) AS total,
-                count(*) FILTER (WHERE s.status = 'delivered') AS delivered,
-                count(*) FILTER (WHERE s.status = 'failed') AS failed,
-                count(*) FILTER (WHERE s.status = 'sent') AS sent,
-                sum(s.billed_cost) AS cost,
-                sum(s.provider_cost) AS provider_cost,
-                sum(s.voipia_margin) AS margin,
-                sum(s.character_count) AS characters,
-                min(s.character_count) AS min_characters,
-                max(s.character_count) AS max_characters,
-                count(s.call_id) AS linked,
-                -- An exact interval sum, converted once, rather than a numeric per row.
-                sum(s.delivered_at - s.sent_at) FILTER (WHERE s.status = 'delivered')
-                    AS delivery_time,
-                count(s.delivered_at) FILTER (WHERE s.status = 'delivered') AS timed
-            FROM public.agent_sms AS s
-            WHERE (p_deployments IS NULL OR s.deployment_id = ANY (p_deployments))
-              AND s.sent_at >= p_start
-              AND s.sent_at < p_end
-            GROUP BY s.message_type, s.deployment_id, s.workflow_id
+            SELECT * FROM private.sms_kpi_parts(p_deployments, p_previous_start, p_end, false,
+                                                p_start)
+        ), periods AS (
+            SELECT p.name, p.starts_at, p.ends_at,
+                private.sms_unique_recipients(p_deployments, p.starts_at, p.ends_at) AS recipients,
+                private.sms_active_workflows(p_deployments, p.starts_at, p.ends_at) AS workflows
+            FROM (VALUES ('previous', p_previous_start, p_start),
+                         ('current', p_start, p_end)) AS p(name, starts_at, ends_at)
         ), t AS (
-            SELECT sum(g.total) AS total, sum(g.delivered) AS delivered,
-                sum(g.failed) AS failed, sum(g.sent) AS sent, sum(g.cost) AS cost,
+            SELECT g.starts_at, sum(g.sms) AS total,
+                coalesce(sum(g.sms) FILTER (WHERE g.status = 'delivered'), 0) AS delivered,
+                coalesce(sum(g.sms) FILTER (WHERE g.status = 'failed'), 0) AS failed,
+                coalesce(sum(g.sms) FILTER (WHERE g.status = 'sent'), 0) AS sent,
+                CASE WHEN sum(g.billed_count) > 0 THEN sum(g.billed) END AS cost,
                 sum(g.provider_cost) AS provider_cost, sum(g.margin) AS margin,
                 sum(g.characters) AS characters, min(g.min_characters) AS min_characters,
                 max(g.max_characters) AS max_characters, sum(g.linked) AS linked,
                 sum(g.delivery_time) AS delivery_time, sum(g.timed) AS timed,
-                count(DISTINCT g.deployment_id) AS deployments,
-                count(DISTINCT g.workflow_id) AS workflows
+                count(DISTINCT g.deployment_id) AS deployments
             FROM g
+            GROUP BY g.starts_at
         ), by_type AS (
-            SELECT g.message_type, sum(g.total) AS total, sum(g.delivered) AS delivered,
-                sum(g.cost) AS cost
+            SELECT g.starts_at, g.message_type, sum(g.sms) AS total,
+                coalesce(sum(g.sms) FILTER (WHERE g.status = 'delivered'), 0) AS delivered,
+                sum(g.billed) AS cost
             FROM g
-            GROUP BY g.message_type
+            GROUP BY g.starts_at, g.message_type
         )
-        SELECT jsonb_build_object(
+        SELECT jsonb_object_agg(p.name, jsonb_build_object(
             'total_sms', coalesce(t.total, 0),
             'delivered_sms', coalesce(t.delivered, 0),
             'failed_sms', coalesce(t.failed, 0),
@@ -216,22 +205,12 @@ BEGIN
             'margin_percentage', private.percentage(t.margin, t.cost),
             'avg_cost_per_sms', round(t.cost / t.total, 2),
             -- The very division avg() makes: the sum over the count, both numeric.
-            'avg_characters', round(t.characters / t.total),
+            'avg_characters', round(t.characters::numeric / t.total),
             'min_characters', t.min_characters,
             'max_characters', t.max_characters,
-            -- reverse() is one-to-one, so this counts the distinct numbers exactly. Numbers
-            -- share their leading digits (country and operator) and differ in the last
-            -- ones: reversed, the sort tells them apart by the first 8 bytes (its
-            -- abbreviated keys) and runs about twice as fast; COLLATE "C" compares bytes,
-            -- which is distinctness under any deterministic collation.
-            'unique_recipients', (
-                SELECT count(DISTINCT reverse(s.phone_number) COLLATE "C")
-                FROM public.agent_sms AS s
-                WHERE (p_deployments IS NULL OR s.deployment_id = ANY (p_deployments))
-                  AND s.sent_at >= p_start
-                  AND s.sent_at < p_end),
-            'active_deployments', t.deployments,
-            'active_workflows', t.workflows,
+            'unique_recipients', p.recipients,
+            'active_deployments', coalesce(t.deployments, 0),
+            'active_workflows', p.workflows,
             'sms_linked_to_calls', coalesce(t.linked, 0),
             'call_linkage_rate', private.percentage(t.linked, t.total),
             'avg_delivery_time_seconds',
@@ -244,15 +223,17 @@ BEGIN
                     'delivery_rate', private.percentage(b.delivered, b.total),
                     'cost', round(coalesce(b.cost, 0), 2)
                 ) ORDER BY b.total DESC, b.message_type), '[]'::jsonb)
-                FROM by_type AS b)
-        )
-        FROM t
+                FROM by_type AS b WHERE b.starts_at = p.starts_at)
+        ))
+        FROM periods AS p
+        LEFT JOIN t ON t.starts_at = p.starts_at
     );
 END
 $$;
 
--- The seed's KPI contract. Periods are half-open, [start, end); the previous period
--- is the window of the same length ending at p_start_date. Runs with the caller's
+-- The seed's KPI contract. Periods are half-open, [start, end), widened to the whole
+-- UTC hours they touch (the aggregates' finest bucket; the answer's "period" says which);
+-- the previous period is the window of the same length before it. Runs with the caller's
 -- rights: a user who names another client's id gets empty figures, not that client's.
 CREATE FUNCTION public.get_sms_metrics(
     p_start_date timestamptz,
@@ -266,15 +247,21 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     v_deployments uuid[];
+    v_period record;
+    v_previous_start timestamptz;
+    v_figures jsonb;
     v_current jsonb;
     v_previous jsonb;
 BEGIN
     PERFORM private.check_period(p_start_date, p_end_date);
+    v_period := private.whole_hours(p_start_date, p_end_date);
+    v_previous_start := v_period.starts_at - (v_period.ends_at - v_period.starts_at);
     v_deployments := private.sms_scope(p_client_id, p_deployment_id, p_agent_type_name);
 
-    v_current := private.sms_period_figures(v_deployments, p_start_date, p_end_date);
-    v_previous := private.sms_period_figures(
-        v_deployments, p_start_date - (p_end_date - p_start_date), p_start_date);
+    v_figures := private.sms_period_figures(v_deployments, v_previous_start, v_period.starts_at,
+                                            v_period.ends_at);
+    v_current := v_figures -> 'current';
+    v_previous := v_figures -> 'previous';
 
     RETURN jsonb_build_object(
         'current_period', v_current,
@@ -307,6 +294,9 @@ BEGIN
         -- Beyond the seed's keys, beside them: the currency of every amount, and what a
         -- dashboard compares that the seed's previous period leaves out.
         'currency', private.billing_currency(),
+        'period', jsonb_build_object(
+            'start', v_period.starts_at, 'end', v_period.ends_at,
+            'previous_start', v_previous_start),
         'previous_period_more', jsonb_build_object(
             'total_provider_cost', v_previous -> 'total_provider_cost',
             'avg_delivery_time_seconds', v_previous -> 'avg_delivery_time_seconds',
@@ -371,16 +361,15 @@ SET plan_cache_mode = force_custom_plan
 AS $$
 DECLARE
     v_deployments uuid[];
-    v_step interval;
+    v_period record;
 BEGIN
     PERFORM private.check_period(p_start_date, p_end_date);
     IF p_bucket NOT IN ('day', 'week') THEN
         RAISE EXCEPTION USING ERRCODE = 'VP422', HINT = 'p_bucket',
             MESSAGE = 'the bucket must be day or week';
     END IF;
-    v_step := ('1 ' || p_bucket)::interval;
+    v_period := private.whole_hours(p_start_date, p_end_date);
     v_deployments := private.sms_scope(p_client_id, p_deployment_id, p_agent_type_name);
-    PERFORM private.check_scope(v_deployments);
     RETURN (
         SELECT coalesce(jsonb_agg(jsonb_build_object(
             'bucket_start', b.bucket_start,
@@ -392,18 +381,18 @@ BEGIN
             'cost', round(coalesce(f.cost, 0), 2)
         ) ORDER BY b.bucket_start), '[]'::jsonb)
         FROM generate_series(
-            date_trunc(p_bucket, p_start_date, 'UTC'), p_end_date - interval '1 microsecond', v_step
+            date_trunc(p_bucket, v_period.starts_at, 'UTC'),
+            v_period.ends_at - interval '1 microsecond', ('1 ' || p_bucket)::interval
         ) AS b(bucket_start)
         LEFT JOIN (
-            SELECT date_trunc(p_bucket, s.sent_at, 'UTC') AS bucket_start,
-                count(*) AS total,
-                count(*) FILTER (WHERE s.status = 'delivered') AS delivered,
-                count(*) FILTER (WHERE s.status = 'failed') AS failed,
-                count(*) FILTER (WHERE s.status = 'sent') AS sent,
-                sum(s.billed_cost) AS cost
-            FROM public.agent_sms AS s
-            WHERE (v_deployments IS NULL OR s.deployment_id = ANY (v_deployments))
-              AND s.sent_at >= p_start_date AND s.sent_at < p_end_date
+            SELECT date_trunc(p_bucket, p.starts_at, 'UTC') AS bucket_start,
+                sum(p.sms) AS total,
+                coalesce(sum(p.sms) FILTER (WHERE p.status = 'delivered'), 0) AS delivered,
+                coalesce(sum(p.sms) FILTER (WHERE p.status = 'failed'), 0) AS failed,
+                coalesce(sum(p.sms) FILTER (WHERE p.status = 'sent'), 0) AS sent,
+                sum(p.billed) AS cost
+            FROM private.sms_kpi_parts(v_deployments, v_period.starts_at, v_period.ends_at,
+                                       true) AS p
             GROUP BY 1
         ) AS f USING (bucket_start)
     );
@@ -426,23 +415,23 @@ SET plan_cache_mode = force_custom_plan
 AS $$
 DECLARE
     v_deployments uuid[];
+    v_period record;
 BEGIN
     PERFORM private.check_period(p_start_date, p_end_date);
     IF p_limit IS NULL OR p_limit NOT BETWEEN 1 AND 100 THEN
         RAISE EXCEPTION USING ERRCODE = 'VP422', HINT = 'p_limit',
             MESSAGE = 'the number of failure reasons must be from 1 to 100';
     END IF;
+    v_period := private.whole_hours(p_start_date, p_end_date);
     v_deployments := private.sms_scope(p_client_id, p_deployment_id, p_agent_type_name);
-    PERFORM private.check_scope(v_deployments);
     RETURN (
         SELECT coalesce(jsonb_agg(jsonb_build_object('failure_reason', r.reason, 'count', r.count)
                                   ORDER BY r.count DESC, r.reason), '[]'::jsonb)
         FROM (
-            SELECT coalesce(s.failure_reason, 'Unknown') AS reason, count(*) AS count
-            FROM public.agent_sms AS s
-            WHERE (v_deployments IS NULL OR s.deployment_id = ANY (v_deployments))
-              AND s.status = 'failed'
-              AND s.sent_at >= p_start_date AND s.sent_at < p_end_date
+            SELECT coalesce(p.failure_reason, 'Unknown') AS reason, sum(p.sms) AS count
+            FROM private.sms_kpi_parts(v_deployments, v_period.starts_at, v_period.ends_at,
+                                       false) AS p
+            WHERE p.status = 'failed'
             GROUP BY 1
             ORDER BY 2 DESC, 1
             LIMIT p_limit

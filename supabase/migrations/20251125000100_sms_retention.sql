@@ -354,6 +354,7 @@ BEGIN
     END IF;
 
     DELETE FROM public.agent_sms_events AS e WHERE e.id = ANY (p_event_ids);
+    PERFORM private.note_archived_through(v_max);
 
     UPDATE private.sms_archive_objects
     SET state = 'archived', row_count = v_deleted, min_sent_at = v_min, max_sent_at = v_max,
@@ -371,7 +372,8 @@ END
 $$;
 
 -- Erase one number (E.164) from the hot tables: its SMS, their status reports, the
--- reports still pending for it, and reconcile's bookkeeping of its SIDs. The SIDs are
+-- reports still pending for it, reconcile's bookkeeping of its SIDs, and the number
+-- among the KPIs' recipients. The SIDs are
 -- remembered as erased, so that a late status report for one is dropped rather than
 -- kept with the number. Returns the counts; erasing twice returns zeros.
 CREATE FUNCTION private.erase_hot_sms(p_phone_number text)
@@ -400,6 +402,9 @@ BEGIN
 
     DELETE FROM private.sms_reconcile_checks AS c WHERE c.provider_message_sid = ANY (v_sids);
     PERFORM private.remember_erased_sids(v_sids);
+    -- The number no longer counts as a recipient, archived days included; the erased
+    -- SMS's other figures stay in the KPIs (20261206000090_kpi_aggregates.sql).
+    DELETE FROM private.sms_recipients WHERE phone_number = p_phone_number;
     RETURN NEXT;
 END
 $$;

@@ -1,7 +1,8 @@
 -- A client's statement for a month: one line per deployment and message type, with its
 -- counts and amounts in the billing currency. Months are calendar months of a billing
 -- time zone (Europe/Paris by default), restricted to zones whose month boundaries fall
--- on whole UTC hours, so that hourly aggregates can serve a statement.
+-- on whole UTC hours, so that the hourly aggregates serve a statement exactly, archived
+-- months included (private.sms_kpi_parts).
 --
 -- Rounding: each line's provider cost and billed amount are rounded to cents (half away
 -- from zero) and its margin is their difference, so that the columns add up; the totals
@@ -42,18 +43,17 @@ BEGIN
 
     RETURN (
         WITH lines AS (
-            SELECT s.deployment_id, d.name AS deployment_name, s.message_type,
-                count(*) AS sms,
-                count(*) FILTER (WHERE s.status = 'delivered') AS delivered,
-                count(*) FILTER (WHERE s.status = 'failed') AS failed,
-                count(*) FILTER (WHERE s.provider_cost IS NULL) AS unpriced,
-                round(coalesce(sum(s.provider_cost), 0), 2) AS provider_cost,
-                round(coalesce(sum(s.billed_cost), 0), 2) AS billed
-            FROM public.agent_sms AS s
-            JOIN public.agent_deployments AS d ON d.id = s.deployment_id
-            WHERE d.client_id = p_client_id
-              AND s.sent_at >= v_start AND s.sent_at < v_end
-            GROUP BY s.deployment_id, d.name, s.message_type
+            SELECT p.deployment_id, d.name AS deployment_name, p.message_type,
+                sum(p.sms) AS sms,
+                coalesce(sum(p.sms) FILTER (WHERE p.status = 'delivered'), 0) AS delivered,
+                coalesce(sum(p.sms) FILTER (WHERE p.status = 'failed'), 0) AS failed,
+                sum(p.unpriced) AS unpriced,
+                round(sum(p.provider_cost), 2) AS provider_cost,
+                round(sum(p.billed), 2) AS billed
+            FROM private.sms_kpi_parts(private.sms_scope(p_client_id, NULL, NULL),
+                                       v_start, v_end, false) AS p
+            JOIN public.agent_deployments AS d ON d.id = p.deployment_id
+            GROUP BY p.deployment_id, d.name, p.message_type
         )
         , shown AS (
             -- The margin is what the rounded amounts leave, so that each line's columns

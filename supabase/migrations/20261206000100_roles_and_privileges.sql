@@ -48,7 +48,7 @@ GRANT sms_data_owner TO sms_retention;
 -- An owner may attach code to its tables (a trigger, a default) that then runs as
 -- whoever writes them next. So nobody but their owner writes them: the tables, and the
 -- SECURITY DEFINER functions that write them (ingest_sms, record_sms_status, reconcile's
--- three, replay_parked_call, the prices' and rates' three, and two triggers), pass to
+-- three, replay_parked_call, the prices' and rates' three, and five triggers), pass to
 -- sms_data_owner. What sms_retention could attach runs as sms_data_owner again, never as service_role or the migrator. The migrator keeps
 -- the definer functions that read the platform's tables, which no role of ours may
 -- (their row-level security, auth.uid()) and write none of ours: the tenant checks,
@@ -68,6 +68,12 @@ ALTER TABLE private.sms_provider_statuses OWNER TO sms_data_owner;
 ALTER TABLE private.twilio_statuses OWNER TO sms_data_owner;
 ALTER TABLE private.billing_settings OWNER TO sms_data_owner;
 ALTER TABLE private.exchange_rates OWNER TO sms_data_owner;
+ALTER TABLE private.sms_hour_totals OWNER TO sms_data_owner;
+ALTER TABLE private.sms_day_totals OWNER TO sms_data_owner;
+ALTER TABLE private.sms_kpi_seal OWNER TO sms_data_owner;
+ALTER TABLE private.sms_workflow_hours OWNER TO sms_data_owner;
+ALTER TABLE private.sms_recipients OWNER TO sms_data_owner;
+ALTER TABLE private.sms_recipient_hours OWNER TO sms_data_owner;
 ALTER FUNCTION public.ingest_sms(jsonb) OWNER TO sms_data_owner;
 ALTER FUNCTION public.record_sms_status(text, text, integer, timestamptz, text, text, numeric,
                                         text) OWNER TO sms_data_owner;
@@ -80,6 +86,9 @@ ALTER FUNCTION public.price_pending_sms() OWNER TO sms_data_owner;
 ALTER FUNCTION public.store_exchange_rates(jsonb) OWNER TO sms_data_owner;
 ALTER FUNCTION private.agent_sms_apply_pending_events() OWNER TO sms_data_owner;
 ALTER FUNCTION private.agent_sms_refuse_erased() OWNER TO sms_data_owner;
+ALTER FUNCTION private.agent_sms_kpis_inserted() OWNER TO sms_data_owner;
+ALTER FUNCTION private.agent_sms_kpis_updated() OWNER TO sms_data_owner;
+ALTER FUNCTION private.agent_sms_kpis_deleted() OWNER TO sms_data_owner;
 REVOKE CREATE ON SCHEMA public, private FROM sms_data_owner;
 
 -- anon: nothing at all. authenticated: reads its clients' SMS (row-level security) and
@@ -98,9 +107,15 @@ GRANT USAGE ON SCHEMA private TO sms_data_owner;
 REVOKE ALL ON public.agent_sms, public.agent_sms_events, private.sms_erased_sids,
     private.sms_reconcile_checks, private.sms_archive_objects,
     private.sms_archive_phone_index, private.sms_erasures, private.sms_provider_statuses,
-    private.twilio_statuses, private.billing_settings, private.exchange_rates
+    private.twilio_statuses, private.billing_settings, private.exchange_rates,
+    private.sms_hour_totals, private.sms_day_totals, private.sms_kpi_seal,
+    private.sms_workflow_hours, private.sms_recipients, private.sms_recipient_hours
     FROM PUBLIC, anon, authenticated, service_role;
 GRANT SELECT ON public.agent_sms TO authenticated, service_role;
+-- What the KPI functions read with the caller's rights: the aggregates (under the same
+-- row-level security as agent_sms) and how far they reach. Never the recipients' numbers.
+GRANT SELECT ON private.sms_hour_totals, private.sms_day_totals, private.sms_kpi_seal,
+    private.sms_workflow_hours, private.sms_recipient_hours TO authenticated, service_role;
 
 -- Every other table of the schema belongs to the rest of the project, which keeps their
 -- row privileges. But none of the API roles may TRUNCATE one (it ignores row-level
@@ -117,7 +132,7 @@ ALTER DEFAULT PRIVILEGES IN SCHEMA public
 
 -- Sequences: none. An identity column draws from its own without the inserter's rights;
 -- setval would break every status report, and last_value tells how many there were.
-REVOKE ALL ON SEQUENCE public.agent_sms_events_id_seq
+REVOKE ALL ON SEQUENCE public.agent_sms_events_id_seq, private.sms_recipients_id_seq
     FROM PUBLIC, anon, authenticated, service_role;
 
 -- Views: read only (they run with the caller's rights, so row-level security applies).
@@ -152,8 +167,12 @@ REVOKE ALL ON FUNCTION
     private.add_to_erasure(text, bytea, integer, integer, integer, integer, integer, integer,
                            integer),
     private.agent_sms_apply_pending_events(),
+    private.agent_sms_kpis_deleted(),
+    private.agent_sms_kpis_inserted(),
+    private.agent_sms_kpis_updated(),
     private.agent_sms_refuse_erased(),
     private.agent_sms_refuse_erased_sid(),
+    private.agent_sms_refuse_fixed_column_change(),
     private.agent_sms_refuse_foreign_link_update(),
     private.agent_sms_refuse_foreign_links(),
     private.apply_pending_sms_events(text[]),
@@ -167,12 +186,17 @@ REVOKE ALL ON FUNCTION
     private.complete_erasure(text, bytea),
     private.erase_hot_sms(text),
     private.erased_sids(text[]),
+    private.epoch_hour(timestamptz),
     private.erasure_lock_key(),
+    private.expire_recipient_hours(timestamptz),
     private.expired_archive_objects(timestamptz),
+    private.fold_sms_totals(public.agent_sms[], public.agent_sms[]),
     private.forget_archive_object(text),
     private.hold_referenced_records(jsonb),
     private.links_outside_tenant(uuid[], uuid[], uuid[], uuid[]),
     private.mark_erasure_incomplete(text, bytea, text),
+    private.note_archived_through(timestamptz),
+    private.note_sms_hours(public.agent_sms[]),
     private.open_erasure(text, text, bytea[]),
     private.pending_events_lock_key(),
     private.percentage(numeric, numeric),
@@ -184,12 +208,19 @@ REVOKE ALL ON FUNCTION
     private.remember_erased_sids(text[]),
     private.retention_forecast(timestamptz, integer, timestamptz, timestamptz),
     private.retention_run_lock_key(),
+    private.seal_next_sms_day(timestamptz),
+    private.archived_before(),
+    private.sealed_before(),
     private.sms_due_for_archive(timestamptz, integer),
-    private.sms_period_figures(uuid[], timestamptz, timestamptz),
+    private.sms_active_workflows(uuid[], timestamptz, timestamptz),
+    private.sms_unique_recipients(uuid[], timestamptz, timestamptz),
+    private.sms_kpi_parts(uuid[], timestamptz, timestamptz, boolean, timestamptz),
+    private.sms_period_figures(uuid[], timestamptz, timestamptz, timestamptz),
     private.sms_scope(uuid, uuid, text),
     private.stale_pending_events(timestamptz),
     private.twilio_failure_reason(integer),
-    private.unfinished_archive_objects()
+    private.unfinished_archive_objects(),
+    private.whole_hours(timestamptz, timestamptz)
 FROM PUBLIC, anon, authenticated, service_role;
 
 -- The KPIs and the monthly statement, for signed-in users (row-level security decides
@@ -203,9 +234,16 @@ GRANT EXECUTE ON FUNCTION
     private.billing_currency(),
     private.check_period(timestamptz, timestamptz),
     private.check_scope(uuid[]),
+    private.epoch_hour(timestamptz),
     private.percentage(numeric, numeric),
-    private.sms_period_figures(uuid[], timestamptz, timestamptz),
-    private.sms_scope(uuid, uuid, text)
+    private.archived_before(),
+    private.sealed_before(),
+    private.sms_active_workflows(uuid[], timestamptz, timestamptz),
+    private.sms_unique_recipients(uuid[], timestamptz, timestamptz),
+    private.sms_kpi_parts(uuid[], timestamptz, timestamptz, boolean, timestamptz),
+    private.sms_period_figures(uuid[], timestamptz, timestamptz, timestamptz),
+    private.sms_scope(uuid, uuid, text),
+    private.whole_hours(timestamptz, timestamptz)
 TO authenticated, service_role;
 
 -- The read policy on agent_sms calls it as the reading user.
@@ -232,9 +270,13 @@ GRANT EXECUTE ON FUNCTION
     private.agent_sms_in_billing_currency(),
     private.billing_currency(),
     private.billing_rate(text, date),
+    private.epoch_hour(timestamptz),
     private.erased_sids(text[]),
     private.erasure_lock_key(),
+    private.fold_sms_totals(public.agent_sms[], public.agent_sms[]),
     private.hold_referenced_records(jsonb),
+    private.note_sms_hours(public.agent_sms[]),
+    private.sealed_before(),
     private.price_sms(text, numeric, text),
     private.links_outside_tenant(uuid[], uuid[], uuid[], uuid[]),
     private.pending_events_lock_key(),
@@ -252,10 +294,13 @@ GRANT EXECUTE ON FUNCTION
     private.begin_archive_object(text),
     private.commit_archive_object(text, uuid[], bigint[], text, bigint, bytea[], integer[]),
     private.complete_erasure(text, bytea),
+    private.epoch_hour(timestamptz),
     private.erase_hot_sms(text),
     private.erased_sids(text[]),
     private.erasure_lock_key(),
+    private.expire_recipient_hours(timestamptz),
     private.expired_archive_objects(timestamptz),
+    private.fold_sms_totals(public.agent_sms[], public.agent_sms[]),
     private.forget_archive_object(text),
     private.mark_erasure_incomplete(text, bytea, text),
     private.open_erasure(text, text, bytea[]),
@@ -266,7 +311,9 @@ GRANT EXECUTE ON FUNCTION
                                     timestamptz),
     private.remember_erased_sids(text[]),
     private.retention_forecast(timestamptz, integer, timestamptz, timestamptz),
+    private.note_archived_through(timestamptz),
     private.retention_run_lock_key(),
+    private.seal_next_sms_day(timestamptz),
     private.sms_due_for_archive(timestamptz, integer),
     private.stale_pending_events(timestamptz),
     private.unfinished_archive_objects()

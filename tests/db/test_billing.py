@@ -14,7 +14,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from tests.support.builders import Tenants, acting_as, insert_sms
+from tests.support.builders import Tenants, acting_as, forget_every_sms, insert_sms
 
 
 def store_rates(conn: psycopg.Connection, *rates: tuple[str, str, str]) -> None:
@@ -142,7 +142,7 @@ def test_no_row_is_in_another_currency_than_the_billing_one(
 def test_in_another_billing_currency_a_price_goes_through_the_euro(
     clean: psycopg.Connection, tenants: Tenants
 ) -> None:
-    clean.execute("DELETE FROM public.agent_sms")
+    forget_every_sms(clean)
     clean.execute("UPDATE private.billing_settings SET currency = 'USD'")  # no SMS yet
     store_rates(clean, ("USD", "2026-11-24", "1.2000"), ("GBP", "2026-11-24", "0.8000"))
     sid = unpriced_sms(clean, tenants, "2026-11-24T10:00:00Z")
@@ -164,7 +164,7 @@ def statement(conn: psycopg.Connection, client: uuid.UUID, month: str, zone: str
 def test_a_month_is_a_month_of_the_billing_time_zone_and_its_lines_add_up(
     clean: psycopg.Connection, tenants: Tenants
 ) -> None:
-    clean.execute("DELETE FROM public.agent_sms")  # the tenants' own SMS
+    forget_every_sms(clean)  # the tenants' own SMS
     deployment = tenants.deployments_a[0]
     for sent_at, cost, kind in [
         ("2026-10-31T22:59:59Z", "0.0100", "transactional"),  # October, in Paris
@@ -301,7 +301,7 @@ def test_only_reference_rates_are_stored(
 
 
 def test_each_statement_line_adds_up(clean: psycopg.Connection, tenants: Tenants) -> None:
-    clean.execute("DELETE FROM public.agent_sms")
+    forget_every_sms(clean)
     for cost in ("0.0050", "0.0050", None):
         insert_sms(clean, tenants.deployments_a[0], sent_at="2026-11-10T10:00:00Z",
                    provider_cost=cost, voipia_margin="0.0050")  # fmt: skip

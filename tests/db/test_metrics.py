@@ -68,6 +68,10 @@ def test_all_clients(db: PostgresDatabase, shop: Shop) -> None:
         },
         # Beyond the seed's keys, beside them.
         "currency": "EUR",
+        "period": {
+            "start": "2026-11-01T00:00:00+00:00", "end": "2026-11-08T00:00:00+00:00",
+            "previous_start": "2026-10-25T00:00:00+00:00",
+        },
         "previous_period_more": {
             "total_provider_cost": 0.13, "avg_delivery_time_seconds": 2.00,
             "margin_percentage": 23.53,
@@ -347,8 +351,8 @@ def test_an_unnarrowed_scope_is_refused_outside_row_level_security(
 ) -> None:
     # NULL means "what the caller may see": read by a role that bypasses RLS (or in a
     # SECURITY DEFINER wrapper owned by one) it would mean every client's SMS.
-    figures = "SELECT private.sms_period_figures(NULL, %s, %s) ->> 'total_sms'"
-    period = (NOV_1, NOV_1 + WEEK)
+    figures = "SELECT private.sms_period_figures(NULL, %s, %s, %s) #>> '{current,total_sms}'"
+    period = (NOV_1 - WEEK, NOV_1, NOV_1 + WEEK)
     with acting_as(database_url, "authenticated", shop.viewer_a) as conn:
         assert conn.execute(figures, period).fetchone() == ("4",)
     with (

@@ -36,6 +36,12 @@ OUR_TABLES = (
     "private.sms_provider_statuses",
     "private.sms_reconcile_checks",
     "private.twilio_statuses",
+    "private.sms_hour_totals",
+    "private.sms_day_totals",
+    "private.sms_kpi_seal",
+    "private.sms_workflow_hours",
+    "private.sms_recipients",
+    "private.sms_recipient_hours",
 )
 # The functions that write them: SECURITY DEFINER, run as the tables' owner, so that
 # nothing attached to a table by its owner runs as anyone else.
@@ -51,6 +57,9 @@ OWNED_FUNCTIONS = (
     "public.store_exchange_rates(jsonb)",
     "private.agent_sms_apply_pending_events()",
     "private.agent_sms_refuse_erased()",
+    "private.agent_sms_kpis_inserted()",
+    "private.agent_sms_kpis_updated()",
+    "private.agent_sms_kpis_deleted()",
 )
 EVERYONES = {"database CONNECT", "database TEMPORARY", "schema public USAGE"}
 
@@ -82,8 +91,21 @@ REVIEWED = {
         "function private.check_period(timestamptz,timestamptz)",
         "function private.check_scope(uuid[])",
         "function private.percentage(numeric,numeric)",
-        "function private.sms_period_figures(uuid[],timestamptz,timestamptz)",
+        "function private.sms_period_figures(uuid[],timestamptz,timestamptz,timestamptz)",
         "function private.sms_scope(uuid,uuid,text)",
+        # The KPIs' aggregates, under the same row-level security as agent_sms.
+        "table private.sms_hour_totals SELECT",
+        "table private.sms_day_totals SELECT",
+        "table private.sms_kpi_seal SELECT",
+        "table private.sms_workflow_hours SELECT",
+        "table private.sms_recipient_hours SELECT",
+        "function private.epoch_hour(timestamptz)",
+        "function private.archived_before()",
+        "function private.sealed_before()",
+        "function private.sms_active_workflows(uuid[],timestamptz,timestamptz)",
+        "function private.sms_unique_recipients(uuid[],timestamptz,timestamptz)",
+        "function private.sms_kpi_parts(uuid[],timestamptz,timestamptz,boolean,timestamptz)",
+        "function private.whole_hours(timestamptz,timestamptz)",
     },
     "service_role": {
         "database CONNECT",
@@ -112,15 +134,32 @@ REVIEWED = {
         "function private.check_period(timestamptz,timestamptz)",
         "function private.check_scope(uuid[])",
         "function private.percentage(numeric,numeric)",
-        "function private.sms_period_figures(uuid[],timestamptz,timestamptz)",
+        "function private.sms_period_figures(uuid[],timestamptz,timestamptz,timestamptz)",
         "function private.sms_scope(uuid,uuid,text)",
+        # The KPIs' aggregates, under the same row-level security as agent_sms.
+        "table private.sms_hour_totals SELECT",
+        "table private.sms_day_totals SELECT",
+        "table private.sms_kpi_seal SELECT",
+        "table private.sms_workflow_hours SELECT",
+        "table private.sms_recipient_hours SELECT",
+        "function private.epoch_hour(timestamptz)",
+        "function private.archived_before()",
+        "function private.sealed_before()",
+        "function private.sms_active_workflows(uuid[],timestamptz,timestamptz)",
+        "function private.sms_unique_recipients(uuid[],timestamptz,timestamptz)",
+        "function private.sms_kpi_parts(uuid[],timestamptz,timestamptz,boolean,timestamptz)",
+        "function private.whole_hours(timestamptz,timestamptz)",
     },
     # Nothing of its own: it acts only as the API role it switches to (NOINHERIT).
     API_LOGIN: EVERYONES,
     RETENTION_LOGIN: EVERYONES
     | {"schema private USAGE"}
     | {f"table {table} {privilege}" for table in OUR_TABLES for privilege in TABLE_PRIVILEGES}
-    | {f"sequence public.agent_sms_events_id_seq {p}" for p in SEQUENCE_PRIVILEGES}
+    | {
+        f"sequence {sequence} {p}"
+        for p in SEQUENCE_PRIVILEGES
+        for sequence in ("public.agent_sms_events_id_seq", "private.sms_recipients_id_seq")
+    }
     | {
         "function private.add_to_erasure(text,bytea,integer,integer,integer,integer,integer,"
         "integer,integer)",
@@ -140,6 +179,13 @@ REVIEWED = {
         "function private.billing_rate(text,date)",
         "function private.price_sms(text,numeric,text)",
         "function private.agent_sms_refuse_erased()",
+        "function private.agent_sms_kpis_inserted()",
+        "function private.agent_sms_kpis_updated()",
+        "function private.agent_sms_kpis_deleted()",
+        "function private.epoch_hour(timestamptz)",
+        "function private.fold_sms_totals(public.agent_sms[],public.agent_sms[])",
+        "function private.note_sms_hours(public.agent_sms[])",
+        "function private.sealed_before()",
         "function private.apply_pending_sms_events(text[])",
         "function private.apply_sms_event(public.agent_sms_events)",
         "function private.apply_sms_status(text,text,integer,timestamptz)",
@@ -156,6 +202,9 @@ REVIEWED = {
         "function private.erased_sids(text[])",
         "function private.erasure_lock_key()",
         "function private.expired_archive_objects(timestamptz)",
+        "function private.expire_recipient_hours(timestamptz)",
+        "function private.seal_next_sms_day(timestamptz)",
+        "function private.note_archived_through(timestamptz)",
         "function private.forget_archive_object(text)",
         "function private.mark_erasure_incomplete(text,bytea,text)",
         "function private.open_erasure(text,text,bytea[])",

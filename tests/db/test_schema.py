@@ -80,10 +80,11 @@ SEED_INDEXES = {
     # Beyond the seed: the SMS whose price waits for an exchange rate.
     "idx_agent_sms_waiting_for_rate": "(sent_at) WHERE ((provider_cost IS NULL)"
     " AND (provider_amount IS NOT NULL))",
-    # Beyond the seed: get_sms_metrics reads its periods from this index alone.
+    # Beyond the seed: the KPIs read the unsealed days, and the recipients of periods
+    # not archived, from this index alone.
     "idx_agent_sms_metrics": "(deployment_id, sent_at) INCLUDE (status, message_type,"
-    " character_count, billed_cost, provider_cost, voipia_margin, delivered_at, call_id,"
-    " workflow_id, phone_number)",
+    " failure_reason, character_count, billed_cost, provider_cost, voipia_margin,"
+    " delivered_at, call_id, phone_number)",
     # Backing the PRIMARY KEY and UNIQUE constraints.
     "agent_sms_pkey": "(id)",
     "agent_sms_provider_message_sid_key": "(provider_message_sid)",

@@ -21,7 +21,7 @@ import pytest
 from shared import runtime
 from shared.db import PostgresDatabase, database
 from shared.settings import Settings
-from tests.support.builders import JWT_SECRET, Tenants, insert_sms
+from tests.support.builders import JWT_SECRET, Tenants, forget_every_sms, insert_sms
 from tests.support.served import serve
 from tools import kpi_page
 from tools.loopback import LoopbackServer
@@ -70,7 +70,7 @@ def services(database_url: str, shared_db: PostgresDatabase, page_url: str) -> I
 @pytest.fixture
 def recent(clean: psycopg.Connection, tenants: Tenants) -> Tenants:
     """Three weeks of SMS for both clients, as the default period (30 days) sees them."""
-    clean.execute("DELETE FROM public.agent_sms")
+    forget_every_sms(clean)
     now = datetime.now(UTC).replace(microsecond=0)
     kinds = ["transactional", "marketing", "appointment_reminder"]
     for day in range(21):

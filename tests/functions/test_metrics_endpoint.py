@@ -7,6 +7,7 @@ import logging
 import socket
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -229,8 +230,12 @@ def test_without_dates_it_is_the_last_30_days(metrics_url: str, shop: Shop) -> N
     assert response.status_code == 200
     assert set(response.json()) == {
         "current_period", "previous_period", "comparison", "top_failure_reasons", "currency",
-        "previous_period_more",
+        "previous_period_more", "period",
     }  # fmt: skip
+    period = response.json()["period"]
+    start, end = (datetime.fromisoformat(period[key]) for key in ("start", "end"))
+    assert end - start == timedelta(days=30)
+    assert datetime.now(UTC) < end <= datetime.now(UTC) + timedelta(hours=1)
 
 
 def test_only_get_is_served(metrics_url: str, shop: Shop) -> None:
@@ -254,7 +259,7 @@ def test_series_and_failure_reasons_sit_beside_the_seeds_keys(
     body = response.json()
     assert set(body) == {
         "current_period", "previous_period", "comparison", "top_failure_reasons", "series",
-        "currency", "previous_period_more",
+        "currency", "previous_period_more", "period",
     }  # fmt: skip
     assert len(body["series"]) == 7
     assert sum(b["total_sms"] for b in body["series"]) == 4

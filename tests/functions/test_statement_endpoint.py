@@ -14,7 +14,7 @@ import pytest
 from shared import runtime
 from shared.db import PostgresDatabase, database
 from shared.settings import Settings
-from tests.support.builders import JWT_SECRET, Tenants, insert_sms, make_jwt
+from tests.support.builders import JWT_SECRET, Tenants, forget_every_sms, insert_sms, make_jwt
 from tests.support.served import serve
 
 SERVICE_KEY = "s" * 40
@@ -42,7 +42,7 @@ def services(database_url: str, shared_db: PostgresDatabase) -> Iterator[None]:
 
 @pytest.fixture
 def november(clean: psycopg.Connection, tenants: Tenants) -> Tenants:
-    clean.execute("DELETE FROM public.agent_sms")
+    forget_every_sms(clean)
     for deployment, name in ((tenants.deployments_a[0], "=HYPERLINK(1)"),):
         clean.execute("UPDATE public.agent_deployments SET name = %s WHERE id = %s",
                       (name, deployment))  # fmt: skip

@@ -51,6 +51,25 @@ def insert_sms(conn: psycopg.Connection, deployment_id: uuid.UUID, **values: Any
     return uuid.UUID(str(result[0]))
 
 
+# Every table an SMS leaves a trace in. Deleting an SMS keeps its figures in the KPIs'
+# aggregates (an archived or erased SMS still counts): a test that starts over empties
+# them all.
+SMS_TABLES = (
+    "public.agent_sms",
+    "private.sms_hour_totals",
+    "private.sms_day_totals",
+    "private.sms_kpi_seal",
+    "private.sms_workflow_hours",
+    "private.sms_recipient_hours",
+    "private.sms_recipients",
+)
+
+
+def forget_every_sms(conn: psycopg.Connection) -> None:
+    """As if no SMS had ever been recorded (a superuser's connection)."""
+    conn.execute(f"TRUNCATE {', '.join(SMS_TABLES)}")
+
+
 def create_tenants(conn: psycopg.Connection) -> Tenants:
     def one(query: str, *params: Any) -> uuid.UUID:
         row = conn.execute(query, params).fetchone()

@@ -67,11 +67,13 @@ def test_archive_round_trip_keeps_every_column_and_indexes_every_number(
 
     assert report.as_json() == {
         "dry_run": False,
+        "sealed_days": 12,  # the 11 days with SMS, then the empty days up to 8 days ago
         "archived_objects": 4,  # January in two batches of at most 4, March, November
         "archived_rows": 9,
         "expired_objects": 0,
         "expired_rows": 0,
         "unfinished_objects_removed": 0,
+        "recipients_expired": 0,
         "pending_events_purged": 0,
         "complete": True,
     }
