@@ -19,6 +19,24 @@ SET check_function_bodies = false;
 CREATE SCHEMA private;
 
 --
+-- Name: sms_fact; Type: TYPE; Schema: private; Owner: -
+--
+
+CREATE TYPE private.sms_fact AS (
+	sent_at timestamp with time zone,
+	deployment_id uuid,
+	message_type text,
+	status text,
+	failure_reason text,
+	character_count integer,
+	provider_cost numeric,
+	voipia_margin numeric,
+	billed_cost numeric,
+	call_id uuid,
+	delivered_at timestamp with time zone
+);
+
+--
 -- Name: accessible_deployment_ids(boolean); Type: FUNCTION; Schema: private; Owner: -
 --
 
@@ -142,7 +160,8 @@ DECLARE
 BEGIN
     IF EXISTS (SELECT FROM old_rows AS o WHERE o.sent_at >= v_sealed_before) THEN
         PERFORM private.fold_sms_totals(
-            ARRAY(SELECT o::public.agent_sms FROM old_rows AS o WHERE o.sent_at >= v_sealed_before), '{}');
+            ARRAY(SELECT private.sms_fact(o::public.agent_sms) FROM old_rows AS o
+                  WHERE o.sent_at >= v_sealed_before), '{}');
     END IF;
     RETURN NULL;
 END
@@ -162,7 +181,8 @@ BEGIN
     PERFORM private.note_sms_hours(ARRAY(SELECT n::public.agent_sms FROM new_rows AS n));
     IF EXISTS (SELECT FROM new_rows AS n WHERE n.sent_at < v_sealed_before) THEN
         PERFORM private.fold_sms_totals(
-            ARRAY(SELECT n::public.agent_sms FROM new_rows AS n WHERE n.sent_at < v_sealed_before), '{}');
+            ARRAY(SELECT private.sms_fact(n::public.agent_sms) FROM new_rows AS n
+                  WHERE n.sent_at < v_sealed_before), '{}');
     END IF;
     RETURN NULL;
 END
@@ -181,8 +201,10 @@ DECLARE
 BEGIN
     IF EXISTS (SELECT FROM old_rows AS o WHERE o.sent_at < v_sealed_before) THEN
         PERFORM private.fold_sms_totals(
-            ARRAY(SELECT n::public.agent_sms FROM new_rows AS n WHERE n.sent_at < v_sealed_before),
-            ARRAY(SELECT o::public.agent_sms FROM old_rows AS o WHERE o.sent_at < v_sealed_before));
+            ARRAY(SELECT private.sms_fact(n::public.agent_sms) FROM new_rows AS n
+                  WHERE n.sent_at < v_sealed_before),
+            ARRAY(SELECT private.sms_fact(o::public.agent_sms) FROM old_rows AS o
+                  WHERE o.sent_at < v_sealed_before));
     END IF;
     RETURN NULL;
 END
@@ -712,82 +734,10 @@ END
 $$;
 
 --
--- Name: agent_sms; Type: TABLE; Schema: public; Owner: -
+-- Name: fold_sms_totals(private.sms_fact[], private.sms_fact[]); Type: FUNCTION; Schema: private; Owner: -
 --
 
-CREATE TABLE public.agent_sms (
-    id uuid DEFAULT gen_random_uuid() NOT NULL,
-    deployment_id uuid NOT NULL,
-    call_id uuid,
-    prospect_id uuid,
-    sequence_id uuid,
-    phone_number text NOT NULL,
-    first_name text,
-    last_name text,
-    message_content text NOT NULL,
-    message_type text DEFAULT 'transactional'::text,
-    character_count integer GENERATED ALWAYS AS (length(message_content)) STORED,
-    provider text DEFAULT 'twilio'::text,
-    provider_message_sid text,
-    provider_status text,
-    status text DEFAULT 'sent'::text,
-    sent_at timestamp with time zone NOT NULL,
-    delivered_at timestamp with time zone,
-    failed_at timestamp with time zone,
-    failure_reason text,
-    provider_cost numeric(10,4),
-    voipia_margin numeric(10,4) DEFAULT 0,
-    billed_cost numeric(10,4) GENERATED ALWAYS AS ((provider_cost + voipia_margin)) STORED,
-    currency text DEFAULT private.billing_currency(),
-    workflow_id text,
-    workflow_execution_id text,
-    metadata jsonb DEFAULT '{}'::jsonb,
-    created_at timestamp with time zone DEFAULT now(),
-    updated_at timestamp with time zone DEFAULT now(),
-    provider_amount numeric(10,4),
-    provider_currency text,
-    exchange_rate numeric(18,8),
-    exchange_rate_date date,
-    CONSTRAINT agent_sms_amounts_finite_check CHECK (((provider_cost <> 'NaN'::numeric) AND (voipia_margin <> 'NaN'::numeric))),
-    CONSTRAINT agent_sms_exchange_rate_check CHECK (((exchange_rate > (0)::numeric) AND (exchange_rate < (100000000)::numeric))),
-    CONSTRAINT agent_sms_message_type_check CHECK ((message_type = ANY (ARRAY['transactional'::text, 'marketing'::text, 'notification'::text, 'appointment_reminder'::text]))),
-    CONSTRAINT agent_sms_phone_number_e164_check CHECK ((phone_number ~ '^\+[1-9][0-9]{6,14}$'::text)),
-    CONSTRAINT agent_sms_provider_amount_check CHECK (((provider_amount >= (0)::numeric) AND (provider_amount < (1000000)::numeric))),
-    CONSTRAINT agent_sms_provider_cost_check CHECK ((provider_cost >= (0)::numeric)),
-    CONSTRAINT agent_sms_provider_currency_check CHECK ((provider_currency ~ '^[A-Z]{3}$'::text)),
-    CONSTRAINT agent_sms_provider_status_check CHECK ((provider_status = ANY (ARRAY['queued'::text, 'sending'::text, 'sent'::text, 'delivered'::text, 'undelivered'::text, 'failed'::text, 'unknown'::text]))),
-    CONSTRAINT agent_sms_status_check CHECK ((status = ANY (ARRAY['sent'::text, 'delivered'::text, 'failed'::text]))),
-    CONSTRAINT agent_sms_voipia_margin_check CHECK ((voipia_margin >= (0)::numeric))
-);
-ALTER TABLE ONLY public.agent_sms ALTER COLUMN phone_number SET STATISTICS 0;
-ALTER TABLE ONLY public.agent_sms ALTER COLUMN first_name SET STATISTICS 0;
-ALTER TABLE ONLY public.agent_sms ALTER COLUMN last_name SET STATISTICS 0;
-ALTER TABLE ONLY public.agent_sms ALTER COLUMN message_content SET STATISTICS 0;
-ALTER TABLE ONLY public.agent_sms ALTER COLUMN metadata SET STATISTICS 0;
-
---
--- Name: TABLE agent_sms; Type: COMMENT; Schema: public; Owner: -
---
-
-COMMENT ON TABLE public.agent_sms IS 'Every SMS sent by Voipia AI agents via n8n workflows; one row per Twilio Message SID.';
-
---
--- Name: COLUMN agent_sms.provider_amount; Type: COMMENT; Schema: public; Owner: -
---
-
-COMMENT ON COLUMN public.agent_sms.provider_amount IS 'The provider''s price as it gave it (absolute value), in provider_currency.';
-
---
--- Name: COLUMN agent_sms.exchange_rate; Type: COMMENT; Schema: public; Owner: -
---
-
-COMMENT ON COLUMN public.agent_sms.exchange_rate IS 'Billing-currency units per provider_currency unit, from the ECB rates of exchange_rate_date.';
-
---
--- Name: fold_sms_totals(public.agent_sms[], public.agent_sms[]); Type: FUNCTION; Schema: private; Owner: -
---
-
-CREATE FUNCTION private.fold_sms_totals(p_added public.agent_sms[], p_removed public.agent_sms[]) RETURNS void
+CREATE FUNCTION private.fold_sms_totals(p_added private.sms_fact[], p_removed private.sms_fact[]) RETURNS void
     LANGUAGE plpgsql
     SET search_path TO 'pg_catalog', 'pg_temp'
     AS $$
@@ -833,6 +783,7 @@ BEGIN
             coalesce(d.margin, 0), coalesce(d.billed, 0), coalesce(d.linked, 0),
             coalesce(d.delivery_time, interval '0'), coalesce(d.timed, 0)
         FROM deltas AS d WHERE d.grain = 'hour'
+        ORDER BY d.deployment_id, d.starts_at, d.message_type, d.status, d.failure_reason
         ON CONFLICT (deployment_id, starts_at, message_type, status, failure_reason)
         DO UPDATE SET
             sms = t.sms + excluded.sms, unpriced = t.unpriced + excluded.unpriced,
@@ -853,6 +804,7 @@ BEGIN
         coalesce(d.margin, 0), coalesce(d.billed, 0), coalesce(d.linked, 0),
         coalesce(d.delivery_time, interval '0'), coalesce(d.timed, 0)
     FROM deltas AS d WHERE d.grain = 'day'
+    ORDER BY d.deployment_id, d.starts_at, d.message_type, d.status, d.failure_reason
     ON CONFLICT (deployment_id, starts_at, message_type, status, failure_reason)
     DO UPDATE SET
         sms = t.sms + excluded.sms, unpriced = t.unpriced + excluded.unpriced,
@@ -867,6 +819,13 @@ BEGIN
         timed = t.timed + excluded.timed;
 
     IF cardinality(p_removed) > 0 THEN
+        -- A bucket an SMS is taken out of held it: anything else is a bug, never a
+        -- figure to publish.
+        IF EXISTS (SELECT FROM private.sms_hour_totals AS t, unnest(p_removed) AS r
+                   WHERE t.sms < 0 AND t.deployment_id = r.deployment_id
+                     AND t.starts_at = date_trunc('hour', r.sent_at, 'UTC')) THEN
+            RAISE EXCEPTION 'an aggregate would hold fewer than no SMS';
+        END IF;
         DELETE FROM private.sms_hour_totals AS t
         USING unnest(p_removed) AS r
         WHERE t.sms = 0 AND t.deployment_id = r.deployment_id
@@ -978,10 +937,82 @@ CREATE FUNCTION private.note_archived_through(p_last timestamp with time zone) R
     SET search_path TO 'pg_catalog', 'pg_temp'
     AS $$
     INSERT INTO private.sms_kpi_seal AS k (archived_before)
-    VALUES (p_last + interval '1 microsecond')
+    VALUES (date_trunc('hour', p_last, 'UTC') + interval '1 hour')
     ON CONFLICT (singleton) DO UPDATE
     SET archived_before = greatest(k.archived_before, excluded.archived_before);
 $$;
+
+--
+-- Name: agent_sms; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.agent_sms (
+    id uuid DEFAULT gen_random_uuid() NOT NULL,
+    deployment_id uuid NOT NULL,
+    call_id uuid,
+    prospect_id uuid,
+    sequence_id uuid,
+    phone_number text NOT NULL,
+    first_name text,
+    last_name text,
+    message_content text NOT NULL,
+    message_type text DEFAULT 'transactional'::text,
+    character_count integer GENERATED ALWAYS AS (length(message_content)) STORED,
+    provider text DEFAULT 'twilio'::text,
+    provider_message_sid text,
+    provider_status text,
+    status text DEFAULT 'sent'::text,
+    sent_at timestamp with time zone NOT NULL,
+    delivered_at timestamp with time zone,
+    failed_at timestamp with time zone,
+    failure_reason text,
+    provider_cost numeric(10,4),
+    voipia_margin numeric(10,4) DEFAULT 0,
+    billed_cost numeric(10,4) GENERATED ALWAYS AS ((provider_cost + voipia_margin)) STORED,
+    currency text DEFAULT private.billing_currency(),
+    workflow_id text,
+    workflow_execution_id text,
+    metadata jsonb DEFAULT '{}'::jsonb,
+    created_at timestamp with time zone DEFAULT now(),
+    updated_at timestamp with time zone DEFAULT now(),
+    provider_amount numeric(10,4),
+    provider_currency text,
+    exchange_rate numeric(18,8),
+    exchange_rate_date date,
+    CONSTRAINT agent_sms_amounts_finite_check CHECK (((provider_cost <> 'NaN'::numeric) AND (voipia_margin <> 'NaN'::numeric))),
+    CONSTRAINT agent_sms_exchange_rate_check CHECK (((exchange_rate > (0)::numeric) AND (exchange_rate < (100000000)::numeric))),
+    CONSTRAINT agent_sms_message_type_check CHECK ((message_type = ANY (ARRAY['transactional'::text, 'marketing'::text, 'notification'::text, 'appointment_reminder'::text]))),
+    CONSTRAINT agent_sms_phone_number_e164_check CHECK ((phone_number ~ '^\+[1-9][0-9]{6,14}$'::text)),
+    CONSTRAINT agent_sms_provider_amount_check CHECK (((provider_amount >= (0)::numeric) AND (provider_amount < (1000000)::numeric))),
+    CONSTRAINT agent_sms_provider_cost_check CHECK ((provider_cost >= (0)::numeric)),
+    CONSTRAINT agent_sms_provider_currency_check CHECK ((provider_currency ~ '^[A-Z]{3}$'::text)),
+    CONSTRAINT agent_sms_provider_status_check CHECK ((provider_status = ANY (ARRAY['queued'::text, 'sending'::text, 'sent'::text, 'delivered'::text, 'undelivered'::text, 'failed'::text, 'unknown'::text]))),
+    CONSTRAINT agent_sms_status_check CHECK ((status = ANY (ARRAY['sent'::text, 'delivered'::text, 'failed'::text]))),
+    CONSTRAINT agent_sms_voipia_margin_check CHECK ((voipia_margin >= (0)::numeric))
+);
+ALTER TABLE ONLY public.agent_sms ALTER COLUMN phone_number SET STATISTICS 0;
+ALTER TABLE ONLY public.agent_sms ALTER COLUMN first_name SET STATISTICS 0;
+ALTER TABLE ONLY public.agent_sms ALTER COLUMN last_name SET STATISTICS 0;
+ALTER TABLE ONLY public.agent_sms ALTER COLUMN message_content SET STATISTICS 0;
+ALTER TABLE ONLY public.agent_sms ALTER COLUMN metadata SET STATISTICS 0;
+
+--
+-- Name: TABLE agent_sms; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON TABLE public.agent_sms IS 'Every SMS sent by Voipia AI agents via n8n workflows; one row per Twilio Message SID.';
+
+--
+-- Name: COLUMN agent_sms.provider_amount; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.agent_sms.provider_amount IS 'The provider''s price as it gave it (absolute value), in provider_currency.';
+
+--
+-- Name: COLUMN agent_sms.exchange_rate; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.agent_sms.exchange_rate IS 'Billing-currency units per provider_currency unit, from the ECB rates of exchange_rate_date.';
 
 --
 -- Name: note_sms_hours(public.agent_sms[]); Type: FUNCTION; Schema: private; Owner: -
@@ -1003,24 +1034,39 @@ BEGIN
                         AND o.workflow_id = n.workflow_id
                         AND o.hours @> private.epoch_hour(n.sent_at))
     GROUP BY 1, 2, 3
+    ORDER BY 1, 2, 3
     ON CONFLICT (deployment_id, month, workflow_id) DO UPDATE SET hours = w.hours + excluded.hours;
 
     INSERT INTO private.sms_recipients (phone_number)
     SELECT DISTINCT n.phone_number FROM unnest(p_rows) AS n
     WHERE NOT EXISTS (SELECT FROM private.sms_recipients AS r
                       WHERE r.phone_number = n.phone_number)
+    ORDER BY 1
     ON CONFLICT DO NOTHING;
 
-    INSERT INTO private.sms_recipient_hours AS h (deployment_id, recipient_id, hours)
-    SELECT n.deployment_id, r.id,
-        range_agg(int4range(private.epoch_hour(n.sent_at), private.epoch_hour(n.sent_at) + 1))
-    FROM unnest(p_rows) AS n
-    JOIN private.sms_recipients AS r ON r.phone_number = n.phone_number
-    WHERE NOT EXISTS (SELECT FROM private.sms_recipient_hours AS o
-                      WHERE o.deployment_id = n.deployment_id AND o.recipient_id = r.id
-                        AND o.hours @> private.epoch_hour(n.sent_at))
-    GROUP BY 1, 2
-    ON CONFLICT (deployment_id, recipient_id) DO UPDATE SET hours = h.hours + excluded.hours;
+    BEGIN
+        INSERT INTO private.sms_recipient_hours AS h (deployment_id, recipient_id, hours)
+        SELECT n.deployment_id, r.id,
+            range_agg(int4range(private.epoch_hour(n.sent_at),
+                                private.epoch_hour(n.sent_at) + 1))
+        FROM unnest(p_rows) AS n
+        JOIN private.sms_recipients AS r ON r.phone_number = n.phone_number
+        WHERE NOT EXISTS (SELECT FROM private.sms_recipient_hours AS o
+                          WHERE o.deployment_id = n.deployment_id AND o.recipient_id = r.id
+                            AND o.hours @> private.epoch_hour(n.sent_at))
+        GROUP BY 1, 2
+        ORDER BY 1, 2
+        ON CONFLICT (deployment_id, recipient_id) DO UPDATE SET hours = h.hours + excluded.hours;
+    EXCEPTION WHEN foreign_key_violation THEN
+        RAISE EXCEPTION USING ERRCODE = '40001',
+            MESSAGE = 'a recipient was erased while its SMS was recorded';
+    END;
+    IF EXISTS (SELECT FROM unnest(p_rows) AS n
+               WHERE NOT EXISTS (SELECT FROM private.sms_recipients AS r
+                                 WHERE r.phone_number = n.phone_number)) THEN
+        RAISE EXCEPTION USING ERRCODE = '40001',
+            MESSAGE = 'a recipient could not be numbered yet';
+    END IF;
 END
 $$;
 
@@ -1216,6 +1262,7 @@ CREATE FUNCTION private.retention_run_lock_key() RETURNS bigint
 CREATE FUNCTION private.seal_next_sms_day(p_before timestamp with time zone) RETURNS timestamp with time zone
     LANGUAGE plpgsql
     SET search_path TO 'pg_catalog', 'pg_temp'
+    SET lock_timeout TO '2s'
     AS $$
 DECLARE
     v_limit timestamptz := date_trunc('day', p_before, 'UTC');
@@ -1233,8 +1280,8 @@ BEGIN
     WHERE s.sent_at >= v_from AND s.sent_at < v_limit;
     v_to := coalesce(v_to, v_limit);
     PERFORM private.fold_sms_totals(
-        ARRAY(SELECT s FROM public.agent_sms AS s WHERE s.sent_at >= v_from AND s.sent_at < v_to),
-        '{}');
+        ARRAY(SELECT private.sms_fact(s) FROM public.agent_sms AS s
+              WHERE s.sent_at >= v_from AND s.sent_at < v_to), '{}');
     UPDATE private.sms_kpi_seal SET sealed_before = v_to;
     RETURN v_to;
 END
@@ -1294,6 +1341,20 @@ BEGIN
         LIMIT p_limit
         FOR UPDATE;
 END
+$$;
+
+--
+-- Name: sms_fact(public.agent_sms); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.sms_fact(p_sms public.agent_sms) RETURNS private.sms_fact
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+    SELECT ROW(p_sms.sent_at, p_sms.deployment_id, p_sms.message_type, p_sms.status,
+               p_sms.failure_reason, p_sms.character_count, p_sms.provider_cost,
+               p_sms.voipia_margin, p_sms.billed_cost, p_sms.call_id,
+               p_sms.delivered_at)::private.sms_fact
 $$;
 
 --
@@ -1475,7 +1536,7 @@ CREATE FUNCTION private.sms_unique_recipients(p_deployments uuid[], p_start time
     LANGUAGE plpgsql STABLE
     SET search_path TO 'pg_catalog', 'pg_temp'
     SET plan_cache_mode TO 'force_custom_plan'
-    SET work_mem TO '256MB'
+    SET work_mem TO '64MB'
     AS $$
 BEGIN
     PERFORM private.check_scope(p_deployments);
@@ -2551,23 +2612,10 @@ CREATE TABLE private.sms_recipient_hours (
 --
 
 CREATE TABLE private.sms_recipients (
-    id bigint NOT NULL,
+    id bigint DEFAULT ((('x'::text || "left"(replace((gen_random_uuid())::text, '-'::text, ''::text), 16)))::bit(64))::bigint NOT NULL,
     phone_number text NOT NULL
 );
 ALTER TABLE ONLY private.sms_recipients ALTER COLUMN phone_number SET STATISTICS 0;
-
---
--- Name: sms_recipients_id_seq; Type: SEQUENCE; Schema: private; Owner: -
---
-
-ALTER TABLE private.sms_recipients ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
-    SEQUENCE NAME private.sms_recipients_id_seq
-    START WITH 1
-    INCREMENT BY 1
-    NO MINVALUE
-    NO MAXVALUE
-    CACHE 1
-);
 
 --
 -- Name: sms_reconcile_checks; Type: TABLE; Schema: private; Owner: -
@@ -2961,6 +3009,12 @@ CREATE INDEX idx_agent_sms_waiting_for_rate ON public.agent_sms USING btree (sen
 CREATE TRIGGER billing_currency_kept BEFORE UPDATE OF currency ON private.billing_settings FOR EACH ROW WHEN ((new.currency IS DISTINCT FROM old.currency)) EXECUTE FUNCTION private.billing_currency_kept();
 
 --
+-- Name: agent_sms agent_sms_add_to_kpis; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER agent_sms_add_to_kpis AFTER INSERT ON public.agent_sms REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION private.agent_sms_kpis_inserted();
+
+--
 -- Name: agent_sms agent_sms_apply_pending_events; Type: TRIGGER; Schema: public; Owner: -
 --
 
@@ -2979,22 +3033,10 @@ CREATE TRIGGER agent_sms_fixed_columns BEFORE UPDATE ON public.agent_sms FOR EAC
 CREATE TRIGGER agent_sms_in_billing_currency BEFORE INSERT OR UPDATE OF currency, provider_cost, provider_amount, provider_currency ON public.agent_sms FOR EACH ROW EXECUTE FUNCTION private.agent_sms_in_billing_currency();
 
 --
--- Name: agent_sms agent_sms_kpis_deleted; Type: TRIGGER; Schema: public; Owner: -
+-- Name: agent_sms agent_sms_keep_in_kpis; Type: TRIGGER; Schema: public; Owner: -
 --
 
-CREATE TRIGGER agent_sms_kpis_deleted AFTER DELETE ON public.agent_sms REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION private.agent_sms_kpis_deleted();
-
---
--- Name: agent_sms agent_sms_kpis_inserted; Type: TRIGGER; Schema: public; Owner: -
---
-
-CREATE TRIGGER agent_sms_kpis_inserted AFTER INSERT ON public.agent_sms REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION private.agent_sms_kpis_inserted();
-
---
--- Name: agent_sms agent_sms_kpis_updated; Type: TRIGGER; Schema: public; Owner: -
---
-
-CREATE TRIGGER agent_sms_kpis_updated AFTER UPDATE ON public.agent_sms REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION private.agent_sms_kpis_updated();
+CREATE TRIGGER agent_sms_keep_in_kpis AFTER DELETE ON public.agent_sms REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION private.agent_sms_kpis_deleted();
 
 --
 -- Name: agent_sms agent_sms_link_updates_within_tenant; Type: TRIGGER; Schema: public; Owner: -
@@ -3007,6 +3049,12 @@ CREATE TRIGGER agent_sms_link_updates_within_tenant BEFORE UPDATE OF deployment_
 --
 
 CREATE TRIGGER agent_sms_links_within_tenant AFTER INSERT ON public.agent_sms REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION private.agent_sms_refuse_foreign_links();
+
+--
+-- Name: agent_sms agent_sms_move_in_kpis; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER agent_sms_move_in_kpis AFTER UPDATE ON public.agent_sms REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION private.agent_sms_kpis_updated();
 
 --
 -- Name: agent_sms agent_sms_refuse_erased; Type: TRIGGER; Schema: public; Owner: -
@@ -3340,7 +3388,7 @@ ALTER DEFAULT PRIVILEGES IN SCHEMA public
 
 -- Sequences: none. An identity column draws from its own without the inserter's rights;
 -- setval would break every status report, and last_value tells how many there were.
-REVOKE ALL ON SEQUENCE public.agent_sms_events_id_seq, private.sms_recipients_id_seq
+REVOKE ALL ON SEQUENCE public.agent_sms_events_id_seq
     FROM PUBLIC, anon, authenticated, service_role;
 
 -- Views: read only (they run with the caller's rights, so row-level security applies).
@@ -3398,7 +3446,7 @@ REVOKE ALL ON FUNCTION
     private.erasure_lock_key(),
     private.expire_recipient_hours(timestamptz),
     private.expired_archive_objects(timestamptz),
-    private.fold_sms_totals(public.agent_sms[], public.agent_sms[]),
+    private.fold_sms_totals(private.sms_fact[], private.sms_fact[]),
     private.forget_archive_object(text),
     private.hold_referenced_records(jsonb),
     private.links_outside_tenant(uuid[], uuid[], uuid[], uuid[]),
@@ -3420,6 +3468,7 @@ REVOKE ALL ON FUNCTION
     private.archived_before(),
     private.sealed_before(),
     private.sms_due_for_archive(timestamptz, integer),
+    private.sms_fact(public.agent_sms),
     private.sms_active_workflows(uuid[], timestamptz, timestamptz),
     private.sms_unique_recipients(uuid[], timestamptz, timestamptz),
     private.sms_kpi_parts(uuid[], timestamptz, timestamptz, boolean, timestamptz),
@@ -3481,10 +3530,11 @@ GRANT EXECUTE ON FUNCTION
     private.epoch_hour(timestamptz),
     private.erased_sids(text[]),
     private.erasure_lock_key(),
-    private.fold_sms_totals(public.agent_sms[], public.agent_sms[]),
+    private.fold_sms_totals(private.sms_fact[], private.sms_fact[]),
     private.hold_referenced_records(jsonb),
     private.note_sms_hours(public.agent_sms[]),
     private.sealed_before(),
+    private.sms_fact(public.agent_sms),
     private.price_sms(text, numeric, text),
     private.links_outside_tenant(uuid[], uuid[], uuid[], uuid[]),
     private.pending_events_lock_key(),
@@ -3508,7 +3558,7 @@ GRANT EXECUTE ON FUNCTION
     private.erasure_lock_key(),
     private.expire_recipient_hours(timestamptz),
     private.expired_archive_objects(timestamptz),
-    private.fold_sms_totals(public.agent_sms[], public.agent_sms[]),
+    private.fold_sms_totals(private.sms_fact[], private.sms_fact[]),
     private.forget_archive_object(text),
     private.mark_erasure_incomplete(text, bytea, text),
     private.open_erasure(text, text, bytea[]),
@@ -3522,6 +3572,7 @@ GRANT EXECUTE ON FUNCTION
     private.note_archived_through(timestamptz),
     private.retention_run_lock_key(),
     private.seal_next_sms_day(timestamptz),
+    private.sms_fact(public.agent_sms),
     private.sms_due_for_archive(timestamptz, integer),
     private.stale_pending_events(timestamptz),
     private.unfinished_archive_objects()

@@ -80,10 +80,14 @@ CREATE TABLE private.sms_workflow_hours (
 );
 
 -- Recipients, numbered: what unique_recipients counts is these ids, which hash and
--- compare as integers. Personal data: erasure deletes the number, and with it its
--- hours. Unique through a hash index, for the reason idx_agent_sms_phone_number is one.
+-- compare as integers. At random, not in sequence: an id a tenant sees for its own
+-- recipient tells nothing of when, or whether, another tenant sent to the number (a PK
+-- collision is skipped by ON CONFLICT and retried, note_sms_hours). Personal data:
+-- erasure deletes the number, and with it its hours. Unique through a hash index, for
+-- the reason idx_agent_sms_phone_number is one.
 CREATE TABLE private.sms_recipients (
-    id           bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    id           bigint PRIMARY KEY
+        DEFAULT ('x' || left(replace(gen_random_uuid()::text, '-', ''), 16))::bit(64)::bigint,
     phone_number text   NOT NULL,
     CONSTRAINT sms_recipients_phone_number_excl EXCLUDE USING hash (phone_number WITH =)
 );
@@ -142,21 +146,49 @@ LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$ SELECT coalesce((SELECT archived_before FROM private.sms_kpi_seal), '-infinity') $$;
 
--- The archive moved SMS sent up to p_last: a period that reaches it counts recipients
--- from their sets of hours.
+-- The archive moved SMS sent up to p_last: a period that reaches its hour counts
+-- recipients from their sets of hours. (The hour, not the instant: an API role reads
+-- this table, and an SMS's sending time is its tenant's.)
 CREATE FUNCTION private.note_archived_through(p_last timestamptz) RETURNS void
 LANGUAGE sql
 SET search_path = pg_catalog, pg_temp
 AS $$
     INSERT INTO private.sms_kpi_seal AS k (archived_before)
-    VALUES (p_last + interval '1 microsecond')
+    VALUES (date_trunc('hour', p_last, 'UTC') + interval '1 hour')
     ON CONFLICT (singleton) DO UPDATE
     SET archived_before = greatest(k.archived_before, excluded.archived_before);
 $$;
 
+-- What the aggregates count of an SMS: its key and measures, without its text or
+-- number, so that a day of a million SMS folds in one array well under 1 GB.
+CREATE TYPE private.sms_fact AS (
+    sent_at         timestamptz,
+    deployment_id   uuid,
+    message_type    text,
+    status          text,
+    failure_reason  text,
+    character_count integer,
+    provider_cost   numeric,
+    voipia_margin   numeric,
+    billed_cost     numeric,
+    call_id         uuid,
+    delivered_at    timestamptz
+);
+
+CREATE FUNCTION private.sms_fact(p_sms public.agent_sms) RETURNS private.sms_fact
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT ROW(p_sms.sent_at, p_sms.deployment_id, p_sms.message_type, p_sms.status,
+               p_sms.failure_reason, p_sms.character_count, p_sms.provider_cost,
+               p_sms.voipia_margin, p_sms.billed_cost, p_sms.call_id,
+               p_sms.delivered_at)::private.sms_fact
+$$;
+
 -- Move SMS into the aggregates (p_added) or out of them (p_removed): their sums and
--- counts, by the hour and by the day. A bucket left with no SMS goes.
-CREATE FUNCTION private.fold_sms_totals(p_added public.agent_sms[], p_removed public.agent_sms[])
+-- counts, by the hour and by the day. A bucket left with no SMS goes. Rows are upserted
+-- in key order, as every writer does, so that two folds never deadlock.
+CREATE FUNCTION private.fold_sms_totals(p_added private.sms_fact[], p_removed private.sms_fact[])
 RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -203,6 +235,7 @@ BEGIN
             coalesce(d.margin, 0), coalesce(d.billed, 0), coalesce(d.linked, 0),
             coalesce(d.delivery_time, interval '0'), coalesce(d.timed, 0)
         FROM deltas AS d WHERE d.grain = 'hour'
+        ORDER BY d.deployment_id, d.starts_at, d.message_type, d.status, d.failure_reason
         ON CONFLICT (deployment_id, starts_at, message_type, status, failure_reason)
         DO UPDATE SET
             sms = t.sms + excluded.sms, unpriced = t.unpriced + excluded.unpriced,
@@ -223,6 +256,7 @@ BEGIN
         coalesce(d.margin, 0), coalesce(d.billed, 0), coalesce(d.linked, 0),
         coalesce(d.delivery_time, interval '0'), coalesce(d.timed, 0)
     FROM deltas AS d WHERE d.grain = 'day'
+    ORDER BY d.deployment_id, d.starts_at, d.message_type, d.status, d.failure_reason
     ON CONFLICT (deployment_id, starts_at, message_type, status, failure_reason)
     DO UPDATE SET
         sms = t.sms + excluded.sms, unpriced = t.unpriced + excluded.unpriced,
@@ -237,6 +271,13 @@ BEGIN
         timed = t.timed + excluded.timed;
 
     IF cardinality(p_removed) > 0 THEN
+        -- A bucket an SMS is taken out of held it: anything else is a bug, never a
+        -- figure to publish.
+        IF EXISTS (SELECT FROM private.sms_hour_totals AS t, unnest(p_removed) AS r
+                   WHERE t.sms < 0 AND t.deployment_id = r.deployment_id
+                     AND t.starts_at = date_trunc('hour', r.sent_at, 'UTC')) THEN
+            RAISE EXCEPTION 'an aggregate would hold fewer than no SMS';
+        END IF;
         DELETE FROM private.sms_hour_totals AS t
         USING unnest(p_removed) AS r
         WHERE t.sms = 0 AND t.deployment_id = r.deployment_id
@@ -251,7 +292,10 @@ $$;
 
 -- The hours each deployment and workflow, and each deployment and recipient, were
 -- active in: added as SMS are recorded, never taken back (but by erasure and expiry).
--- A set that already holds the hour is left alone, and unlocked.
+-- A set that already holds the hour is left alone, and unlocked; the others are upserted
+-- in key order. An erasure may delete a recipient between these statements: then the
+-- statement that found it gone fails as a serialization failure (40001), which every
+-- caller retries, and the retry numbers the recipient again.
 CREATE FUNCTION private.note_sms_hours(p_rows public.agent_sms[]) RETURNS void
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -268,24 +312,39 @@ BEGIN
                         AND o.workflow_id = n.workflow_id
                         AND o.hours @> private.epoch_hour(n.sent_at))
     GROUP BY 1, 2, 3
+    ORDER BY 1, 2, 3
     ON CONFLICT (deployment_id, month, workflow_id) DO UPDATE SET hours = w.hours + excluded.hours;
 
     INSERT INTO private.sms_recipients (phone_number)
     SELECT DISTINCT n.phone_number FROM unnest(p_rows) AS n
     WHERE NOT EXISTS (SELECT FROM private.sms_recipients AS r
                       WHERE r.phone_number = n.phone_number)
+    ORDER BY 1
     ON CONFLICT DO NOTHING;
 
-    INSERT INTO private.sms_recipient_hours AS h (deployment_id, recipient_id, hours)
-    SELECT n.deployment_id, r.id,
-        range_agg(int4range(private.epoch_hour(n.sent_at), private.epoch_hour(n.sent_at) + 1))
-    FROM unnest(p_rows) AS n
-    JOIN private.sms_recipients AS r ON r.phone_number = n.phone_number
-    WHERE NOT EXISTS (SELECT FROM private.sms_recipient_hours AS o
-                      WHERE o.deployment_id = n.deployment_id AND o.recipient_id = r.id
-                        AND o.hours @> private.epoch_hour(n.sent_at))
-    GROUP BY 1, 2
-    ON CONFLICT (deployment_id, recipient_id) DO UPDATE SET hours = h.hours + excluded.hours;
+    BEGIN
+        INSERT INTO private.sms_recipient_hours AS h (deployment_id, recipient_id, hours)
+        SELECT n.deployment_id, r.id,
+            range_agg(int4range(private.epoch_hour(n.sent_at),
+                                private.epoch_hour(n.sent_at) + 1))
+        FROM unnest(p_rows) AS n
+        JOIN private.sms_recipients AS r ON r.phone_number = n.phone_number
+        WHERE NOT EXISTS (SELECT FROM private.sms_recipient_hours AS o
+                          WHERE o.deployment_id = n.deployment_id AND o.recipient_id = r.id
+                            AND o.hours @> private.epoch_hour(n.sent_at))
+        GROUP BY 1, 2
+        ORDER BY 1, 2
+        ON CONFLICT (deployment_id, recipient_id) DO UPDATE SET hours = h.hours + excluded.hours;
+    EXCEPTION WHEN foreign_key_violation THEN
+        RAISE EXCEPTION USING ERRCODE = '40001',
+            MESSAGE = 'a recipient was erased while its SMS was recorded';
+    END;
+    IF EXISTS (SELECT FROM unnest(p_rows) AS n
+               WHERE NOT EXISTS (SELECT FROM private.sms_recipients AS r
+                                 WHERE r.phone_number = n.phone_number)) THEN
+        RAISE EXCEPTION USING ERRCODE = '40001',
+            MESSAGE = 'a recipient could not be numbered yet';
+    END IF;
 END
 $$;
 
@@ -301,7 +360,8 @@ BEGIN
     PERFORM private.note_sms_hours(ARRAY(SELECT n::public.agent_sms FROM new_rows AS n));
     IF EXISTS (SELECT FROM new_rows AS n WHERE n.sent_at < v_sealed_before) THEN
         PERFORM private.fold_sms_totals(
-            ARRAY(SELECT n::public.agent_sms FROM new_rows AS n WHERE n.sent_at < v_sealed_before), '{}');
+            ARRAY(SELECT private.sms_fact(n::public.agent_sms) FROM new_rows AS n
+                  WHERE n.sent_at < v_sealed_before), '{}');
     END IF;
     RETURN NULL;
 END
@@ -316,8 +376,10 @@ DECLARE
 BEGIN
     IF EXISTS (SELECT FROM old_rows AS o WHERE o.sent_at < v_sealed_before) THEN
         PERFORM private.fold_sms_totals(
-            ARRAY(SELECT n::public.agent_sms FROM new_rows AS n WHERE n.sent_at < v_sealed_before),
-            ARRAY(SELECT o::public.agent_sms FROM old_rows AS o WHERE o.sent_at < v_sealed_before));
+            ARRAY(SELECT private.sms_fact(n::public.agent_sms) FROM new_rows AS n
+                  WHERE n.sent_at < v_sealed_before),
+            ARRAY(SELECT private.sms_fact(o::public.agent_sms) FROM old_rows AS o
+                  WHERE o.sent_at < v_sealed_before));
     END IF;
     RETURN NULL;
 END
@@ -332,21 +394,25 @@ DECLARE
 BEGIN
     IF EXISTS (SELECT FROM old_rows AS o WHERE o.sent_at >= v_sealed_before) THEN
         PERFORM private.fold_sms_totals(
-            ARRAY(SELECT o::public.agent_sms FROM old_rows AS o WHERE o.sent_at >= v_sealed_before), '{}');
+            ARRAY(SELECT private.sms_fact(o::public.agent_sms) FROM old_rows AS o
+                  WHERE o.sent_at >= v_sealed_before), '{}');
     END IF;
     RETURN NULL;
 END
 $$;
 
-CREATE TRIGGER agent_sms_kpis_inserted
+-- Triggers of the same event fire in the order of their names. This one's comes before
+-- agent_sms_apply_pending_events': an SMS recorded late for a sealed day is in the
+-- aggregates before a report that waited for it moves it out of its first status.
+CREATE TRIGGER agent_sms_add_to_kpis
     AFTER INSERT ON public.agent_sms
     REFERENCING NEW TABLE AS new_rows
     FOR EACH STATEMENT EXECUTE FUNCTION private.agent_sms_kpis_inserted();
-CREATE TRIGGER agent_sms_kpis_updated
+CREATE TRIGGER agent_sms_move_in_kpis
     AFTER UPDATE ON public.agent_sms
     REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
     FOR EACH STATEMENT EXECUTE FUNCTION private.agent_sms_kpis_updated();
-CREATE TRIGGER agent_sms_kpis_deleted
+CREATE TRIGGER agent_sms_keep_in_kpis
     AFTER DELETE ON public.agent_sms
     REFERENCING OLD TABLE AS old_rows
     FOR EACH STATEMENT EXECUTE FUNCTION private.agent_sms_kpis_deleted();
@@ -383,6 +449,9 @@ CREATE TRIGGER agent_sms_fixed_columns
 CREATE FUNCTION private.seal_next_sms_day(p_before timestamptz) RETURNS timestamptz
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
+-- Writes queue behind a lock that waits: a seal that cannot have the table at once (a
+-- VACUUM holds it, say) gives up (55P03) rather than hold every write back.
+SET lock_timeout = '2s'
 AS $$
 DECLARE
     v_limit timestamptz := date_trunc('day', p_before, 'UTC');
@@ -400,8 +469,8 @@ BEGIN
     WHERE s.sent_at >= v_from AND s.sent_at < v_limit;
     v_to := coalesce(v_to, v_limit);
     PERFORM private.fold_sms_totals(
-        ARRAY(SELECT s FROM public.agent_sms AS s WHERE s.sent_at >= v_from AND s.sent_at < v_to),
-        '{}');
+        ARRAY(SELECT private.sms_fact(s) FROM public.agent_sms AS s
+              WHERE s.sent_at >= v_from AND s.sent_at < v_to), '{}');
     UPDATE private.sms_kpi_seal SET sealed_before = v_to;
     RETURN v_to;
 END
@@ -519,8 +588,8 @@ CREATE FUNCTION private.sms_unique_recipients(
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 SET plan_cache_mode = force_custom_plan
--- Recipients are counted by hashing their ids: room for a few million in memory.
-SET work_mem = '256MB'
+-- Recipients are counted by hashing their ids: a million in memory, more spill to disk.
+SET work_mem = '64MB'
 AS $$
 BEGIN
     PERFORM private.check_scope(p_deployments);

@@ -132,7 +132,7 @@ ALTER DEFAULT PRIVILEGES IN SCHEMA public
 
 -- Sequences: none. An identity column draws from its own without the inserter's rights;
 -- setval would break every status report, and last_value tells how many there were.
-REVOKE ALL ON SEQUENCE public.agent_sms_events_id_seq, private.sms_recipients_id_seq
+REVOKE ALL ON SEQUENCE public.agent_sms_events_id_seq
     FROM PUBLIC, anon, authenticated, service_role;
 
 -- Views: read only (they run with the caller's rights, so row-level security applies).
@@ -190,7 +190,7 @@ REVOKE ALL ON FUNCTION
     private.erasure_lock_key(),
     private.expire_recipient_hours(timestamptz),
     private.expired_archive_objects(timestamptz),
-    private.fold_sms_totals(public.agent_sms[], public.agent_sms[]),
+    private.fold_sms_totals(private.sms_fact[], private.sms_fact[]),
     private.forget_archive_object(text),
     private.hold_referenced_records(jsonb),
     private.links_outside_tenant(uuid[], uuid[], uuid[], uuid[]),
@@ -212,6 +212,7 @@ REVOKE ALL ON FUNCTION
     private.archived_before(),
     private.sealed_before(),
     private.sms_due_for_archive(timestamptz, integer),
+    private.sms_fact(public.agent_sms),
     private.sms_active_workflows(uuid[], timestamptz, timestamptz),
     private.sms_unique_recipients(uuid[], timestamptz, timestamptz),
     private.sms_kpi_parts(uuid[], timestamptz, timestamptz, boolean, timestamptz),
@@ -273,10 +274,11 @@ GRANT EXECUTE ON FUNCTION
     private.epoch_hour(timestamptz),
     private.erased_sids(text[]),
     private.erasure_lock_key(),
-    private.fold_sms_totals(public.agent_sms[], public.agent_sms[]),
+    private.fold_sms_totals(private.sms_fact[], private.sms_fact[]),
     private.hold_referenced_records(jsonb),
     private.note_sms_hours(public.agent_sms[]),
     private.sealed_before(),
+    private.sms_fact(public.agent_sms),
     private.price_sms(text, numeric, text),
     private.links_outside_tenant(uuid[], uuid[], uuid[], uuid[]),
     private.pending_events_lock_key(),
@@ -300,7 +302,7 @@ GRANT EXECUTE ON FUNCTION
     private.erasure_lock_key(),
     private.expire_recipient_hours(timestamptz),
     private.expired_archive_objects(timestamptz),
-    private.fold_sms_totals(public.agent_sms[], public.agent_sms[]),
+    private.fold_sms_totals(private.sms_fact[], private.sms_fact[]),
     private.forget_archive_object(text),
     private.mark_erasure_incomplete(text, bytea, text),
     private.open_erasure(text, text, bytea[]),
@@ -314,6 +316,7 @@ GRANT EXECUTE ON FUNCTION
     private.note_archived_through(timestamptz),
     private.retention_run_lock_key(),
     private.seal_next_sms_day(timestamptz),
+    private.sms_fact(public.agent_sms),
     private.sms_due_for_archive(timestamptz, integer),
     private.stale_pending_events(timestamptz),
     private.unfinished_archive_objects()

@@ -155,11 +155,7 @@ REVIEWED = {
     RETENTION_LOGIN: EVERYONES
     | {"schema private USAGE"}
     | {f"table {table} {privilege}" for table in OUR_TABLES for privilege in TABLE_PRIVILEGES}
-    | {
-        f"sequence {sequence} {p}"
-        for p in SEQUENCE_PRIVILEGES
-        for sequence in ("public.agent_sms_events_id_seq", "private.sms_recipients_id_seq")
-    }
+    | {f"sequence public.agent_sms_events_id_seq {p}" for p in SEQUENCE_PRIVILEGES}
     | {
         "function private.add_to_erasure(text,bytea,integer,integer,integer,integer,integer,"
         "integer,integer)",
@@ -183,7 +179,8 @@ REVIEWED = {
         "function private.agent_sms_kpis_updated()",
         "function private.agent_sms_kpis_deleted()",
         "function private.epoch_hour(timestamptz)",
-        "function private.fold_sms_totals(public.agent_sms[],public.agent_sms[])",
+        "function private.fold_sms_totals(private.sms_fact[],private.sms_fact[])",
+        "function private.sms_fact(public.agent_sms)",
         "function private.note_sms_hours(public.agent_sms[])",
         "function private.sealed_before()",
         "function private.apply_pending_sms_events(text[])",

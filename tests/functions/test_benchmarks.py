@@ -8,6 +8,7 @@ from benchmarks import (
     coldstart,
     erasure_vacuum,
     ingest,
+    kpis,
     metrics,
     pricing,
     retention,
@@ -36,6 +37,13 @@ def test_the_status_benchmark_runs(capsys: pytest.CaptureFixture[str]) -> None:
 def test_the_metrics_benchmark_runs(capsys: pytest.CaptureFixture[str]) -> None:
     metrics.main(["--rows", "20000", "--repeat", "1"])
     assert "every shared figure agrees with the baseline" in capsys.readouterr().out
+
+
+def test_the_kpis_benchmark_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    kpis.main(["--rows", "20000", "--repeat", "1", "--windows", "30", "366"])
+    out = capsys.readouterr().out
+    assert "every answer equals the row-by-row reference" in out
+    assert "slowest median" in out
 
 
 def test_the_retention_benchmark_runs(capsys: pytest.CaptureFixture[str]) -> None:

@@ -206,6 +206,33 @@ def test_a_late_report_for_a_sealed_day_moves_its_figures(
     } in reasons
 
 
+def test_an_sms_recorded_late_for_a_sealed_day_with_a_waiting_report_counts_once(
+    history: list[uuid.UUID], tenants: Tenants, clean: psycopg.Connection, database_url: str
+) -> None:
+    """The report that waited for it moves it out of its first status only once it is in
+    the aggregates: the day's other SMS keep their figures."""
+    seal_all(clean, NOW - timedelta(days=30))
+    day = NOW - timedelta(days=100)
+    sid = f"SM{uuid.uuid4().hex}"
+    clean.execute("SELECT record_sms_status(%s, 'delivered', NULL, %s, %s)",
+                  (sid, day + timedelta(seconds=5), ALICE))  # fmt: skip
+    insert_contact_sms(clean, tenants.deployments_a[0], day, ALICE,
+                       {"provider_message_sid": sid, "provider_cost": "0.0100"})  # fmt: skip
+    assert clean.execute("SELECT status FROM agent_sms WHERE provider_message_sid = %s",
+                         (sid,)).fetchone() == ("delivered",)  # fmt: skip
+
+    start, end = day - timedelta(days=3), day + timedelta(days=3)
+    with acting_as(database_url, "service_role") as conn:
+        found = rpc(conn, "get_sms_metrics", {"p_start_date": start, "p_end_date": end})
+    bounds = (start.replace(minute=0, second=0, microsecond=0),
+              end.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1))  # fmt: skip
+    cur = clean.execute("SELECT * FROM agent_sms WHERE sent_at >= %s AND sent_at < %s", bounds)
+    names = [c.name for c in cur.description or []]
+    rows = [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+    expected = json.loads(json.dumps(as_json_numbers(reference_period(rows))))
+    assert {k: found["current_period"][k] for k in expected} == expected
+
+
 def test_a_tenant_reads_only_its_own_aggregates(
     retention: Retention, history: list[uuid.UUID], tenants: Tenants, database_url: str
 ) -> None:
@@ -228,7 +255,6 @@ def test_a_tenant_reads_only_its_own_aggregates(
             seen = conn.execute(f"SELECT DISTINCT deployment_id FROM private.{table}").fetchall()
             assert seen == [(tenants.deployment_b,)], table
     for forbidden in ("SELECT * FROM private.sms_recipients",
-                      "SELECT nextval('private.sms_recipients_id_seq')",
                       "SELECT private.seal_next_sms_day(now())",
                       "DELETE FROM private.sms_day_totals",
                       "UPDATE private.sms_kpi_seal SET sealed_before = '-infinity'"):  # fmt: skip
