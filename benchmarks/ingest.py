@@ -8,7 +8,9 @@ Both sides run in the same run on the same database, with the same payloads:
     validation with phone normalisation, the RPC, the response;
   * bare SQL: `SELECT public.ingest_sms(...)` over one psycopg connection, with the
     already-validated JSON the endpoint would send.
-Every SMS is new (a fresh SID), so both sides really insert.
+Every SMS is new (a fresh SID), so both sides really insert. Then the cost of the KPIs'
+insert trigger (the sets of hours of workflows and recipients): bulk bare SQL with it
+and without it, alternately, every recipient a new one (the dearest case).
 """
 
 from __future__ import annotations
@@ -97,6 +99,16 @@ def main(argv: list[str] | None = None) -> None:
                 via_sql = median(timed(bare, bare_batches))
                 results[label] = (size, via_http, via_sql)
 
+            trigger: dict[bool, list[float]] = {True: [], False: []}
+            for _ in range(args.batches):
+                for enabled in (True, False):
+                    conn.execute("ALTER TABLE agent_sms " + ("ENABLE" if enabled else "DISABLE")
+                                 + " TRIGGER agent_sms_add_to_kpis")  # fmt: skip
+                    payload = validated([raw_sms() for _ in range(500)])
+                    trigger[enabled] += timed(bare, [payload])
+            conn.execute("ALTER TABLE agent_sms ENABLE TRIGGER agent_sms_add_to_kpis")
+            with_trigger, without_trigger = median(trigger[True]), median(trigger[False])
+
             # n8n runs workflows in parallel: two clients keep both cores busy, one
             # batch being validated while the database inserts another.
             batches = [[raw_sms() for _ in range(500)] for _ in range(args.batches)]
@@ -114,6 +126,9 @@ def main(argv: list[str] | None = None) -> None:
             f" {via_http / via_sql:10.2f}x {(via_http - via_sql) / via_sql:12.2f}x"
         )
     print(f"bulk, 2 concurrent clients: {concurrent:,.0f} SMS/s through the endpoint")
+    print(f"bulk bare SQL with the KPIs' insert trigger {500 / with_trigger:,.0f} SMS/s,"
+          f" without {500 / without_trigger:,.0f} SMS/s:"
+          f" with / without = {with_trigger / without_trigger:.2f}x")  # fmt: skip
 
 
 if __name__ == "__main__":

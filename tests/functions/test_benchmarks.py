@@ -23,6 +23,7 @@ def test_the_ingest_benchmark_runs(capsys: pytest.CaptureFixture[str]) -> None:
     assert "bulk" in out
     assert "single" in out
     assert "2 concurrent clients" in out
+    assert "with / without" in out
 
 
 def test_the_status_benchmark_runs(capsys: pytest.CaptureFixture[str]) -> None:
