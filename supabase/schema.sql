@@ -1442,12 +1442,16 @@ BEGIN
         WITH g AS (
             SELECT * FROM private.sms_kpi_parts(p_deployments, p_previous_start, p_end, false,
                                                 p_start)
+        ), recipients AS (
+            SELECT * FROM private.sms_unique_recipients(p_deployments, p_previous_start, p_start,
+                                                        p_end, (SELECT sum(g.sms) FROM g))
         ), periods AS (
-            SELECT p.name, p.starts_at, p.ends_at,
-                private.sms_unique_recipients(p_deployments, p.starts_at, p.ends_at) AS recipients,
+            SELECT p.name, p.starts_at, p.ends_at, p.recipients,
                 private.sms_active_workflows(p_deployments, p.starts_at, p.ends_at) AS workflows
-            FROM (VALUES ('previous', p_previous_start, p_start),
-                         ('current', p_start, p_end)) AS p(name, starts_at, ends_at)
+            FROM recipients AS r,
+                LATERAL (VALUES ('previous', p_previous_start, p_start, r.previous),
+                                ('current', p_start, p_end, r.current))
+                    AS p(name, starts_at, ends_at, recipients)
         ), t AS (
             SELECT g.starts_at, sum(g.sms) AS total,
                 coalesce(sum(g.sms) FILTER (WHERE g.status = 'delivered'), 0) AS delivered,
@@ -1529,34 +1533,45 @@ CREATE FUNCTION private.sms_scope(p_client_id uuid, p_deployment_id uuid, p_agen
 $$;
 
 --
--- Name: sms_unique_recipients(uuid[], timestamp with time zone, timestamp with time zone); Type: FUNCTION; Schema: private; Owner: -
+-- Name: sms_unique_recipients(uuid[], timestamp with time zone, timestamp with time zone, timestamp with time zone, numeric); Type: FUNCTION; Schema: private; Owner: -
 --
 
-CREATE FUNCTION private.sms_unique_recipients(p_deployments uuid[], p_start timestamp with time zone, p_end timestamp with time zone) RETURNS bigint
+CREATE FUNCTION private.sms_unique_recipients(p_deployments uuid[], p_previous_start timestamp with time zone, p_start timestamp with time zone, p_end timestamp with time zone, p_sms numeric, OUT previous bigint, OUT current bigint) RETURNS record
     LANGUAGE plpgsql STABLE
     SET search_path TO 'pg_catalog', 'pg_temp'
     SET plan_cache_mode TO 'force_custom_plan'
     SET work_mem TO '64MB'
     AS $$
+DECLARE
+    v_current int4range := int4range(private.epoch_hour(p_start), private.epoch_hour(p_end));
+    v_previous int4range := int4range(private.epoch_hour(p_previous_start),
+                                      private.epoch_hour(p_start));
 BEGIN
     PERFORM private.check_scope(p_deployments);
-    IF p_start >= private.archived_before() THEN
+    IF p_previous_start >= private.archived_before()
+       AND p_sms <= (SELECT c.reltuples FROM pg_catalog.pg_class AS c
+                     WHERE c.oid = 'private.sms_recipient_hours'::regclass) THEN
         -- reverse() is one-to-one, so this counts the distinct numbers exactly. Numbers
         -- share their leading digits (country and operator) and differ in the last
         -- ones: reversed, the sort tells them apart by the first 8 bytes (its
         -- abbreviated keys) and runs about twice as fast; COLLATE "C" compares bytes,
         -- which is distinctness under any deterministic collation.
-        RETURN (SELECT count(DISTINCT reverse(s.phone_number) COLLATE "C")
-                FROM public.agent_sms AS s
-                WHERE (p_deployments IS NULL OR s.deployment_id = ANY (p_deployments))
-                  AND s.sent_at >= p_start AND s.sent_at < p_end);
+        SELECT count(DISTINCT reverse(s.phone_number) COLLATE "C") FILTER (WHERE s.sent_at < p_start),
+               count(DISTINCT reverse(s.phone_number) COLLATE "C") FILTER (WHERE s.sent_at >= p_start)
+        INTO previous, current
+        FROM public.agent_sms AS s
+        WHERE (p_deployments IS NULL OR s.deployment_id = ANY (p_deployments))
+          AND s.sent_at >= p_previous_start AND s.sent_at < p_end;
+        RETURN;
     END IF;
-    RETURN (SELECT count(*)
-            FROM (SELECT r.recipient_id
-                  FROM private.sms_recipient_hours AS r
-                  WHERE (p_deployments IS NULL OR r.deployment_id = ANY (p_deployments))
-                    AND r.hours && int4range(private.epoch_hour(p_start), private.epoch_hour(p_end))
-                  GROUP BY r.recipient_id) AS d);
+    SELECT count(*) FILTER (WHERE r.in_previous), count(*) FILTER (WHERE r.in_current)
+    INTO previous, current
+    FROM (SELECT h.recipient_id, bool_or(h.hours && v_previous) AS in_previous,
+                 bool_or(h.hours && v_current) AS in_current
+          FROM private.sms_recipient_hours AS h
+          WHERE (p_deployments IS NULL OR h.deployment_id = ANY (p_deployments))
+            AND h.hours && int4range(lower(v_previous), upper(v_current))
+          GROUP BY h.recipient_id) AS r;
 END
 $$;
 
@@ -2913,10 +2928,10 @@ CREATE INDEX idx_sms_erasures_incomplete ON private.sms_erasures USING btree (ph
 CREATE UNIQUE INDEX idx_sms_hour_totals_key ON private.sms_hour_totals USING btree (deployment_id, starts_at, message_type, status, failure_reason) NULLS NOT DISTINCT;
 
 --
--- Name: idx_sms_recipient_hours_recipient; Type: INDEX; Schema: private; Owner: -
+-- Name: idx_sms_recipient_hours_by_recipient; Type: INDEX; Schema: private; Owner: -
 --
 
-CREATE INDEX idx_sms_recipient_hours_recipient ON private.sms_recipient_hours USING btree (recipient_id);
+CREATE INDEX idx_sms_recipient_hours_by_recipient ON private.sms_recipient_hours USING btree (recipient_id) INCLUDE (deployment_id, hours);
 
 --
 -- Name: idx_agent_sms_call_id; Type: INDEX; Schema: public; Owner: -
@@ -3470,7 +3485,7 @@ REVOKE ALL ON FUNCTION
     private.sms_due_for_archive(timestamptz, integer),
     private.sms_fact(public.agent_sms),
     private.sms_active_workflows(uuid[], timestamptz, timestamptz),
-    private.sms_unique_recipients(uuid[], timestamptz, timestamptz),
+    private.sms_unique_recipients(uuid[], timestamptz, timestamptz, timestamptz, numeric),
     private.sms_kpi_parts(uuid[], timestamptz, timestamptz, boolean, timestamptz),
     private.sms_period_figures(uuid[], timestamptz, timestamptz, timestamptz),
     private.sms_scope(uuid, uuid, text),
@@ -3496,7 +3511,7 @@ GRANT EXECUTE ON FUNCTION
     private.archived_before(),
     private.sealed_before(),
     private.sms_active_workflows(uuid[], timestamptz, timestamptz),
-    private.sms_unique_recipients(uuid[], timestamptz, timestamptz),
+    private.sms_unique_recipients(uuid[], timestamptz, timestamptz, timestamptz, numeric),
     private.sms_kpi_parts(uuid[], timestamptz, timestamptz, boolean, timestamptz),
     private.sms_period_figures(uuid[], timestamptz, timestamptz, timestamptz),
     private.sms_scope(uuid, uuid, text),

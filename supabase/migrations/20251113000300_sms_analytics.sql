@@ -166,12 +166,16 @@ BEGIN
         WITH g AS (
             SELECT * FROM private.sms_kpi_parts(p_deployments, p_previous_start, p_end, false,
                                                 p_start)
+        ), recipients AS (
+            SELECT * FROM private.sms_unique_recipients(p_deployments, p_previous_start, p_start,
+                                                        p_end, (SELECT sum(g.sms) FROM g))
         ), periods AS (
-            SELECT p.name, p.starts_at, p.ends_at,
-                private.sms_unique_recipients(p_deployments, p.starts_at, p.ends_at) AS recipients,
+            SELECT p.name, p.starts_at, p.ends_at, p.recipients,
                 private.sms_active_workflows(p_deployments, p.starts_at, p.ends_at) AS workflows
-            FROM (VALUES ('previous', p_previous_start, p_start),
-                         ('current', p_start, p_end)) AS p(name, starts_at, ends_at)
+            FROM recipients AS r,
+                LATERAL (VALUES ('previous', p_previous_start, p_start, r.previous),
+                                ('current', p_start, p_end, r.current))
+                    AS p(name, starts_at, ends_at, recipients)
         ), t AS (
             SELECT g.starts_at, sum(g.sms) AS total,
                 coalesce(sum(g.sms) FILTER (WHERE g.status = 'delivered'), 0) AS delivered,

@@ -100,7 +100,12 @@ CREATE TABLE private.sms_recipient_hours (
     hours         int4multirange NOT NULL,
     PRIMARY KEY (deployment_id, recipient_id)
 );
-CREATE INDEX idx_sms_recipient_hours_recipient ON private.sms_recipient_hours (recipient_id);
+-- Counting distinct recipients over many deployments walks this index in recipient
+-- order, every deployment's hours of a recipient together: a streaming count, where a
+-- hash of millions of ids would spill to disk (4 s against 2 s for two 366-day periods
+-- at 100 times the seed's volume, one scan for both).
+CREATE INDEX idx_sms_recipient_hours_by_recipient ON private.sms_recipient_hours (recipient_id)
+    INCLUDE (deployment_id, hours);
 
 -- Read with the caller's rights, as agent_sms is: the same one policy.
 ALTER TABLE private.sms_hour_totals ENABLE ROW LEVEL SECURITY;
@@ -578,38 +583,51 @@ BEGIN
 END
 $$;
 
--- How many distinct recipients were sent to in [p_start, p_end) (whole hours), over the
--- given deployments as sms_kpi_parts reads them: from the SMS themselves while none of
--- the period's has been archived, else from the recipients' sets of hours. Both count
--- the same numbers (an erased one in neither).
+-- How many distinct recipients were sent to in [p_previous_start, p_start) and in
+-- [p_start, p_end) (whole hours), over the given deployments as sms_kpi_parts reads
+-- them, p_sms SMS in all: from the SMS themselves while none of the two periods' has been
+-- archived and they are fewer than the recipients' sets of hours, else from those sets,
+-- in one walk for both periods. Both count the same numbers (an erased one in neither).
 CREATE FUNCTION private.sms_unique_recipients(
-    p_deployments uuid[], p_start timestamptz, p_end timestamptz
-) RETURNS bigint
+    p_deployments uuid[], p_previous_start timestamptz, p_start timestamptz,
+    p_end timestamptz, p_sms numeric, OUT previous bigint, OUT current bigint
+)
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 SET plan_cache_mode = force_custom_plan
--- Recipients are counted by hashing their ids: a million in memory, more spill to disk.
+-- What a sort of the period's numbers may hold in memory before it spills to disk.
 SET work_mem = '64MB'
 AS $$
+DECLARE
+    v_current int4range := int4range(private.epoch_hour(p_start), private.epoch_hour(p_end));
+    v_previous int4range := int4range(private.epoch_hour(p_previous_start),
+                                      private.epoch_hour(p_start));
 BEGIN
     PERFORM private.check_scope(p_deployments);
-    IF p_start >= private.archived_before() THEN
+    IF p_previous_start >= private.archived_before()
+       AND p_sms <= (SELECT c.reltuples FROM pg_catalog.pg_class AS c
+                     WHERE c.oid = 'private.sms_recipient_hours'::regclass) THEN
         -- reverse() is one-to-one, so this counts the distinct numbers exactly. Numbers
         -- share their leading digits (country and operator) and differ in the last
         -- ones: reversed, the sort tells them apart by the first 8 bytes (its
         -- abbreviated keys) and runs about twice as fast; COLLATE "C" compares bytes,
         -- which is distinctness under any deterministic collation.
-        RETURN (SELECT count(DISTINCT reverse(s.phone_number) COLLATE "C")
-                FROM public.agent_sms AS s
-                WHERE (p_deployments IS NULL OR s.deployment_id = ANY (p_deployments))
-                  AND s.sent_at >= p_start AND s.sent_at < p_end);
+        SELECT count(DISTINCT reverse(s.phone_number) COLLATE "C") FILTER (WHERE s.sent_at < p_start),
+               count(DISTINCT reverse(s.phone_number) COLLATE "C") FILTER (WHERE s.sent_at >= p_start)
+        INTO previous, current
+        FROM public.agent_sms AS s
+        WHERE (p_deployments IS NULL OR s.deployment_id = ANY (p_deployments))
+          AND s.sent_at >= p_previous_start AND s.sent_at < p_end;
+        RETURN;
     END IF;
-    RETURN (SELECT count(*)
-            FROM (SELECT r.recipient_id
-                  FROM private.sms_recipient_hours AS r
-                  WHERE (p_deployments IS NULL OR r.deployment_id = ANY (p_deployments))
-                    AND r.hours && int4range(private.epoch_hour(p_start), private.epoch_hour(p_end))
-                  GROUP BY r.recipient_id) AS d);
+    SELECT count(*) FILTER (WHERE r.in_previous), count(*) FILTER (WHERE r.in_current)
+    INTO previous, current
+    FROM (SELECT h.recipient_id, bool_or(h.hours && v_previous) AS in_previous,
+                 bool_or(h.hours && v_current) AS in_current
+          FROM private.sms_recipient_hours AS h
+          WHERE (p_deployments IS NULL OR h.deployment_id = ANY (p_deployments))
+            AND h.hours && int4range(lower(v_previous), upper(v_current))
+          GROUP BY h.recipient_id) AS r;
 END
 $$;
 
