@@ -1537,7 +1537,7 @@ $$;
 --
 
 CREATE FUNCTION private.sms_unique_recipients(p_deployments uuid[], p_previous_start timestamp with time zone, p_start timestamp with time zone, p_end timestamp with time zone, p_sms numeric, OUT previous bigint, OUT current bigint) RETURNS record
-    LANGUAGE plpgsql STABLE
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
     SET search_path TO 'pg_catalog', 'pg_temp'
     SET plan_cache_mode TO 'force_custom_plan'
     SET work_mem TO '64MB'
@@ -1546,8 +1546,20 @@ DECLARE
     v_current int4range := int4range(private.epoch_hour(p_start), private.epoch_hour(p_end));
     v_previous int4range := int4range(private.epoch_hour(p_previous_start),
                                       private.epoch_hour(p_start));
+    v_scope uuid[];
 BEGIN
-    PERFORM private.check_scope(p_deployments);
+    IF current_setting('role') = 'service_role' THEN
+        IF p_deployments IS NULL THEN
+            RAISE EXCEPTION USING ERRCODE = 'insufficient_privilege',
+                MESSAGE = 'an unnarrowed scope is read only under row-level security';
+        END IF;
+        v_scope := p_deployments;
+    ELSE
+        v_scope := ARRAY(SELECT unnest(private.accessible_deployment_ids())
+                         INTERSECT
+                         SELECT unnest(coalesce(p_deployments,
+                                                private.accessible_deployment_ids())));
+    END IF;
     IF p_previous_start >= private.archived_before()
        AND p_sms <= (SELECT c.reltuples FROM pg_catalog.pg_class AS c
                      WHERE c.oid = 'private.sms_recipient_hours'::regclass) THEN
@@ -1560,7 +1572,7 @@ BEGIN
                count(DISTINCT reverse(s.phone_number) COLLATE "C") FILTER (WHERE s.sent_at >= p_start)
         INTO previous, current
         FROM public.agent_sms AS s
-        WHERE (p_deployments IS NULL OR s.deployment_id = ANY (p_deployments))
+        WHERE s.deployment_id = ANY (v_scope)
           AND s.sent_at >= p_previous_start AND s.sent_at < p_end;
         RETURN;
     END IF;
@@ -1569,7 +1581,7 @@ BEGIN
     FROM (SELECT h.recipient_id, bool_or(h.hours && v_previous) AS in_previous,
                  bool_or(h.hours && v_current) AS in_current
           FROM private.sms_recipient_hours AS h
-          WHERE (p_deployments IS NULL OR h.deployment_id = ANY (p_deployments))
+          WHERE h.deployment_id = ANY (v_scope)
             AND h.hours && int4range(lower(v_previous), upper(v_current))
           GROUP BY h.recipient_id) AS r;
 END
@@ -3151,12 +3163,6 @@ ALTER TABLE private.sms_day_totals ENABLE ROW LEVEL SECURITY;
 ALTER TABLE private.sms_hour_totals ENABLE ROW LEVEL SECURITY;
 
 --
--- Name: sms_recipient_hours; Type: ROW SECURITY; Schema: private; Owner: -
---
-
-ALTER TABLE private.sms_recipient_hours ENABLE ROW LEVEL SECURITY;
-
---
 -- Name: sms_workflow_hours; Type: ROW SECURITY; Schema: private; Owner: -
 --
 
@@ -3173,12 +3179,6 @@ CREATE POLICY users_view_accessible_day_totals ON private.sms_day_totals FOR SEL
 --
 
 CREATE POLICY users_view_accessible_hour_totals ON private.sms_hour_totals FOR SELECT TO authenticated USING ((deployment_id = ANY (( SELECT private.accessible_deployment_ids() AS accessible_deployment_ids)::uuid[])));
-
---
--- Name: sms_recipient_hours users_view_accessible_recipient_hours; Type: POLICY; Schema: private; Owner: -
---
-
-CREATE POLICY users_view_accessible_recipient_hours ON private.sms_recipient_hours FOR SELECT TO authenticated USING ((deployment_id = ANY (( SELECT private.accessible_deployment_ids() AS accessible_deployment_ids)::uuid[])));
 
 --
 -- Name: sms_workflow_hours users_view_accessible_workflow_hours; Type: POLICY; Schema: private; Owner: -
@@ -3319,7 +3319,8 @@ GRANT sms_data_owner TO sms_retention;
 -- An owner may attach code to its tables (a trigger, a default) that then runs as
 -- whoever writes them next. So nobody but their owner writes them: the tables, and the
 -- SECURITY DEFINER functions that write them (ingest_sms, record_sms_status, reconcile's
--- three, replay_parked_call, the prices' and rates' three, and five triggers), pass to
+-- three, replay_parked_call, the prices' and rates' three, and five triggers), and the count
+-- of recipients, which reads one, pass to
 -- sms_data_owner. What sms_retention could attach runs as sms_data_owner again, never as service_role or the migrator. The migrator keeps
 -- the definer functions that read the platform's tables, which no role of ours may
 -- (their row-level security, auth.uid()) and write none of ours: the tenant checks,
@@ -3360,6 +3361,8 @@ ALTER FUNCTION private.agent_sms_refuse_erased() OWNER TO sms_data_owner;
 ALTER FUNCTION private.agent_sms_kpis_inserted() OWNER TO sms_data_owner;
 ALTER FUNCTION private.agent_sms_kpis_updated() OWNER TO sms_data_owner;
 ALTER FUNCTION private.agent_sms_kpis_deleted() OWNER TO sms_data_owner;
+ALTER FUNCTION private.sms_unique_recipients(uuid[], timestamptz, timestamptz, timestamptz,
+                                            numeric) OWNER TO sms_data_owner;
 REVOKE CREATE ON SCHEMA public, private FROM sms_data_owner;
 
 -- anon: nothing at all. authenticated: reads its clients' SMS (row-level security) and
@@ -3384,9 +3387,10 @@ REVOKE ALL ON public.agent_sms, public.agent_sms_events, private.sms_erased_sids
     FROM PUBLIC, anon, authenticated, service_role;
 GRANT SELECT ON public.agent_sms TO authenticated, service_role;
 -- What the KPI functions read with the caller's rights: the aggregates (under the same
--- row-level security as agent_sms) and how far they reach. Never the recipients' numbers.
+-- row-level security as agent_sms) and how far they reach. Never the recipients, which
+-- private.sms_unique_recipients counts as their owner.
 GRANT SELECT ON private.sms_hour_totals, private.sms_day_totals, private.sms_kpi_seal,
-    private.sms_workflow_hours, private.sms_recipient_hours TO authenticated, service_role;
+    private.sms_workflow_hours TO authenticated, service_role;
 
 -- Every other table of the schema belongs to the rest of the project, which keeps their
 -- row privileges. But none of the API roles may TRUNCATE one (it ignores row-level
@@ -3518,8 +3522,10 @@ GRANT EXECUTE ON FUNCTION
     private.whole_hours(timestamptz, timestamptz)
 TO authenticated, service_role;
 
--- The read policy on agent_sms calls it as the reading user.
-GRANT EXECUTE ON FUNCTION private.accessible_deployment_ids(boolean) TO authenticated;
+-- The read policy on agent_sms calls it as the reading user, and the count of recipients
+-- as the tables' owner, for that user.
+GRANT EXECUTE ON FUNCTION private.accessible_deployment_ids(boolean) TO authenticated,
+    sms_data_owner;
 
 -- The service's RPCs, which run as the tables' owner.
 GRANT EXECUTE ON FUNCTION
@@ -3548,6 +3554,7 @@ GRANT EXECUTE ON FUNCTION
     private.fold_sms_totals(private.sms_fact[], private.sms_fact[]),
     private.hold_referenced_records(jsonb),
     private.note_sms_hours(public.agent_sms[]),
+    private.archived_before(),
     private.sealed_before(),
     private.sms_fact(public.agent_sms),
     private.price_sms(text, numeric, text),

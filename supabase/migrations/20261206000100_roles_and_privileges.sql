@@ -48,7 +48,8 @@ GRANT sms_data_owner TO sms_retention;
 -- An owner may attach code to its tables (a trigger, a default) that then runs as
 -- whoever writes them next. So nobody but their owner writes them: the tables, and the
 -- SECURITY DEFINER functions that write them (ingest_sms, record_sms_status, reconcile's
--- three, replay_parked_call, the prices' and rates' three, and five triggers), pass to
+-- three, replay_parked_call, the prices' and rates' three, and five triggers), and the count
+-- of recipients, which reads one, pass to
 -- sms_data_owner. What sms_retention could attach runs as sms_data_owner again, never as service_role or the migrator. The migrator keeps
 -- the definer functions that read the platform's tables, which no role of ours may
 -- (their row-level security, auth.uid()) and write none of ours: the tenant checks,
@@ -89,6 +90,8 @@ ALTER FUNCTION private.agent_sms_refuse_erased() OWNER TO sms_data_owner;
 ALTER FUNCTION private.agent_sms_kpis_inserted() OWNER TO sms_data_owner;
 ALTER FUNCTION private.agent_sms_kpis_updated() OWNER TO sms_data_owner;
 ALTER FUNCTION private.agent_sms_kpis_deleted() OWNER TO sms_data_owner;
+ALTER FUNCTION private.sms_unique_recipients(uuid[], timestamptz, timestamptz, timestamptz,
+                                            numeric) OWNER TO sms_data_owner;
 REVOKE CREATE ON SCHEMA public, private FROM sms_data_owner;
 
 -- anon: nothing at all. authenticated: reads its clients' SMS (row-level security) and
@@ -113,9 +116,10 @@ REVOKE ALL ON public.agent_sms, public.agent_sms_events, private.sms_erased_sids
     FROM PUBLIC, anon, authenticated, service_role;
 GRANT SELECT ON public.agent_sms TO authenticated, service_role;
 -- What the KPI functions read with the caller's rights: the aggregates (under the same
--- row-level security as agent_sms) and how far they reach. Never the recipients' numbers.
+-- row-level security as agent_sms) and how far they reach. Never the recipients, which
+-- private.sms_unique_recipients counts as their owner.
 GRANT SELECT ON private.sms_hour_totals, private.sms_day_totals, private.sms_kpi_seal,
-    private.sms_workflow_hours, private.sms_recipient_hours TO authenticated, service_role;
+    private.sms_workflow_hours TO authenticated, service_role;
 
 -- Every other table of the schema belongs to the rest of the project, which keeps their
 -- row privileges. But none of the API roles may TRUNCATE one (it ignores row-level
@@ -247,8 +251,10 @@ GRANT EXECUTE ON FUNCTION
     private.whole_hours(timestamptz, timestamptz)
 TO authenticated, service_role;
 
--- The read policy on agent_sms calls it as the reading user.
-GRANT EXECUTE ON FUNCTION private.accessible_deployment_ids(boolean) TO authenticated;
+-- The read policy on agent_sms calls it as the reading user, and the count of recipients
+-- as the tables' owner, for that user.
+GRANT EXECUTE ON FUNCTION private.accessible_deployment_ids(boolean) TO authenticated,
+    sms_data_owner;
 
 -- The service's RPCs, which run as the tables' owner.
 GRANT EXECUTE ON FUNCTION
@@ -277,6 +283,7 @@ GRANT EXECUTE ON FUNCTION
     private.fold_sms_totals(private.sms_fact[], private.sms_fact[]),
     private.hold_referenced_records(jsonb),
     private.note_sms_hours(public.agent_sms[]),
+    private.archived_before(),
     private.sealed_before(),
     private.sms_fact(public.agent_sms),
     private.price_sms(text, numeric, text),

@@ -60,6 +60,8 @@ OWNED_FUNCTIONS = (
     "private.agent_sms_kpis_inserted()",
     "private.agent_sms_kpis_updated()",
     "private.agent_sms_kpis_deleted()",
+    "private.sms_unique_recipients(uuid[],timestamp with time zone,timestamp with time zone,"
+    "timestamp with time zone,numeric)",
 )
 EVERYONES = {"database CONNECT", "database TEMPORARY", "schema public USAGE"}
 
@@ -98,7 +100,6 @@ REVIEWED = {
         "table private.sms_day_totals SELECT",
         "table private.sms_kpi_seal SELECT",
         "table private.sms_workflow_hours SELECT",
-        "table private.sms_recipient_hours SELECT",
         "function private.epoch_hour(timestamptz)",
         "function private.archived_before()",
         "function private.sealed_before()",
@@ -141,7 +142,6 @@ REVIEWED = {
         "table private.sms_day_totals SELECT",
         "table private.sms_kpi_seal SELECT",
         "table private.sms_workflow_hours SELECT",
-        "table private.sms_recipient_hours SELECT",
         "function private.epoch_hour(timestamptz)",
         "function private.archived_before()",
         "function private.sealed_before()",
@@ -178,6 +178,9 @@ REVIEWED = {
         "function private.agent_sms_kpis_inserted()",
         "function private.agent_sms_kpis_updated()",
         "function private.agent_sms_kpis_deleted()",
+        "function private.accessible_deployment_ids(boolean)",
+        "function private.archived_before()",
+        "function private.sms_unique_recipients(uuid[],timestamptz,timestamptz,timestamptz,numeric)",
         "function private.epoch_hour(timestamptz)",
         "function private.fold_sms_totals(private.sms_fact[],private.sms_fact[])",
         "function private.sms_fact(public.agent_sms)",
