@@ -1050,7 +1050,10 @@ BEGIN
             range_agg(int4range(private.epoch_hour(n.sent_at),
                                 private.epoch_hour(n.sent_at) + 1))
         FROM unnest(p_rows) AS n
-        JOIN private.sms_recipients AS r ON r.phone_number = n.phone_number
+        -- A number at a time, through the hash index: the planner, which keeps no
+        -- statistics of numbers, would otherwise hash the whole dictionary for a batch.
+        CROSS JOIN LATERAL (SELECT d.id FROM private.sms_recipients AS d
+                            WHERE d.phone_number = n.phone_number LIMIT 1) AS r
         WHERE NOT EXISTS (SELECT FROM private.sms_recipient_hours AS o
                           WHERE o.deployment_id = n.deployment_id AND o.recipient_id = r.id
                             AND o.hours @> private.epoch_hour(n.sent_at))
@@ -1541,6 +1544,7 @@ CREATE FUNCTION private.sms_unique_recipients(p_deployments uuid[], p_previous_s
     SET search_path TO 'pg_catalog', 'pg_temp'
     SET plan_cache_mode TO 'force_custom_plan'
     SET work_mem TO '64MB'
+    SET enable_hashagg TO 'off'
     AS $$
 DECLARE
     v_current int4range := int4range(private.epoch_hour(p_start), private.epoch_hour(p_end));
@@ -1560,9 +1564,11 @@ BEGIN
                          SELECT unnest(coalesce(p_deployments,
                                                 private.accessible_deployment_ids())));
     END IF;
+    -- A walk of the sets costs about what a sort of twice as many SMS does (at 100x,
+    -- 1.7 s for 6M sets; 1.2 s for 3M SMS).
     IF p_previous_start >= private.archived_before()
-       AND p_sms <= (SELECT c.reltuples FROM pg_catalog.pg_class AS c
-                     WHERE c.oid = 'private.sms_recipient_hours'::regclass) THEN
+       AND p_sms < (SELECT c.reltuples / 2 FROM pg_catalog.pg_class AS c
+                    WHERE c.oid = 'private.sms_recipient_hours'::regclass) THEN
         -- reverse() is one-to-one, so this counts the distinct numbers exactly. Numbers
         -- share their leading digits (country and operator) and differ in the last
         -- ones: reversed, the sort tells them apart by the first 8 bytes (its

@@ -329,7 +329,10 @@ BEGIN
             range_agg(int4range(private.epoch_hour(n.sent_at),
                                 private.epoch_hour(n.sent_at) + 1))
         FROM unnest(p_rows) AS n
-        JOIN private.sms_recipients AS r ON r.phone_number = n.phone_number
+        -- A number at a time, through the hash index: the planner, which keeps no
+        -- statistics of numbers, would otherwise hash the whole dictionary for a batch.
+        CROSS JOIN LATERAL (SELECT d.id FROM private.sms_recipients AS d
+                            WHERE d.phone_number = n.phone_number LIMIT 1) AS r
         WHERE NOT EXISTS (SELECT FROM private.sms_recipient_hours AS o
                           WHERE o.deployment_id = n.deployment_id AND o.recipient_id = r.id
                             AND o.hours @> private.epoch_hour(n.sent_at))
@@ -582,8 +585,8 @@ $$;
 -- How many distinct recipients were sent to in [p_previous_start, p_start) and in
 -- [p_start, p_end) (whole hours), over the given deployments as sms_kpi_parts reads
 -- them, p_sms SMS in all: from the SMS themselves while none of the two periods' has been
--- archived and they are fewer than the recipients' sets of hours, else from those sets,
--- in one walk for both periods. Both count the same numbers (an erased one in neither).
+-- archived and they are fewer than half the recipients' sets of hours, else from those
+-- sets, in one walk for both periods. Both count the same numbers (an erased one in neither).
 --
 -- As the tables' owner, over the deployments the caller may see, which it works out
 -- itself: the API role the call runs as (the "role" setting, which a definer does not
@@ -600,6 +603,10 @@ SET search_path = pg_catalog, pg_temp
 SET plan_cache_mode = force_custom_plan
 -- What a sort of the period's numbers may hold in memory before it spills to disk.
 SET work_mem = '64MB'
+-- Recipients are grouped in order (the index's, or a sort's), never hashed: a hash of
+-- millions of ids spills to disk, and took 1.5 s where the ordered walk takes 1.0 s
+-- (one agent type, 366 days, 100x).
+SET enable_hashagg = off
 AS $$
 DECLARE
     v_current int4range := int4range(private.epoch_hour(p_start), private.epoch_hour(p_end));
@@ -619,9 +626,11 @@ BEGIN
                          SELECT unnest(coalesce(p_deployments,
                                                 private.accessible_deployment_ids())));
     END IF;
+    -- A walk of the sets costs about what a sort of twice as many SMS does (at 100x,
+    -- 1.7 s for 6M sets; 1.2 s for 3M SMS).
     IF p_previous_start >= private.archived_before()
-       AND p_sms <= (SELECT c.reltuples FROM pg_catalog.pg_class AS c
-                     WHERE c.oid = 'private.sms_recipient_hours'::regclass) THEN
+       AND p_sms < (SELECT c.reltuples / 2 FROM pg_catalog.pg_class AS c
+                    WHERE c.oid = 'private.sms_recipient_hours'::regclass) THEN
         -- reverse() is one-to-one, so this counts the distinct numbers exactly. Numbers
         -- share their leading digits (country and operator) and differ in the last
         -- ones: reversed, the sort tells them apart by the first 8 bytes (its
