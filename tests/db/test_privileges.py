@@ -104,7 +104,8 @@ REVIEWED = {
         "function private.archived_before()",
         "function private.sealed_before()",
         "function private.sms_active_workflows(uuid[],timestamptz,timestamptz)",
-        "function private.sms_unique_recipients(uuid[],timestamptz,timestamptz,timestamptz,numeric)",
+        "function private.sms_unique_recipients(uuid[],timestamptz,timestamptz,timestamptz,"
+        "numeric)",
         "function private.sms_kpi_parts(uuid[],timestamptz,timestamptz,boolean,timestamptz)",
         "function private.whole_hours(timestamptz,timestamptz)",
     },
@@ -146,7 +147,8 @@ REVIEWED = {
         "function private.archived_before()",
         "function private.sealed_before()",
         "function private.sms_active_workflows(uuid[],timestamptz,timestamptz)",
-        "function private.sms_unique_recipients(uuid[],timestamptz,timestamptz,timestamptz,numeric)",
+        "function private.sms_unique_recipients(uuid[],timestamptz,timestamptz,timestamptz,"
+        "numeric)",
         "function private.sms_kpi_parts(uuid[],timestamptz,timestamptz,boolean,timestamptz)",
         "function private.whole_hours(timestamptz,timestamptz)",
     },
@@ -180,7 +182,8 @@ REVIEWED = {
         "function private.agent_sms_kpis_deleted()",
         "function private.accessible_deployment_ids(boolean)",
         "function private.archived_before()",
-        "function private.sms_unique_recipients(uuid[],timestamptz,timestamptz,timestamptz,numeric)",
+        "function private.sms_unique_recipients(uuid[],timestamptz,timestamptz,timestamptz,"
+        "numeric)",
         "function private.epoch_hour(timestamptz)",
         "function private.fold_sms_totals(private.sms_fact[],private.sms_fact[])",
         "function private.sms_fact(public.agent_sms)",
