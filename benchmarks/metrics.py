@@ -192,7 +192,7 @@ def shape_as_production(conn: psycopg.Connection) -> None:
     started = time.perf_counter()
     conn.execute(
         "TRUNCATE private.sms_recipients, private.sms_recipient_hours,"
-        " private.sms_workflow_hours, private.sms_hour_totals, private.sms_day_totals,"
+        " private.sms_workflow_hours, private.sms_totals,"
         " private.sms_kpi_seal"
     )
     conn.execute("SET maintenance_work_mem = '1GB'")
@@ -222,9 +222,9 @@ def shape_as_production(conn: psycopg.Connection) -> None:
         ).fetchall()
         if last:
             conn.execute("SELECT private.note_archived_through(%s)", (max(r[0] for r in last),))
-    for table in ("agent_sms", "bench_archived_sms", "private.sms_day_totals",
-                  "private.sms_hour_totals", "private.sms_recipient_hours",
-                  "private.sms_workflow_hours", "private.sms_recipients"):  # fmt: skip
+    for table in ("agent_sms", "bench_archived_sms", "private.sms_totals",
+                  "private.sms_recipient_hours", "private.sms_workflow_hours",
+                  "private.sms_recipients"):  # fmt: skip
         conn.execute(f"VACUUM ANALYZE {table}")
     print(f"  shaped as production (one year hot, {sealed:,} days sealed) in"
           f" {time.perf_counter() - started:,.0f} s", flush=True)  # fmt: skip

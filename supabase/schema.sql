@@ -775,37 +775,16 @@ BEGIN
             sum(h.delivery_time), sum(h.timed)
         FROM hourly AS h
         GROUP BY 2, 3, 4, 5, 6
-    ), into_hours AS (
-        INSERT INTO private.sms_hour_totals AS t
-        SELECT d.starts_at, d.deployment_id, d.message_type, d.status, d.failure_reason,
-            d.sms, coalesce(d.unpriced, 0), coalesce(d.billed_count, 0), d.characters,
-            d.min_characters, d.max_characters, coalesce(d.provider_cost, 0),
-            coalesce(d.margin, 0), coalesce(d.billed, 0), coalesce(d.linked, 0),
-            coalesce(d.delivery_time, interval '0'), coalesce(d.timed, 0)
-        FROM deltas AS d WHERE d.grain = 'hour'
-        ORDER BY d.deployment_id, d.starts_at, d.message_type, d.status, d.failure_reason
-        ON CONFLICT (deployment_id, starts_at, message_type, status, failure_reason)
-        DO UPDATE SET
-            sms = t.sms + excluded.sms, unpriced = t.unpriced + excluded.unpriced,
-            billed_count = t.billed_count + excluded.billed_count,
-            characters = t.characters + excluded.characters,
-            min_characters = least(t.min_characters, excluded.min_characters),
-            max_characters = greatest(t.max_characters, excluded.max_characters),
-            provider_cost = t.provider_cost + excluded.provider_cost,
-            margin = t.margin + excluded.margin, billed = t.billed + excluded.billed,
-            linked = t.linked + excluded.linked,
-            delivery_time = t.delivery_time + excluded.delivery_time,
-            timed = t.timed + excluded.timed
     )
-    INSERT INTO private.sms_day_totals AS t
-    SELECT d.starts_at, d.deployment_id, d.message_type, d.status, d.failure_reason,
+    INSERT INTO private.sms_totals AS t
+    SELECT d.grain, d.starts_at, d.deployment_id, d.message_type, d.status, d.failure_reason,
         d.sms, coalesce(d.unpriced, 0), coalesce(d.billed_count, 0), d.characters,
         d.min_characters, d.max_characters, coalesce(d.provider_cost, 0),
         coalesce(d.margin, 0), coalesce(d.billed, 0), coalesce(d.linked, 0),
         coalesce(d.delivery_time, interval '0'), coalesce(d.timed, 0)
-    FROM deltas AS d WHERE d.grain = 'day'
-    ORDER BY d.deployment_id, d.starts_at, d.message_type, d.status, d.failure_reason
-    ON CONFLICT (deployment_id, starts_at, message_type, status, failure_reason)
+    FROM deltas AS d
+    ORDER BY d.grain, d.deployment_id, d.starts_at, d.message_type, d.status, d.failure_reason
+    ON CONFLICT (grain, deployment_id, starts_at, message_type, status, failure_reason)
     DO UPDATE SET
         sms = t.sms + excluded.sms, unpriced = t.unpriced + excluded.unpriced,
         billed_count = t.billed_count + excluded.billed_count,
@@ -821,19 +800,15 @@ BEGIN
     IF cardinality(p_removed) > 0 THEN
         -- A bucket an SMS is taken out of held it: anything else is a bug, never a
         -- figure to publish.
-        IF EXISTS (SELECT FROM private.sms_hour_totals AS t, unnest(p_removed) AS r
-                   WHERE t.sms < 0 AND t.deployment_id = r.deployment_id
+        IF EXISTS (SELECT FROM private.sms_totals AS t, unnest(p_removed) AS r
+                   WHERE t.sms < 0 AND t.grain = 'hour' AND t.deployment_id = r.deployment_id
                      AND t.starts_at = date_trunc('hour', r.sent_at, 'UTC')) THEN
             RAISE EXCEPTION 'an aggregate would hold fewer than no SMS';
         END IF;
-        DELETE FROM private.sms_hour_totals AS t
+        DELETE FROM private.sms_totals AS t
         USING unnest(p_removed) AS r
         WHERE t.sms = 0 AND t.deployment_id = r.deployment_id
-          AND t.starts_at = date_trunc('hour', r.sent_at, 'UTC');
-        DELETE FROM private.sms_day_totals AS t
-        USING unnest(p_removed) AS r
-        WHERE t.sms = 0 AND t.deployment_id = r.deployment_id
-          AND t.starts_at = date_trunc('day', r.sent_at, 'UTC');
+          AND t.starts_at = date_trunc(t.grain, r.sent_at, 'UTC');
     END IF;
 END
 $$;
@@ -1396,8 +1371,9 @@ BEGIN
             t.deployment_id, t.message_type, t.status, t.failure_reason, t.sms, t.unpriced,
             t.billed_count, t.characters, t.min_characters, t.max_characters,
             t.provider_cost, t.margin, t.billed, t.linked, t.delivery_time, t.timed
-        FROM private.sms_day_totals AS t
-        WHERE (p_deployments IS NULL OR t.deployment_id = ANY (p_deployments))
+        FROM private.sms_totals AS t
+        WHERE t.grain = 'day'
+          AND (p_deployments IS NULL OR t.deployment_id = ANY (p_deployments))
           AND t.starts_at >= v_first_day AND t.starts_at < v_last_day
           AND t.starts_at IS DISTINCT FROM v_split_day
         UNION ALL
@@ -1406,8 +1382,9 @@ BEGIN
             t.deployment_id, t.message_type, t.status, t.failure_reason, t.sms, t.unpriced,
             t.billed_count, t.characters, t.min_characters, t.max_characters,
             t.provider_cost, t.margin, t.billed, t.linked, t.delivery_time, t.timed
-        FROM private.sms_hour_totals AS t
-        WHERE (p_deployments IS NULL OR t.deployment_id = ANY (p_deployments))
+        FROM private.sms_totals AS t
+        WHERE t.grain = 'hour'
+          AND (p_deployments IS NULL OR t.deployment_id = ANY (p_deployments))
           AND ((t.starts_at >= p_start AND t.starts_at < least(v_first_day, p_end))
                OR (t.starts_at >= greatest(v_last_day, p_start) AND t.starts_at < p_end)
                OR (t.starts_at >= v_split_day AND t.starts_at < v_split_day + interval '1 day'
@@ -2519,36 +2496,6 @@ CREATE TABLE private.sms_archive_phone_index (
 );
 
 --
--- Name: sms_day_totals; Type: TABLE; Schema: private; Owner: -
---
-
-CREATE TABLE private.sms_day_totals (
-    starts_at timestamp with time zone NOT NULL,
-    deployment_id uuid NOT NULL,
-    message_type text,
-    status text,
-    failure_reason text,
-    sms bigint NOT NULL,
-    unpriced bigint NOT NULL,
-    billed_count bigint NOT NULL,
-    characters bigint NOT NULL,
-    min_characters integer,
-    max_characters integer,
-    provider_cost numeric NOT NULL,
-    margin numeric NOT NULL,
-    billed numeric NOT NULL,
-    linked bigint NOT NULL,
-    delivery_time interval NOT NULL,
-    timed bigint NOT NULL
-);
-
---
--- Name: TABLE sms_day_totals; Type: COMMENT; Schema: private; Owner: -
---
-
-COMMENT ON TABLE private.sms_day_totals IS 'The same sums as sms_hour_totals, per UTC day: what long periods read.';
-
---
 -- Name: sms_erased_sids; Type: TABLE; Schema: private; Owner: -
 --
 
@@ -2576,36 +2523,6 @@ CREATE TABLE private.sms_erasures (
     object_versions_deleted integer DEFAULT 0 NOT NULL,
     incomplete_reason text
 );
-
---
--- Name: sms_hour_totals; Type: TABLE; Schema: private; Owner: -
---
-
-CREATE TABLE private.sms_hour_totals (
-    starts_at timestamp with time zone NOT NULL,
-    deployment_id uuid NOT NULL,
-    message_type text,
-    status text,
-    failure_reason text,
-    sms bigint NOT NULL,
-    unpriced bigint NOT NULL,
-    billed_count bigint NOT NULL,
-    characters bigint NOT NULL,
-    min_characters integer,
-    max_characters integer,
-    provider_cost numeric NOT NULL,
-    margin numeric NOT NULL,
-    billed numeric NOT NULL,
-    linked bigint NOT NULL,
-    delivery_time interval NOT NULL,
-    timed bigint NOT NULL
-);
-
---
--- Name: TABLE sms_hour_totals; Type: COMMENT; Schema: private; Owner: -
---
-
-COMMENT ON TABLE private.sms_hour_totals IS 'KPI sums per UTC hour of sealed days and of SMS deleted before their day was sealed.';
 
 --
 -- Name: sms_kpi_seal; Type: TABLE; Schema: private; Owner: -
@@ -2658,6 +2575,38 @@ CREATE TABLE private.sms_reconcile_checks (
     provider_message_sid text NOT NULL,
     checked_at timestamp with time zone NOT NULL
 );
+
+--
+-- Name: sms_totals; Type: TABLE; Schema: private; Owner: -
+--
+
+CREATE TABLE private.sms_totals (
+    grain text NOT NULL,
+    starts_at timestamp with time zone NOT NULL,
+    deployment_id uuid NOT NULL,
+    message_type text,
+    status text,
+    failure_reason text,
+    sms bigint NOT NULL,
+    unpriced bigint NOT NULL,
+    billed_count bigint NOT NULL,
+    characters bigint NOT NULL,
+    min_characters integer,
+    max_characters integer,
+    provider_cost numeric NOT NULL,
+    margin numeric NOT NULL,
+    billed numeric NOT NULL,
+    linked bigint NOT NULL,
+    delivery_time interval NOT NULL,
+    timed bigint NOT NULL,
+    CONSTRAINT sms_totals_grain_check CHECK ((grain = ANY (ARRAY['hour'::text, 'day'::text])))
+);
+
+--
+-- Name: TABLE sms_totals; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON TABLE private.sms_totals IS 'KPI sums per UTC hour and day: sealed days, and SMS deleted before theirs was sealed.';
 
 --
 -- Name: sms_workflow_hours; Type: TABLE; Schema: private; Owner: -
@@ -2928,28 +2877,22 @@ CREATE INDEX idx_sms_archive_objects_expiry ON private.sms_archive_objects USING
 CREATE INDEX idx_sms_archive_phone_index_object ON private.sms_archive_phone_index USING btree (object_key);
 
 --
--- Name: idx_sms_day_totals_key; Type: INDEX; Schema: private; Owner: -
---
-
-CREATE UNIQUE INDEX idx_sms_day_totals_key ON private.sms_day_totals USING btree (deployment_id, starts_at, message_type, status, failure_reason) NULLS NOT DISTINCT;
-
---
 -- Name: idx_sms_erasures_incomplete; Type: INDEX; Schema: private; Owner: -
 --
 
 CREATE INDEX idx_sms_erasures_incomplete ON private.sms_erasures USING btree (phone_hash) WHERE (completed_at IS NULL);
 
 --
--- Name: idx_sms_hour_totals_key; Type: INDEX; Schema: private; Owner: -
---
-
-CREATE UNIQUE INDEX idx_sms_hour_totals_key ON private.sms_hour_totals USING btree (deployment_id, starts_at, message_type, status, failure_reason) NULLS NOT DISTINCT;
-
---
 -- Name: idx_sms_recipient_hours_by_recipient; Type: INDEX; Schema: private; Owner: -
 --
 
 CREATE INDEX idx_sms_recipient_hours_by_recipient ON private.sms_recipient_hours USING btree (recipient_id) INCLUDE (deployment_id, hours);
+
+--
+-- Name: idx_sms_totals_key; Type: INDEX; Schema: private; Owner: -
+--
+
+CREATE UNIQUE INDEX idx_sms_totals_key ON private.sms_totals USING btree (grain, deployment_id, starts_at, message_type, status, failure_reason) NULLS NOT DISTINCT;
 
 --
 -- Name: idx_agent_sms_call_id; Type: INDEX; Schema: public; Owner: -
@@ -3157,16 +3100,10 @@ ALTER TABLE ONLY public.agent_sms
     ADD CONSTRAINT agent_sms_sequence_id_fkey FOREIGN KEY (sequence_id) REFERENCES public.agent_arthur_prospect_sequences(id) ON DELETE SET NULL;
 
 --
--- Name: sms_day_totals; Type: ROW SECURITY; Schema: private; Owner: -
+-- Name: sms_totals; Type: ROW SECURITY; Schema: private; Owner: -
 --
 
-ALTER TABLE private.sms_day_totals ENABLE ROW LEVEL SECURITY;
-
---
--- Name: sms_hour_totals; Type: ROW SECURITY; Schema: private; Owner: -
---
-
-ALTER TABLE private.sms_hour_totals ENABLE ROW LEVEL SECURITY;
+ALTER TABLE private.sms_totals ENABLE ROW LEVEL SECURITY;
 
 --
 -- Name: sms_workflow_hours; Type: ROW SECURITY; Schema: private; Owner: -
@@ -3175,16 +3112,10 @@ ALTER TABLE private.sms_hour_totals ENABLE ROW LEVEL SECURITY;
 ALTER TABLE private.sms_workflow_hours ENABLE ROW LEVEL SECURITY;
 
 --
--- Name: sms_day_totals users_view_accessible_day_totals; Type: POLICY; Schema: private; Owner: -
+-- Name: sms_totals users_view_accessible_totals; Type: POLICY; Schema: private; Owner: -
 --
 
-CREATE POLICY users_view_accessible_day_totals ON private.sms_day_totals FOR SELECT TO authenticated USING ((deployment_id = ANY (( SELECT private.accessible_deployment_ids() AS accessible_deployment_ids)::uuid[])));
-
---
--- Name: sms_hour_totals users_view_accessible_hour_totals; Type: POLICY; Schema: private; Owner: -
---
-
-CREATE POLICY users_view_accessible_hour_totals ON private.sms_hour_totals FOR SELECT TO authenticated USING ((deployment_id = ANY (( SELECT private.accessible_deployment_ids() AS accessible_deployment_ids)::uuid[])));
+CREATE POLICY users_view_accessible_totals ON private.sms_totals FOR SELECT TO authenticated USING ((deployment_id = ANY (( SELECT private.accessible_deployment_ids() AS accessible_deployment_ids)::uuid[])));
 
 --
 -- Name: sms_workflow_hours users_view_accessible_workflow_hours; Type: POLICY; Schema: private; Owner: -
@@ -3346,8 +3277,7 @@ ALTER TABLE private.sms_provider_statuses OWNER TO sms_data_owner;
 ALTER TABLE private.twilio_statuses OWNER TO sms_data_owner;
 ALTER TABLE private.billing_settings OWNER TO sms_data_owner;
 ALTER TABLE private.exchange_rates OWNER TO sms_data_owner;
-ALTER TABLE private.sms_hour_totals OWNER TO sms_data_owner;
-ALTER TABLE private.sms_day_totals OWNER TO sms_data_owner;
+ALTER TABLE private.sms_totals OWNER TO sms_data_owner;
 ALTER TABLE private.sms_kpi_seal OWNER TO sms_data_owner;
 ALTER TABLE private.sms_workflow_hours OWNER TO sms_data_owner;
 ALTER TABLE private.sms_recipients OWNER TO sms_data_owner;
@@ -3388,14 +3318,14 @@ REVOKE ALL ON public.agent_sms, public.agent_sms_events, private.sms_erased_sids
     private.sms_reconcile_checks, private.sms_archive_objects,
     private.sms_archive_phone_index, private.sms_erasures, private.sms_provider_statuses,
     private.twilio_statuses, private.billing_settings, private.exchange_rates,
-    private.sms_hour_totals, private.sms_day_totals, private.sms_kpi_seal,
+    private.sms_totals, private.sms_kpi_seal,
     private.sms_workflow_hours, private.sms_recipients, private.sms_recipient_hours
     FROM PUBLIC, anon, authenticated, service_role;
 GRANT SELECT ON public.agent_sms TO authenticated, service_role;
 -- What the KPI functions read with the caller's rights: the aggregates (under the same
 -- row-level security as agent_sms) and how far they reach. Never the recipients, which
 -- private.sms_unique_recipients counts as their owner.
-GRANT SELECT ON private.sms_hour_totals, private.sms_day_totals, private.sms_kpi_seal,
+GRANT SELECT ON private.sms_totals, private.sms_kpi_seal,
     private.sms_workflow_hours TO authenticated, service_role;
 
 -- Every other table of the schema belongs to the rest of the project, which keeps their

@@ -21,10 +21,13 @@
 -- Periods are whole UTC hours: every KPI function widens the period it is asked for to
 -- the hours it touches (private.whole_hours).
 
--- The sums and counts from which every KPI follows exactly, for one bucket (an hour or
--- a day) of one deployment, message type, status and failure reason. Sums of amounts
--- are zero when nothing was priced; billed_count tells them apart from a sum of zero.
-CREATE TABLE private.sms_hour_totals (
+-- The sums and counts from which every KPI follows exactly, for one bucket of one
+-- deployment, message type, status and failure reason: an hour (grain 'hour'), or the
+-- same sums per day ('day'), what long periods read. Sums of amounts are zero when
+-- nothing was priced; billed_count tells them apart from a sum of zero.
+CREATE TABLE private.sms_totals (
+    grain          text        NOT NULL CONSTRAINT sms_totals_grain_check
+        CHECK (grain IN ('hour', 'day')),
     starts_at      timestamptz NOT NULL,
     deployment_id  uuid        NOT NULL,
     message_type   text,
@@ -47,17 +50,11 @@ CREATE TABLE private.sms_hour_totals (
     delivery_time  interval    NOT NULL,
     timed          bigint      NOT NULL
 );
-CREATE UNIQUE INDEX idx_sms_hour_totals_key ON private.sms_hour_totals
-    (deployment_id, starts_at, message_type, status, failure_reason) NULLS NOT DISTINCT;
+CREATE UNIQUE INDEX idx_sms_totals_key ON private.sms_totals
+    (grain, deployment_id, starts_at, message_type, status, failure_reason) NULLS NOT DISTINCT;
 
-CREATE TABLE private.sms_day_totals (LIKE private.sms_hour_totals);
-CREATE UNIQUE INDEX idx_sms_day_totals_key ON private.sms_day_totals
-    (deployment_id, starts_at, message_type, status, failure_reason) NULLS NOT DISTINCT;
-
-COMMENT ON TABLE private.sms_hour_totals IS
-    'KPI sums per UTC hour of sealed days and of SMS deleted before their day was sealed.';
-COMMENT ON TABLE private.sms_day_totals IS
-    'The same sums as sms_hour_totals, per UTC day: what long periods read.';
+COMMENT ON TABLE private.sms_totals IS
+    'KPI sums per UTC hour and day: sealed days, and SMS deleted before theirs was sealed.';
 
 -- Days before sealed_before are in the aggregates; no SMS sent from archived_before on
 -- has been archived (no row: neither has happened).
@@ -108,13 +105,9 @@ CREATE INDEX idx_sms_recipient_hours_by_recipient ON private.sms_recipient_hours
     INCLUDE (deployment_id, hours);
 
 -- Read with the caller's rights, as agent_sms is: the same one policy.
-ALTER TABLE private.sms_hour_totals ENABLE ROW LEVEL SECURITY;
-ALTER TABLE private.sms_day_totals ENABLE ROW LEVEL SECURITY;
+ALTER TABLE private.sms_totals ENABLE ROW LEVEL SECURITY;
 ALTER TABLE private.sms_workflow_hours ENABLE ROW LEVEL SECURITY;
-CREATE POLICY users_view_accessible_hour_totals ON private.sms_hour_totals
-    FOR SELECT TO authenticated
-    USING (deployment_id = ANY ((SELECT private.accessible_deployment_ids())::uuid[]));
-CREATE POLICY users_view_accessible_day_totals ON private.sms_day_totals
+CREATE POLICY users_view_accessible_totals ON private.sms_totals
     FOR SELECT TO authenticated
     USING (deployment_id = ANY ((SELECT private.accessible_deployment_ids())::uuid[]));
 CREATE POLICY users_view_accessible_workflow_hours ON private.sms_workflow_hours
@@ -228,37 +221,16 @@ BEGIN
             sum(h.delivery_time), sum(h.timed)
         FROM hourly AS h
         GROUP BY 2, 3, 4, 5, 6
-    ), into_hours AS (
-        INSERT INTO private.sms_hour_totals AS t
-        SELECT d.starts_at, d.deployment_id, d.message_type, d.status, d.failure_reason,
-            d.sms, coalesce(d.unpriced, 0), coalesce(d.billed_count, 0), d.characters,
-            d.min_characters, d.max_characters, coalesce(d.provider_cost, 0),
-            coalesce(d.margin, 0), coalesce(d.billed, 0), coalesce(d.linked, 0),
-            coalesce(d.delivery_time, interval '0'), coalesce(d.timed, 0)
-        FROM deltas AS d WHERE d.grain = 'hour'
-        ORDER BY d.deployment_id, d.starts_at, d.message_type, d.status, d.failure_reason
-        ON CONFLICT (deployment_id, starts_at, message_type, status, failure_reason)
-        DO UPDATE SET
-            sms = t.sms + excluded.sms, unpriced = t.unpriced + excluded.unpriced,
-            billed_count = t.billed_count + excluded.billed_count,
-            characters = t.characters + excluded.characters,
-            min_characters = least(t.min_characters, excluded.min_characters),
-            max_characters = greatest(t.max_characters, excluded.max_characters),
-            provider_cost = t.provider_cost + excluded.provider_cost,
-            margin = t.margin + excluded.margin, billed = t.billed + excluded.billed,
-            linked = t.linked + excluded.linked,
-            delivery_time = t.delivery_time + excluded.delivery_time,
-            timed = t.timed + excluded.timed
     )
-    INSERT INTO private.sms_day_totals AS t
-    SELECT d.starts_at, d.deployment_id, d.message_type, d.status, d.failure_reason,
+    INSERT INTO private.sms_totals AS t
+    SELECT d.grain, d.starts_at, d.deployment_id, d.message_type, d.status, d.failure_reason,
         d.sms, coalesce(d.unpriced, 0), coalesce(d.billed_count, 0), d.characters,
         d.min_characters, d.max_characters, coalesce(d.provider_cost, 0),
         coalesce(d.margin, 0), coalesce(d.billed, 0), coalesce(d.linked, 0),
         coalesce(d.delivery_time, interval '0'), coalesce(d.timed, 0)
-    FROM deltas AS d WHERE d.grain = 'day'
-    ORDER BY d.deployment_id, d.starts_at, d.message_type, d.status, d.failure_reason
-    ON CONFLICT (deployment_id, starts_at, message_type, status, failure_reason)
+    FROM deltas AS d
+    ORDER BY d.grain, d.deployment_id, d.starts_at, d.message_type, d.status, d.failure_reason
+    ON CONFLICT (grain, deployment_id, starts_at, message_type, status, failure_reason)
     DO UPDATE SET
         sms = t.sms + excluded.sms, unpriced = t.unpriced + excluded.unpriced,
         billed_count = t.billed_count + excluded.billed_count,
@@ -274,19 +246,15 @@ BEGIN
     IF cardinality(p_removed) > 0 THEN
         -- A bucket an SMS is taken out of held it: anything else is a bug, never a
         -- figure to publish.
-        IF EXISTS (SELECT FROM private.sms_hour_totals AS t, unnest(p_removed) AS r
-                   WHERE t.sms < 0 AND t.deployment_id = r.deployment_id
+        IF EXISTS (SELECT FROM private.sms_totals AS t, unnest(p_removed) AS r
+                   WHERE t.sms < 0 AND t.grain = 'hour' AND t.deployment_id = r.deployment_id
                      AND t.starts_at = date_trunc('hour', r.sent_at, 'UTC')) THEN
             RAISE EXCEPTION 'an aggregate would hold fewer than no SMS';
         END IF;
-        DELETE FROM private.sms_hour_totals AS t
+        DELETE FROM private.sms_totals AS t
         USING unnest(p_removed) AS r
         WHERE t.sms = 0 AND t.deployment_id = r.deployment_id
-          AND t.starts_at = date_trunc('hour', r.sent_at, 'UTC');
-        DELETE FROM private.sms_day_totals AS t
-        USING unnest(p_removed) AS r
-        WHERE t.sms = 0 AND t.deployment_id = r.deployment_id
-          AND t.starts_at = date_trunc('day', r.sent_at, 'UTC');
+          AND t.starts_at = date_trunc(t.grain, r.sent_at, 'UTC');
     END IF;
 END
 $$;
@@ -546,8 +514,9 @@ BEGIN
             t.deployment_id, t.message_type, t.status, t.failure_reason, t.sms, t.unpriced,
             t.billed_count, t.characters, t.min_characters, t.max_characters,
             t.provider_cost, t.margin, t.billed, t.linked, t.delivery_time, t.timed
-        FROM private.sms_day_totals AS t
-        WHERE (p_deployments IS NULL OR t.deployment_id = ANY (p_deployments))
+        FROM private.sms_totals AS t
+        WHERE t.grain = 'day'
+          AND (p_deployments IS NULL OR t.deployment_id = ANY (p_deployments))
           AND t.starts_at >= v_first_day AND t.starts_at < v_last_day
           AND t.starts_at IS DISTINCT FROM v_split_day
         UNION ALL
@@ -556,8 +525,9 @@ BEGIN
             t.deployment_id, t.message_type, t.status, t.failure_reason, t.sms, t.unpriced,
             t.billed_count, t.characters, t.min_characters, t.max_characters,
             t.provider_cost, t.margin, t.billed, t.linked, t.delivery_time, t.timed
-        FROM private.sms_hour_totals AS t
-        WHERE (p_deployments IS NULL OR t.deployment_id = ANY (p_deployments))
+        FROM private.sms_totals AS t
+        WHERE t.grain = 'hour'
+          AND (p_deployments IS NULL OR t.deployment_id = ANY (p_deployments))
           AND ((t.starts_at >= p_start AND t.starts_at < least(v_first_day, p_end))
                OR (t.starts_at >= greatest(v_last_day, p_start) AND t.starts_at < p_end)
                OR (t.starts_at >= v_split_day AND t.starts_at < v_split_day + interval '1 day'

@@ -69,8 +69,7 @@ ALTER TABLE private.sms_provider_statuses OWNER TO sms_data_owner;
 ALTER TABLE private.twilio_statuses OWNER TO sms_data_owner;
 ALTER TABLE private.billing_settings OWNER TO sms_data_owner;
 ALTER TABLE private.exchange_rates OWNER TO sms_data_owner;
-ALTER TABLE private.sms_hour_totals OWNER TO sms_data_owner;
-ALTER TABLE private.sms_day_totals OWNER TO sms_data_owner;
+ALTER TABLE private.sms_totals OWNER TO sms_data_owner;
 ALTER TABLE private.sms_kpi_seal OWNER TO sms_data_owner;
 ALTER TABLE private.sms_workflow_hours OWNER TO sms_data_owner;
 ALTER TABLE private.sms_recipients OWNER TO sms_data_owner;
@@ -111,14 +110,14 @@ REVOKE ALL ON public.agent_sms, public.agent_sms_events, private.sms_erased_sids
     private.sms_reconcile_checks, private.sms_archive_objects,
     private.sms_archive_phone_index, private.sms_erasures, private.sms_provider_statuses,
     private.twilio_statuses, private.billing_settings, private.exchange_rates,
-    private.sms_hour_totals, private.sms_day_totals, private.sms_kpi_seal,
+    private.sms_totals, private.sms_kpi_seal,
     private.sms_workflow_hours, private.sms_recipients, private.sms_recipient_hours
     FROM PUBLIC, anon, authenticated, service_role;
 GRANT SELECT ON public.agent_sms TO authenticated, service_role;
 -- What the KPI functions read with the caller's rights: the aggregates (under the same
 -- row-level security as agent_sms) and how far they reach. Never the recipients, which
 -- private.sms_unique_recipients counts as their owner.
-GRANT SELECT ON private.sms_hour_totals, private.sms_day_totals, private.sms_kpi_seal,
+GRANT SELECT ON private.sms_totals, private.sms_kpi_seal,
     private.sms_workflow_hours TO authenticated, service_role;
 
 -- Every other table of the schema belongs to the rest of the project, which keeps their

@@ -56,8 +56,7 @@ def insert_sms(conn: psycopg.Connection, deployment_id: uuid.UUID, **values: Any
 # them all.
 SMS_TABLES = (
     "public.agent_sms",
-    "private.sms_hour_totals",
-    "private.sms_day_totals",
+    "private.sms_totals",
     "private.sms_kpi_seal",
     "private.sms_workflow_hours",
     "private.sms_recipient_hours",

@@ -253,13 +253,13 @@ def test_a_tenant_reads_only_its_own_aggregates(
     assert as_other["metrics archived client"]["current_period"]["total_sms"] == 0
 
     with acting_as(database_url, "authenticated", tenants.admin_b) as conn:
-        for table in ("sms_hour_totals", "sms_day_totals", "sms_workflow_hours"):
+        for table in ("sms_totals", "sms_workflow_hours"):
             seen = conn.execute(f"SELECT DISTINCT deployment_id FROM private.{table}").fetchall()
             assert seen == [(tenants.deployment_b,)], table
     for forbidden in ("SELECT * FROM private.sms_recipients",
                       "SELECT * FROM private.sms_recipient_hours",
                       "SELECT private.seal_next_sms_day(now())",
-                      "DELETE FROM private.sms_day_totals",
+                      "DELETE FROM private.sms_totals",
                       "UPDATE private.sms_kpi_seal SET sealed_before = '-infinity'"):  # fmt: skip
         with (
             acting_as(database_url, "authenticated", tenants.admin_b) as conn,
