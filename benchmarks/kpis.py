@@ -21,7 +21,7 @@ from typing import Any
 import psycopg
 
 from benchmarks.common import median, timed
-from benchmarks.metrics import ALL_ACCESS_USER, loaded_database, migrate_and_load
+from benchmarks.metrics import call_rpc, run_on_database
 
 # Every SMS ever recorded: what the reference reads.
 EVERY_SMS = (
@@ -109,22 +109,9 @@ PREVIOUS_KEYS = ("total_sms", "delivered_sms", "failed_sms", "delivery_rate", "f
                  "unique_recipients")  # fmt: skip
 
 
-def call(conn: psycopg.Connection, role: str, function: str, args: dict[str, Any]) -> Any:
-    claims = {"role": role, "sub": ALL_ACCESS_USER} if role == "authenticated" else {"role": role}
-    names = ", ".join(f"{name} => %({name})s" for name in args)
-    with conn.transaction():
-        conn.execute(
-            "SELECT set_config('role', %s, true), set_config('request.jwt.claims', %s, true)",
-            (role, json.dumps(claims)),
-        )
-        row = conn.execute(f"SELECT public.{function}({names})", args).fetchone()
-    assert row is not None
-    return row[0]
-
-
 def median_call(conn: psycopg.Connection, role: str, function: str, args: dict[str, Any],
                 repeat: int) -> float:  # fmt: skip
-    return median(timed(lambda _: call(conn, role, function, args), [0] * repeat))
+    return median(timed(lambda _: call_rpc(conn, role, function, args), [0] * repeat))
 
 
 def reference(conn: psycopg.Connection, query: str, **args: Any) -> Any:
@@ -137,8 +124,8 @@ def check(conn: psycopg.Connection, function: str, args: dict[str, Any], scope: 
           start: Any, end: Any) -> None:  # fmt: skip
     """The function's answer as service_role equals the row-by-row one, and the all-access
     user's equals service_role's."""
-    got = call(conn, "service_role", function, args)
-    assert got == call(conn, "authenticated", function, args), (function, args)
+    got = call_rpc(conn, "service_role", function, args)
+    assert got == call_rpc(conn, "authenticated", function, args), (function, args)
     if function == "get_sms_metrics":
         previous = start - (end - start)
         expected = reference(conn, REFERENCE_FIGURES, deployments=scope, start=start, end=end)
@@ -206,14 +193,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--database-url", help="use this (already loaded) database as is")
     parser.add_argument("--load", action="store_true",
                         help="with --database-url: migrate and load it first")  # fmt: skip
-    args = parser.parse_args(argv)
-    if args.database_url:
-        if args.load:
-            migrate_and_load(args.database_url, args.rows)
-        run(args.database_url, args)
-        return
-    with loaded_database(args.rows) as url:
-        run(url, args)
+    run_on_database(parser.parse_args(argv), run)
 
 
 if __name__ == "__main__":

@@ -20,13 +20,14 @@ import json
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
 
 import psycopg
+from psycopg import sql
 
 from benchmarks.common import database_server, median, timed
 from tools.embedded import throwaway_database
@@ -222,29 +223,41 @@ def shape_as_production(conn: psycopg.Connection) -> None:
         ).fetchall()
         if last:
             conn.execute("SELECT private.note_archived_through(%s)", (max(r[0] for r in last),))
-    for table in ("agent_sms", "bench_archived_sms", "private.sms_totals",
-                  "private.sms_recipient_hours", "private.sms_workflow_hours",
-                  "private.sms_recipients"):  # fmt: skip
-        conn.execute(f"VACUUM ANALYZE {table}")
+    for table in (("agent_sms",), ("bench_archived_sms",), ("private", "sms_totals"),
+                  ("private", "sms_recipient_hours"), ("private", "sms_workflow_hours"),
+                  ("private", "sms_recipients")):  # fmt: skip
+        conn.execute(sql.SQL("VACUUM ANALYZE {}").format(sql.Identifier(*table)))
     print(f"  shaped as production (one year hot, {sealed:,} days sealed) in"
           f" {time.perf_counter() - started:,.0f} s", flush=True)  # fmt: skip
 
 
-def call_metrics(conn: psycopg.Connection, role: str, args: dict[str, Any]) -> Any:
-    claims = json.dumps({"role": role, "sub": ALL_ACCESS_USER} if role == "authenticated"
-                        else {"role": role})  # fmt: skip
+def call_rpc(conn: psycopg.Connection, role: str, function: str, args: dict[str, Any]) -> Any:
+    """A public function called by name, as `role` (the all-access user when
+    authenticated) exactly as PostgREST calls it: the role and claims for the
+    transaction, the arguments bound by name."""
+    claims = {"role": role, "sub": ALL_ACCESS_USER} if role == "authenticated" else {"role": role}
+    call = sql.SQL("SELECT public.{}({})").format(
+        sql.Identifier(function),
+        sql.SQL(", ").join(
+            sql.SQL("{} => {}").format(sql.Identifier(name), sql.Placeholder(name)) for name in args
+        ),
+    )
     with conn.transaction():
         conn.execute(
             "SELECT set_config('role', %s, true), set_config('request.jwt.claims', %s, true)",
-            (role, claims),
+            (role, json.dumps(claims)),
         )
-        row = conn.execute(
-            "SELECT get_sms_metrics(%(start)s, %(end)s, p_client_id => %(client)s,"
-            " p_agent_type_name => %(agent)s)",
-            {"client": None, "agent": None} | args,
-        ).fetchone()
+        row = conn.execute(call, args).fetchone()
     assert row is not None
     return row[0]
+
+
+def call_metrics(conn: psycopg.Connection, role: str, args: dict[str, Any]) -> Any:
+    """get_sms_metrics for the period and filters of `args` (start, end, client, agent)."""
+    return call_rpc(conn, role, "get_sms_metrics", {
+        "p_start_date": args["start"], "p_end_date": args["end"],
+        "p_client_id": args.get("client"), "p_agent_type_name": args.get("agent"),
+    })  # fmt: skip
 
 
 def rls_cost(conn: psycopg.Connection, args: dict[str, Any], n: int) -> tuple[float, float]:
@@ -264,6 +277,14 @@ def main(argv: list[str] | None = None) -> None:
                         help="with --database-url: migrate and load that empty database first,"
                              " and keep it for later runs")  # fmt: skip
     args = parser.parse_args(argv)
+    run_on_database(args, run)
+
+
+def run_on_database(
+    args: argparse.Namespace, run: Callable[[str, argparse.Namespace], None]
+) -> None:
+    """`run` on `--database-url` as it is (loaded first with `--load`), or on a
+    throwaway database loaded with `--rows` SMS."""
     if args.database_url:
         if args.load:
             migrate_and_load(args.database_url, args.rows)
