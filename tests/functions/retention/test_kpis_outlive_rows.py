@@ -12,6 +12,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from psycopg import sql
 
 from functions.retention import archive, erasure
 from functions.retention.context import Retention
@@ -70,19 +71,40 @@ def history(tenants: Tenants, clean: psycopg.Connection) -> list[uuid.UUID]:
     ]
 
 
+def whole_hours(start: datetime, end: datetime) -> tuple[datetime, datetime]:
+    """The hours a KPI counts for [start, end), neither of which is a whole hour here."""
+    return (start.replace(minute=0, second=0, microsecond=0),
+            end.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1))  # fmt: skip
+
+
 def sent_to_within(number: str, start: datetime, end: datetime) -> bool:
     """Whether history sent to this number in the whole hours [start, end) touches."""
-    start = start.replace(minute=0, second=0, microsecond=0)
-    return any(
-        to == number
-        and start <= sent_at < end.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
-        for _, sent_at, to, _ in planned_history()
+    first, last = whole_hours(start, end)
+    return any(to == number and first <= sent_at < last for _, sent_at, to, _ in planned_history())
+
+
+def hot_rows(conn: psycopg.Connection, start: datetime, end: datetime) -> list[dict[str, Any]]:
+    """agent_sms's rows in the whole hours [start, end) touches."""
+    cur = conn.execute(
+        "SELECT * FROM agent_sms WHERE sent_at >= %s AND sent_at < %s", whole_hours(start, end)
     )
+    names = [c.name for c in cur.description or []]
+    return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+
+def row_by_row(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The period's figures recomputed from these rows, as JSON reads them."""
+    figures: dict[str, Any] = json.loads(json.dumps(as_json_numbers(reference_period(rows))))
+    return figures
 
 
 def rpc(conn: psycopg.Connection, function: str, args: dict[str, Any]) -> Any:
-    names = ", ".join(f"{name} => %({name})s" for name in args)
-    row = conn.execute(f"SELECT public.{function}({names})", args).fetchone()
+    named = sql.SQL(", ").join(
+        sql.SQL("{} => {}").format(sql.Identifier(name), sql.Placeholder(name)) for name in args
+    )
+    row = conn.execute(
+        sql.SQL("SELECT public.{}({})").format(sql.Identifier(function), named), args
+    ).fetchone()
     assert row is not None
     return row[0]
 
@@ -193,15 +215,8 @@ def test_a_late_report_for_a_sealed_day_moves_its_figures(
         found = rpc(conn, "get_sms_metrics", {"p_start_date": start, "p_end_date": end})
         reasons = rpc(conn, "get_sms_failure_reasons",
                       {"p_start_date": start, "p_end_date": end, "p_limit": 100})  # fmt: skip
-    bounds = clean.execute(
-        "SELECT date_trunc('hour', %s::timestamptz), date_trunc('hour', %s::timestamptz)"
-        " + interval '1 hour'", (start, end),
-    ).fetchone()  # fmt: skip
-    assert bounds is not None
-    cur = clean.execute("SELECT * FROM agent_sms WHERE sent_at >= %s AND sent_at < %s", bounds)
-    names = [c.name for c in cur.description or []]
-    rows = [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
-    expected = json.loads(json.dumps(as_json_numbers(reference_period(rows))))
+    rows = hot_rows(clean, start, end)
+    expected = row_by_row(rows)
     assert {k: found["current_period"][k] for k in expected} == expected
     assert {
         "failure_reason": "Filtered by the carrier",
@@ -227,12 +242,7 @@ def test_an_sms_recorded_late_for_a_sealed_day_with_a_waiting_report_counts_once
     start, end = day - timedelta(days=3), day + timedelta(days=3)
     with acting_as(database_url, "service_role") as conn:
         found = rpc(conn, "get_sms_metrics", {"p_start_date": start, "p_end_date": end})
-    bounds = (start.replace(minute=0, second=0, microsecond=0),
-              end.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1))  # fmt: skip
-    cur = clean.execute("SELECT * FROM agent_sms WHERE sent_at >= %s AND sent_at < %s", bounds)
-    names = [c.name for c in cur.description or []]
-    rows = [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
-    expected = json.loads(json.dumps(as_json_numbers(reference_period(rows))))
+    expected = row_by_row(hot_rows(clean, start, end))
     assert {k: found["current_period"][k] for k in expected} == expected
 
 
@@ -254,7 +264,11 @@ def test_a_tenant_reads_only_its_own_aggregates(
 
     with acting_as(database_url, "authenticated", tenants.admin_b) as conn:
         for table in ("sms_totals", "sms_workflow_hours"):
-            seen = conn.execute(f"SELECT DISTINCT deployment_id FROM private.{table}").fetchall()
+            seen = conn.execute(
+                sql.SQL("SELECT DISTINCT deployment_id FROM {}").format(
+                    sql.Identifier("private", table)
+                )
+            ).fetchall()
             assert seen == [(tenants.deployment_b,)], table
     for forbidden in ("SELECT * FROM private.sms_recipients",
                       "SELECT * FROM private.sms_recipient_hours",
