@@ -1530,10 +1530,8 @@ DECLARE
     v_scope uuid[];
 BEGIN
     IF current_setting('role') = 'service_role' THEN
-        IF p_deployments IS NULL THEN
-            RAISE EXCEPTION USING ERRCODE = 'insufficient_privilege',
-                MESSAGE = 'an unnarrowed scope is read only under row-level security';
-        END IF;
+        -- Read as the owner, outside row-level security: a NULL scope is refused.
+        PERFORM private.check_scope(p_deployments);
         v_scope := p_deployments;
     ELSE
         v_scope := ARRAY(SELECT unnest(private.accessible_deployment_ids())
@@ -3491,6 +3489,7 @@ GRANT EXECUTE ON FUNCTION
     private.hold_referenced_records(jsonb),
     private.note_sms_hours(public.agent_sms[]),
     private.archived_before(),
+    private.check_scope(uuid[]),
     private.sealed_before(),
     private.sms_fact(public.agent_sms),
     private.price_sms(text, numeric, text),

@@ -585,10 +585,8 @@ DECLARE
     v_scope uuid[];
 BEGIN
     IF current_setting('role') = 'service_role' THEN
-        IF p_deployments IS NULL THEN
-            RAISE EXCEPTION USING ERRCODE = 'insufficient_privilege',
-                MESSAGE = 'an unnarrowed scope is read only under row-level security';
-        END IF;
+        -- Read as the owner, outside row-level security: a NULL scope is refused.
+        PERFORM private.check_scope(p_deployments);
         v_scope := p_deployments;
     ELSE
         v_scope := ARRAY(SELECT unnest(private.accessible_deployment_ids())

@@ -283,6 +283,7 @@ GRANT EXECUTE ON FUNCTION
     private.hold_referenced_records(jsonb),
     private.note_sms_hours(public.agent_sms[]),
     private.archived_before(),
+    private.check_scope(uuid[]),
     private.sealed_before(),
     private.sms_fact(public.agent_sms),
     private.price_sms(text, numeric, text),

@@ -179,6 +179,7 @@ REVIEWED = {
         "function private.agent_sms_kpis_deleted()",
         "function private.accessible_deployment_ids(boolean)",
         "function private.archived_before()",
+        "function private.check_scope(uuid[])",
         "function private.sms_unique_recipients(uuid[],timestamptz,timestamptz,timestamptz,"
         "numeric)",
         "function private.epoch_hour(timestamptz)",
