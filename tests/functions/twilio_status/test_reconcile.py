@@ -197,6 +197,19 @@ def seconds_after(start: datetime, count: int) -> list[datetime]:
     return [start + timedelta(seconds=n) for n in range(count)]
 
 
+def yesterday_on_twilio(
+    conn: psycopg.Connection, tenants: Tenants, api: FakeTwilio, rates: StoreRates
+) -> tuple[datetime, list[str]]:
+    """Yesterday from 10:00, 2,500 final SMS a second apart (3 pages of Twilio's list),
+    unpriced here and listed on the main account, with the day's USD rate stored."""
+    day = days_ago(1)
+    rates(("USD", str(working_day(day)), USD_RATE))
+    sent = seconds_after(day, 2500)
+    sids = final_sms(conn, tenants, sent)
+    on_twilio(api, MAIN_ACCOUNT, sids, sent)
+    return day, sids
+
+
 def money(conn: psycopg.Connection, sids: list[str]) -> set[tuple[Any, ...]]:
     """The distinct money columns of these SMS."""
     return set(
@@ -282,11 +295,7 @@ def test_a_day_whose_only_unpriced_sms_are_its_newest_costs_one_request(
     clean: psycopg.Connection,
     rates: StoreRates,
 ) -> None:
-    day = days_ago(1)
-    rates(("USD", str(working_day(day)), USD_RATE))
-    sent = seconds_after(day, 2500)
-    sids = final_sms(clean, tenants, sent)
-    on_twilio(twilio_api, MAIN_ACCOUNT, sids, sent)
+    _, sids = yesterday_on_twilio(clean, tenants, twilio_api, rates)
     clean.execute(  # all but the newest 10 priced already
         "UPDATE agent_sms SET provider_cost = 0.0073 WHERE provider_message_sid = ANY(%s)",
         (sids[:-10],),
@@ -343,11 +352,7 @@ def test_sms_asked_again_are_fetched_one_by_one_when_that_is_cheaper_than_listin
     again: int,
     counts: dict[str, int],
 ) -> None:
-    day = days_ago(1)
-    rates(("USD", str(working_day(day)), USD_RATE))
-    sent = seconds_after(day, 2500)  # 3 pages
-    sids = final_sms(clean, tenants, sent)
-    on_twilio(twilio_api, MAIN_ACCOUNT, sids, sent)
+    _, sids = yesterday_on_twilio(clean, tenants, twilio_api, rates)
     clean.execute(
         "UPDATE agent_sms SET provider_cost = 0.0073 WHERE provider_message_sid = ANY(%s)",
         (sids[:-again],),
@@ -447,11 +452,7 @@ def test_a_429_while_listing_stops_the_run_and_the_next_one_takes_the_rest(
     clean: psycopg.Connection,
     rates: StoreRates,
 ) -> None:
-    day = days_ago(1)
-    rates(("USD", str(working_day(day)), USD_RATE))
-    sent = seconds_after(day, 2500)
-    sids = final_sms(clean, tenants, sent)
-    on_twilio(twilio_api, MAIN_ACCOUNT, sids, sent)
+    day, sids = yesterday_on_twilio(clean, tenants, twilio_api, rates)
     twilio_api.rate_limit_after = 2
 
     first = reconcile(reconcile_url)
