@@ -606,6 +606,8 @@ def test_after_an_outage_steady_traffic_goes_back_to_the_database(
             sms = ingest.sms(tenants, phone_number="+33612340002")
             return ingest.post(urls["ingest_sms"], sms).status_code
 
+        # Before, the database is there: the module's previous test ends with an outage.
+        _wait_for_the_database(network.pooled_url)
         assert post() == 201
         cut = threading.Thread(target=network.database_link.cut, args=(STEADY_OUTAGE_SECONDS,))
         cut.start()
